@@ -1,0 +1,71 @@
+#!/bin/bash
+# Build everything and run every test: the gcc build (all suites), the
+# ASan+UBSan build (unit suite) and a -Werror clang build. Prints one line
+# "N passed, N failed[, N skipped]" at the end; exits non-zero on any failure.
+#   SUITES="unit kvm"  run only these suites in the main build
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+summary="$root/build/check-summary.txt"
+
+scripts/install-deps.sh || { echo "check: installing dependencies failed" >&2; exit 1; }
+
+setup() { # dir, extra meson args...
+    local dir=$1; shift
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
+    fi
+    ninja -C "$dir" >"$dir.ninja.log" 2>&1 || { tail -60 "$dir.ninja.log"; return 1; }
+}
+
+count() { # testlog.json -> "pass fail skip"
+    python3 - "$1" <<'PY'
+import json, sys
+p = f = s = 0
+try:
+    for line in open(sys.argv[1]):
+        r = json.loads(line).get("result")
+        if r in ("OK", "EXPECTEDFAIL"): p += 1
+        elif r == "SKIP": s += 1
+        else: f += 1
+except FileNotFoundError:
+    pass
+print(p, f, s)
+PY
+}
+
+pass=0 fail=0 skip=0
+add() { read -r a b c <<<"$1"; pass=$((pass + a)); fail=$((fail + b)); skip=$((skip + c)); }
+
+mkdir -p build
+# 1. gcc build, every suite
+if setup build; then
+    suite_args=()
+    for s in ${SUITES:-}; do suite_args+=(--suite "$s"); done
+    meson test -C build --print-errorlogs --num-processes 2 "${suite_args[@]}" || true
+    add "$(count build/meson-logs/testlog.json)"
+else
+    echo "check: gcc build failed" >&2; fail=$((fail + 1))
+fi
+
+# 2. ASan + UBSan build of the unit tests
+if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit || true
+    add "$(count build-asan/meson-logs/testlog.json)"
+else
+    echo "check: ASan build failed" >&2; fail=$((fail + 1))
+fi
+
+# 3. clang -Werror build (compile only; the tests already ran twice)
+if CC=clang setup build-clang; then
+    pass=$((pass + 1)); echo "check: clang -Werror build OK"
+else
+    echo "check: clang build failed" >&2; fail=$((fail + 1))
+fi
+
+line="$pass passed, $fail failed"
+[ "$skip" -gt 0 ] && line="$line, $skip skipped"
+echo "$line" >"$summary"
+echo "$line"
+[ "$fail" -eq 0 ]
