@@ -68,8 +68,7 @@ static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_respon
 
 static enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                        const char *method, const char *version,
-                                       const char *upload_data, size_t *upload_size,
-                                       void **con_cls)
+                                       const char *upload_data, size_t *upload_size, void **con_cls)
 {
     struct httpd *h = cls;
     struct http_conn *c = *con_cls;
@@ -343,8 +342,7 @@ int httpc_unix(const char *sock_path, const char *method, const char *path, cons
     return httpc_do(sock_path, url, method, body, status, resp_body);
 }
 
-int httpc_url(const char *url, const char *method, const char *body, long *status,
-              char **resp_body)
+int httpc_url(const char *url, const char *method, const char *body, long *status, char **resp_body)
 {
     return httpc_do(NULL, url, method, body, status, resp_body);
 }

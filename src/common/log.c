@@ -21,8 +21,11 @@ int log_parse_level(const char *s, enum log_level *out)
     static const struct {
         const char *name;
         enum log_level lvl;
-    } names[] = {{"error", LOG_LVL_ERROR}, {"warn", LOG_LVL_WARN}, {"warning", LOG_LVL_WARN},
-                 {"info", LOG_LVL_INFO},   {"debug", LOG_LVL_DEBUG}};
+    } names[] = {{"error", LOG_LVL_ERROR},
+                 {"warn", LOG_LVL_WARN},
+                 {"warning", LOG_LVL_WARN},
+                 {"info", LOG_LVL_INFO},
+                 {"debug", LOG_LVL_DEBUG}};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (strcasecmp(s, names[i].name) == 0) {
             *out = names[i].lvl;
@@ -66,8 +69,7 @@ void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     gmtime_r(&ts.tv_sec, &tm);
     strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
     pthread_mutex_lock(&log_lock);
-    fprintf(stderr, "%s.%03ld %s %s ", stamp, ts.tv_nsec / 1000000, log_prog,
-            level_names[level]);
+    fprintf(stderr, "%s.%03ld %s %s ", stamp, ts.tv_nsec / 1000000, log_prog, level_names[level]);
     vfprintf(stderr, fmt, ap);
     if (fmt[0] && fmt[strlen(fmt) - 1] != '\n')
         fputc('\n', stderr);
