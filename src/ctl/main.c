@@ -57,6 +57,7 @@ static int do_request(const char *sock, const char *method, const char *path, co
         json_object *j = json_tokener_parse(resp);
         if (j) {
             puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY |
+                                                       JSON_C_TO_STRING_SPACED |
                                                        JSON_C_TO_STRING_NOSLASHESCAPE));
             json_object_put(j);
         } else {
