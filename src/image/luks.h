@@ -14,10 +14,11 @@
  * payload offset. For a raw LUKS file the area is at file offset 0 and the
  * encrypted data follows at luks_get_payload_offset(). For qcow2 the area is
  * stored in clusters named by the "full disk encryption header pointer"
- * extension (offset, length = luks_get_header_size()), and data clusters are
- * encrypted in place with sector number = guest offset / 512, exactly like
- * QEMU (the raw LUKS driver also uses guest offset / 512, i.e. relative to the
- * payload start).
+ * extension (offset, length = the area size luks_create returns), and data
+ * clusters are encrypted in place with sector number = HOST (physical) file
+ * offset / 512 -- what QEMU does for qcow2 LUKS (crypt_physical_offset; proven
+ * by test_luks interop against qemu-io). The raw LUKS driver instead uses the
+ * guest offset / 512, i.e. relative to the payload start.
  *
  * Error convention: functions return 0 or a negative errno and log a message
  * naming the volume (the 'name' given at open/create) and the reason:
@@ -76,9 +77,9 @@ int luks_probe(const void *buf, size_t len);
  */
 int luks_open(struct luks **out, const void *buf, size_t len, const char *name);
 
-/* Size in bytes of the header area (phdr + all key material) = where the
- * payload starts for a raw LUKS image. The caller must pass at least this
- * many bytes to luks_unlock(). */
+/* Size in bytes of the header area actually used (phdr + key material of
+ * all 8 slots). The caller must pass at least this many bytes to
+ * luks_unlock(). It is <= luks_get_payload_offset(). */
 uint64_t luks_get_header_size(const struct luks *l);
 /* Payload offset in bytes as recorded in the phdr (raw LUKS data start). */
 uint64_t luks_get_payload_offset(const struct luks *l);
@@ -100,12 +101,17 @@ bool luks_is_unlocked(const struct luks *l);
 int luks_unlock(struct luks *l, const void *area, size_t area_len, const void *pass,
                 size_t pass_len, int *slot);
 
+/* Unlock with a known master key (key escrow, tests): the key is verified
+ * against the master key digest (-EACCES on mismatch). */
+int luks_unlock_key(struct luks *l, const uint8_t *key, size_t key_len);
+
 /*
  * Create a new volume: random master key (RAND_bytes), phdr and key slot 0
- * protected by pass. *area (malloc'd, *area_len = luks_get_header_size()
- * bytes) receives the complete header area to write at the header location
- * (file offset 0 for raw LUKS, the crypto header clusters for qcow2). The
- * returned volume is already unlocked.
+ * protected by pass. *area (malloc'd, *area_len = luks_get_payload_offset()
+ * bytes, 4040 sectors for aes-256 as QEMU writes) receives the complete header
+ * area to write at the header location (file offset 0 for raw LUKS, followed
+ * by the payload; the crypto header clusters for qcow2, extension length =
+ * *area_len as QEMU does). The returned volume is already unlocked.
  */
 int luks_create(struct luks **out, const struct luks_create_opts *opts, const void *pass,
                 size_t pass_len, void **area, size_t *area_len, const char *name);
@@ -138,6 +144,9 @@ void luks_cipher_free(struct luks_cipher *c);
 void luks_close(struct luks *l);
 
 /* Building blocks, exposed for the known-answer tests. */
+/* PBKDF2-HMAC with a LUKS hash name ("sha1", "sha256", "sha512", ...). */
+int luks_pbkdf2(const char *hash, const void *pass, size_t pass_len, const uint8_t *salt,
+                size_t salt_len, uint32_t iterations, uint8_t *out, size_t out_len);
 /* AF split (LUKS1 spec): src (len bytes) -> dst (len * stripes bytes). */
 int luks_af_split(const char *hash, const uint8_t *src, uint8_t *dst, size_t len, unsigned stripes);
 /* AF merge: src (len * stripes bytes) -> dst (len bytes). */
