@@ -1,0 +1,156 @@
+#!/bin/sh
+# /init of the Linux lab's L1 host (busybox), booted by QEMU-TCG with an
+# emulated AMD SVM CPU. It loads KVM, then runs the L2 VMMs named in the
+# plan one after the other, relays each L2 console with a "[L2 N] " prefix,
+# checks on the L1 side what the L2 guest did (disk bytes, received file),
+# prints one summary line per run and powers L1 off.
+# Kernel command line parameters:
+#   lab.plan=VMM:STEP[,VMM:STEP...]  VMM is qtvmm or qemu; STEP is boot, blk,
+#                                    net, panic-init or missing-kernel
+#   lab.cpus=N lab.mem=MiB           L2 size (default 2 and 256)
+#   lab.timeout=SECONDS              limit for each L2 run (default 240)
+#   lab.quiet=1                      boot L2 with "quiet"
+# Output, per run N:
+#   LAB-L1 begin run=N vmm=V step=S
+#   [L2 N] ...console...
+#   LAB-L1 relay exit=... init_ms=... total_ms=...   (from lab-relay)
+#   LAB-RESULT <name> PASS|FAIL <detail>             (L1-side checks)
+#   LAB-L1 end run=N
+# and finally "LAB-L1 done".
+export PATH=/bin:/sbin:/usr/bin
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s /bin
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp /run /srv && mount -t tmpfs -o size=1g tmpfs /tmp
+echo "LAB-L1 up uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+arg() { # name default -> value of lab.<name>= on the kernel command line
+    for w in $(cat /proc/cmdline); do
+        case "$w" in "lab.$1="*) echo "${w#lab.$1=}"; return 0 ;; esac
+    done
+    echo "$2"
+}
+
+while read -r m; do
+    [ -n "$m" ] || continue
+    out=$(insmod "/lib/modules/$m.ko" 2>&1) || echo "LAB-L1 insmod $m failed: $out"
+done </lib/modules/order
+[ -c /dev/kvm ] || echo "LAB-L1 warning: no /dev/kvm after loading kvm-amd"
+
+plan=$(arg plan qemu:boot)
+cpus=$(arg cpus 2)
+mem=$(arg mem 256)
+limit=$(arg timeout 240)
+quiet=$(arg quiet 0)
+mac=52:54:00:12:34:56
+l1_ip=10.0.2.1
+l2_ip=10.0.2.15/24
+port=5000
+
+setup_net() {
+    [ -e /sys/class/net/tap0 ] && return 0
+    ip tuntap add dev tap0 mode tap 2>/dev/null || tunctl -t tap0 >/dev/null || return 1
+    ip addr add $l1_ip/24 dev tap0 && ip link set tap0 up || return 1
+    ip link set lo up
+    if [ ! -f /srv/blob ]; then
+        dd if=/dev/urandom of=/srv/blob bs=1M count=8 2>/dev/null
+        httpd -p 8080 -h /srv
+    fi
+}
+
+run_one() { # index vmm step
+    n=$1 vmm=$2 step=$3
+    kernel=/lab/l2/vmlinuz
+    initrd=/lab/l2/initrd
+    gstep=$step
+    extra=""
+    case "$step" in
+    panic-init) gstep=boot extra="rdinit=/lab-no-such-init" ;;
+    missing-kernel) gstep=boot kernel=/lab/l2/no-such-vmlinuz ;;
+    esac
+    cl="console=ttyS0 reboot=t panic=-1 lab.step=$gstep lab.cpus=$cpus lab.mem=$mem $extra"
+    [ "$quiet" = 1 ] && cl="$cl quiet"
+    qt_dev="" qemu_dev=""
+    if [ "$step" = blk ]; then
+        rm -f /tmp/disk.img
+        mkfs.ext4 -q -F /tmp/disk.img 64M || echo "LAB-RESULT blk-host FAIL mkfs.ext4 failed"
+        qt_dev="--disk path=/tmp/disk.img"
+        qemu_dev="-drive id=d0,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d0"
+    fi
+    if [ "$step" = net ]; then
+        setup_net || echo "LAB-RESULT net-host FAIL cannot create tap0"
+        sha=$(sha256sum /srv/blob | cut -d' ' -f1)
+        cl="$cl lab.ip=$l2_ip lab.peer=$l1_ip lab.sha=$sha lab.port=$port"
+        rm -f /tmp/up.recv /tmp/up.part
+        nc -l -p $port -e /lab/recv.sh </dev/null >/dev/null 2>&1 &
+        nc_pid=$!
+        qt_dev="--net tap=tap0,mac=$mac"
+        qemu_dev="-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-device,netdev=n0,mac=$mac"
+    fi
+    echo "LAB-L1 begin run=$n vmm=$vmm step=$step"
+    case "$vmm" in
+    qtvmm)
+        # shellcheck disable=SC2086
+        lab-relay -t "$limit" -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
+            /usr/bin/qtvmm --cpus boot=$cpus --memory size=${mem}M \
+            --kernel $kernel --initramfs $initrd --cmdline "$cl" $qt_dev --serial tty
+        ;;
+    qemu)
+        # shellcheck disable=SC2086
+        lab-relay -t "$limit" -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
+            qemu-system-x86_64 -M microvm -enable-kvm -cpu host -smp $cpus -m ${mem}M \
+            -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+            -kernel $kernel -initrd $initrd -append "$cl" $qemu_dev
+        ;;
+    *)
+        echo "LAB-L1 relay exit=127 signal=0 timeout=0 panic=0 init_ms=-1 total_ms=0"
+        echo "LAB-RESULT vmm FAIL unknown L2 VMM '$vmm'"
+        ;;
+    esac
+    if [ "$step" = blk ]; then
+        want=$(sed -n 's/.*LAB-RESULT blk PASS sha256=\([0-9a-f]*\).*/\1/p' /tmp/run$n.log)
+        mkdir -p /mnt/disk
+        if [ -z "$want" ]; then
+            echo "LAB-RESULT blk-host FAIL the guest reported no checksum"
+        elif mount -t ext4 -o loop,ro /tmp/disk.img /mnt/disk; then
+            got=$(sha256sum /mnt/disk/data.bin | cut -d' ' -f1)
+            umount /mnt/disk
+            if [ "$got" = "$want" ]; then
+                echo "LAB-RESULT blk-host PASS sha256=$got"
+            else
+                echo "LAB-RESULT blk-host FAIL image has sha256=$got, guest wrote $want"
+            fi
+        else
+            echo "LAB-RESULT blk-host FAIL cannot mount the image in L1"
+        fi
+        rm -f /tmp/disk.img
+    fi
+    if [ "$step" = net ]; then
+        want=$(sed -n 's/.*LAB-RESULT net-put SENT sha256=\([0-9a-f]*\).*/\1/p' /tmp/run$n.log)
+        i=0
+        while [ ! -f /tmp/up.recv ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        kill $nc_pid 2>/dev/null
+        if [ -z "$want" ]; then
+            echo "LAB-RESULT net-put-host FAIL the guest reported no upload"
+        elif [ ! -f /tmp/up.recv ]; then
+            echo "LAB-RESULT net-put-host FAIL nothing received on port $port"
+        else
+            got=$(sha256sum /tmp/up.recv | cut -d' ' -f1)
+            if [ "$got" = "$want" ]; then
+                echo "LAB-RESULT net-put-host PASS sha256=$got"
+            else
+                echo "LAB-RESULT net-put-host FAIL received sha256=$got, guest sent $want"
+            fi
+        fi
+    fi
+    echo "LAB-L1 end run=$n"
+}
+
+n=0
+for item in $(echo "$plan" | tr ',' ' '); do
+    run_one $n "${item%%:*}" "${item#*:}"
+    n=$((n + 1))
+done
+echo "LAB-L1 done"
+poweroff -f
