@@ -617,8 +617,13 @@ def cmd_run(a):
 
 
 def cmd_bench(a):
-    plan = ",".join(["qtvmm:boot", "qemu:boot"] * a.runs)
-    lab = run_lab(plan, a.qtvmm, quiet=True)
+    qtvmm = a.qtvmm or default_qtvmm()
+    vmms = ["qtvmm", "qemu"]
+    if not os.access(qtvmm, os.X_OK):
+        log(f"qtvmm binary '{qtvmm}' not found: measuring QEMU only")
+        vmms = ["qemu"]
+    plan = ",".join([f"{v}:boot" for v in vmms] * a.runs)
+    lab = run_lab(plan, qtvmm, quiet=True)
     if not a.json or not lab.verdict():
         lab.report(out=sys.stderr if a.json else sys.stdout, tail=15)
     rows = []
