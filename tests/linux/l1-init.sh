@@ -6,9 +6,11 @@
 # prints one summary line per run and powers L1 off.
 # Kernel command line parameters:
 #   lab.plan=VMM:STEP[,VMM:STEP...]  VMM is qtvmm or qemu; STEP is boot, blk,
-#                                    net, panic-init or missing-kernel
+#                                    net, panic-init, missing-kernel or
+#                                    hang (L2 init never finishes)
 #   lab.cpus=N lab.mem=MiB           L2 size (default 2 and 256)
 #   lab.timeout=SECONDS              limit for each L2 run (default 240)
+#   lab.hangtimeout=SECONDS          limit for the hang step (default 30)
 #   lab.quiet=1                      boot L2 with "quiet"
 # Output, per run N:
 #   LAB-L1 begin run=N vmm=V step=S
@@ -42,6 +44,7 @@ plan=$(arg plan qemu:boot)
 cpus=$(arg cpus 2)
 mem=$(arg mem 256)
 limit=$(arg timeout 240)
+hang_limit=$(arg hangtimeout 30)
 quiet=$(arg quiet 0)
 mac=52:54:00:12:34:56
 l1_ip=10.0.2.1
@@ -65,9 +68,11 @@ run_one() { # index vmm step
     initrd=/lab/l2/initrd
     gstep=$step
     extra=""
+    run_limit=$limit
     case "$step" in
     panic-init) gstep=boot extra="rdinit=/lab-no-such-init" ;;
     missing-kernel) gstep=boot kernel=/lab/l2/no-such-vmlinuz ;;
+    hang) run_limit=$hang_limit ;;
     esac
     cl="console=ttyS0 reboot=t panic=-1 lab.step=$gstep lab.cpus=$cpus lab.mem=$mem $extra"
     [ "$quiet" = 1 ] && cl="$cl quiet"
@@ -92,13 +97,13 @@ run_one() { # index vmm step
     case "$vmm" in
     qtvmm)
         # shellcheck disable=SC2086
-        lab-relay -t "$limit" -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
+        lab-relay -t "$run_limit" -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
             /usr/bin/qtvmm --cpus boot=$cpus --memory size=${mem}M \
             --kernel $kernel --initramfs $initrd --cmdline "$cl" $qt_dev --serial tty
         ;;
     qemu)
         # shellcheck disable=SC2086
-        lab-relay -t "$limit" -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
+        lab-relay -t "$run_limit" -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
             qemu-system-x86_64 -M microvm -enable-kvm -cpu host -smp $cpus -m ${mem}M \
             -nodefaults -no-user-config -display none -serial stdio -no-reboot \
             -kernel $kernel -initrd $initrd -append "$cl" $qemu_dev

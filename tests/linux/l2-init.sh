@@ -4,7 +4,7 @@
 #   LAB-RESULT <name> PASS|FAIL <detail>
 # lines on the console and powers the VM off.
 # Kernel command line parameters:
-#   lab.step=boot|blk|net   the test step
+#   lab.step=boot|blk|net|hang   the test step
 #   lab.cpus=N lab.mem=MiB  what the VMM was asked for (boot)
 #   lab.ip=A.B.C.D/N lab.peer=A.B.C.D lab.sha=HEX lab.port=N  (net)
 export PATH=/bin
@@ -128,6 +128,7 @@ case "$step" in
 boot) step_boot ;;
 blk) step_blk ;;
 net) step_net ;;
+hang) echo "lab: hanging on purpose"; while :; do sleep 3600; done ;;
 *) result "$step" FAIL "unknown lab.step" ;;
 esac
 echo "LAB-INIT done"

@@ -445,9 +445,9 @@ def parse_plan(plan):
     for item in plan.split(","):
         vmm, _, step = item.partition(":")
         if vmm not in ("qtvmm", "qemu") or step not in (
-                "boot", "blk", "net", "panic-init", "missing-kernel"):
+                "boot", "blk", "net", "panic-init", "missing-kernel", "hang"):
             raise ValueError(f"bad plan item '{item}' (want qtvmm|qemu:"
-                             "boot|blk|net|panic-init|missing-kernel)")
+                             "boot|blk|net|panic-init|missing-kernel|hang)")
         items.append((vmm, step))
     return items
 
@@ -566,10 +566,10 @@ def test_panic(vmm, qtvmm):
         print(f"lab: {'ok' if cond else 'NOT OK'}: {what}")
         ok = ok and cond
 
-    lab = run_lab(f"{vmm}:panic-init,{vmm}:missing-kernel", qtvmm)
+    lab = run_lab(f"{vmm}:panic-init,{vmm}:missing-kernel,{vmm}:hang", qtvmm)
     lab.report()
     runs = {r.step: r for r in lab.runs}
-    check(lab.done and not lab.errors, "L1 ran both broken L2 runs")
+    check(lab.done and not lab.errors, "L1 ran the three broken L2 runs")
     check(not lab.verdict(), "the lab verdict is FAIL")
     r = runs.get("panic-init")
     check(r is not None
@@ -580,6 +580,10 @@ def test_panic(vmm, qtvmm):
     check(r is not None and r.relay is not None and r.relay["exit"] != 0
           and "the L2 init never started" in r.reasons() and r.console,
           "missing L2 kernel: reported as a VMM error with its message")
+    r = runs.get("hang")
+    check(r is not None and any(w.startswith("L2 timed out") for w in r.reasons())
+          and any("hanging on purpose" in line for line in r.console),
+          "hung L2 guest: reported as timed out, its console attached")
 
     paths = fetch()
     with tempfile.TemporaryDirectory(dir=WORK) as d:

@@ -111,6 +111,8 @@ static pid_t relay_spawn(char **argv, int *out_fd)
     if (pid == 0) {
         int null_fd = open("/dev/null", O_RDONLY);
 
+        setpgid(0, 0); /* its own group: a kill reaches its children too */
+
         if (null_fd >= 0)
             dup2(null_fd, STDIN_FILENO);
         dup2(fds[1], STDOUT_FILENO);
@@ -135,13 +137,16 @@ int main(int argc, char **argv)
 
     while ((opt = getopt(argc, argv, "+t:p:m:o:")) != -1) {
         switch (opt) {
-        case 't':
-            timeout_s = strtol(optarg, NULL, 10);
-            if (timeout_s <= 0) {
+        case 't': {
+            char *end;
+
+            timeout_s = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || timeout_s <= 0 || timeout_s > 86400) {
                 fprintf(stderr, "lab-relay: bad timeout '%s'\n", optarg);
                 return 2;
             }
             break;
+        }
         case 'p':
             r.prefix = optarg;
             break;
@@ -186,6 +191,7 @@ int main(int argc, char **argv)
             deadline = r.panic_at_ms + RELAY_PANIC_GRACE_MS;
         if (now >= deadline) {
             timed_out = r.panic_at_ms < 0;
+            kill(-pid, SIGKILL);
             kill(pid, SIGKILL);
             break;
         }
