@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Internal block-driver interface of libqtimg. */
+#ifndef QT_IMAGE_IMG_INTERNAL_H
+#define QT_IMAGE_IMG_INTERNAL_H
+
+#include "image/qtimg.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Where a guest range lives, as seen by the data path (aio). */
+enum img_ext_kind {
+    IMG_EXT_HOST,    /* plain data at host_off in img->data_fd */
+    IMG_EXT_ZERO,    /* reads as zero */
+    IMG_EXT_BACKING, /* defer to the backing image (or zero past its end) */
+    IMG_EXT_SLOW     /* needs the synchronous path (compressed, encrypted, ...) */
+};
+struct img_ext {
+    enum img_ext_kind kind;
+    uint64_t len;
+    uint64_t host_off;
+};
+
+struct img_driver {
+    const char *name;
+    enum qtimg_fmt fmt;
+    int (*probe)(const uint8_t *buf, size_t len); /* score > 0 when recognised */
+    int (*open)(struct qtimg *img, const struct qtimg_open_opts *opts);
+    void (*close)(struct qtimg *img);
+    int (*pread)(struct qtimg *img, void *buf, uint64_t len, uint64_t off);
+    int (*pwrite)(struct qtimg *img, const void *buf, uint64_t len, uint64_t off);
+    int (*flush)(struct qtimg *img);
+    int (*discard)(struct qtimg *img, uint64_t off, uint64_t len, bool zero);
+    int (*get_info)(struct qtimg *img, struct qtimg_info *info);
+    int (*resize)(struct qtimg *img, uint64_t new_size, uint32_t flags);
+    int (*map)(struct qtimg *img, uint64_t off, uint64_t len, struct qtimg_map *out);
+    /* Data-path lookup: for_write asks for an in-place writable host range. */
+    int (*map_io)(struct qtimg *img, uint64_t off, uint64_t len, bool for_write,
+                  struct img_ext *ext);
+    int (*create)(const char *path, const struct qtimg_create_opts *opts);
+};
+
+struct qtimg {
+    const struct img_driver *drv;
+    char *path;
+    int fd;      /* buffered: metadata and unaligned data */
+    int data_fd; /* O_DIRECT when requested, else == fd */
+    bool read_only;
+    bool direct;
+    uint64_t size; /* virtual size */
+    struct qtimg *backing;
+    void *priv;
+    uint32_t open_flags;
+    int chain_depth;
+    const char *const *chain; /* realpaths of the images above, during open */
+};
+
+extern const struct img_driver img_raw_driver;
+extern const struct img_driver img_qcow2_driver;
+
+/* Helpers shared by the drivers. */
+int img_pread_full(int fd, void *buf, size_t len, uint64_t off);
+int img_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/* Reads from an image's backing chain for [off, off+len), zero-filling past its end. */
+int img_read_backing(struct qtimg *img, void *buf, uint64_t len, uint64_t off);
+/* Opens the backing image named by a child image (path relative to the child's dir). */
+int img_open_backing(struct qtimg *img, const char *name, const char *fmt);
+int img_data_pread(struct qtimg *img, void *buf, size_t len, uint64_t off);
+int img_data_pwrite(struct qtimg *img, const void *buf, size_t len, uint64_t off);
+int img_open_internal(const char *path, const struct qtimg_open_opts *opts, int depth,
+                      const char *const *chain, struct qtimg **out);
+char *img_resolve_backing(const char *child_path, const char *name);
+
+/* Direct I/O alignment used for the data fd. */
+#define IMG_DIO_ALIGN 4096u
+
+#endif

@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libqtimg: disk images (raw, qcow2) behind one block-driver interface.
+ *
+ * Synchronous calls (qtimg_pread ...) are for tools; the data plane uses
+ * the io_uring API in qtimg_aio_* (submit + completion callback, polled).
+ * All functions return 0 (or a byte count where stated) or -errno, and log
+ * a message naming the image and the reason on failure.
+ */
+#ifndef QT_IMAGE_QTIMG_H
+#define QT_IMAGE_QTIMG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct qtimg;
+
+enum qtimg_fmt { QTIMG_FMT_AUTO = 0, QTIMG_FMT_RAW, QTIMG_FMT_QCOW2, QTIMG_FMT_VHD };
+
+/* qtimg_open flags */
+#define QTIMG_O_RDONLY     (1u << 0)
+#define QTIMG_O_DIRECT     (1u << 1) /* O_DIRECT for guest data (cache=none) */
+#define QTIMG_O_NO_BACKING (1u << 2) /* do not open the backing chain */
+#define QTIMG_O_CHECK      (1u << 3) /* open for check/repair: tolerate corrupt/dirty bits */
+
+/* Maximum backing chain depth accepted when opening. */
+#define QTIMG_MAX_CHAIN 64
+
+struct qtimg_open_opts {
+    uint32_t flags;
+    enum qtimg_fmt fmt;           /* QTIMG_FMT_AUTO: probe */
+    const char *key_secret;       /* passphrase for encrypted images, or NULL */
+    uint32_t l2_cache_tables;     /* 0: default */
+    uint32_t refblock_cache_size; /* 0: default */
+};
+
+int qtimg_open(const char *path, const struct qtimg_open_opts *opts, struct qtimg **out);
+/* Flushes and closes; returns the flush result. */
+int qtimg_close(struct qtimg *img);
+
+/* Synchronous I/O. Offsets/lengths are bytes; must stay below the virtual size. */
+int qtimg_pread(struct qtimg *img, void *buf, uint64_t len, uint64_t off);
+int qtimg_pwrite(struct qtimg *img, const void *buf, uint64_t len, uint64_t off);
+int qtimg_flush(struct qtimg *img);
+/* Deallocates: later reads return backing data, or zeroes without backing (qcow2
+ * writes zero clusters when a backing file exists so that reads stay zero). */
+int qtimg_discard(struct qtimg *img, uint64_t off, uint64_t len);
+int qtimg_write_zeroes(struct qtimg *img, uint64_t off, uint64_t len);
+
+/* Online resize: safe while the image is in use through the same handle. */
+#define QTIMG_RESIZE_SHRINK (1u << 0)
+int qtimg_resize(struct qtimg *img, uint64_t new_size, uint32_t flags);
+
+struct qtimg_info {
+    enum qtimg_fmt fmt;
+    uint64_t virtual_size;
+    uint64_t actual_size; /* bytes allocated on the host file system */
+    uint32_t cluster_size;
+    bool has_backing;
+    char backing_file[1024];
+    char backing_fmt[32];
+    /* qcow2 */
+    uint32_t version;
+    uint32_t refcount_bits;
+    bool lazy_refcounts;
+    bool corrupt;
+    bool dirty;
+    bool extended_l2;
+    bool encrypted;
+    uint32_t nb_snapshots;
+};
+int qtimg_get_info(struct qtimg *img, struct qtimg_info *info);
+const char *qtimg_fmt_name(enum qtimg_fmt fmt);
+int qtimg_fmt_parse(const char *name, enum qtimg_fmt *out);
+const char *qtimg_path(const struct qtimg *img);
+uint64_t qtimg_size(const struct qtimg *img);
+struct qtimg *qtimg_backing(struct qtimg *img);
+
+/* Block status of [off, off+len): fills the first run of equal status. */
+enum qtimg_map_kind {
+    QTIMG_MAP_DATA = 1,  /* data in this image at host_off (or compressed) */
+    QTIMG_MAP_ZERO,      /* reads as zero, defined in this image */
+    QTIMG_MAP_UNALLOC,   /* not defined here: backing or zero */
+    QTIMG_MAP_COMPRESSED /* data, compressed (host_off is the compressed start) */
+};
+struct qtimg_map {
+    enum qtimg_map_kind kind;
+    uint64_t len;
+    uint64_t host_off; /* QTIMG_MAP_DATA only; UINT64_MAX when unknown */
+};
+int qtimg_map_range(struct qtimg *img, uint64_t off, uint64_t len, struct qtimg_map *out);
+
+/* Creation. */
+struct qtimg_create_opts {
+    enum qtimg_fmt fmt;
+    uint64_t size; /* 0 with a backing file: the backing file's size */
+    uint32_t cluster_size;
+    uint32_t refcount_bits;
+    uint32_t compat; /* 2 or 3 (qcow2 version) */
+    bool lazy_refcounts;
+    bool extended_l2;
+    const char *backing_file;
+    const char *backing_fmt;
+    /* encryption (qcow2 + LUKS) */
+    const char *encrypt_format; /* "luks" or NULL */
+    const char *key_secret;
+};
+int qtimg_create(const char *path, const struct qtimg_create_opts *opts);
+
+/* Internal snapshots (qcow2). */
+struct qtimg_snapshot {
+    char id[32];
+    char name[256];
+    uint64_t vm_state_size;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t disk_size;
+    uint64_t icount;
+};
+int qtimg_snapshot_list(struct qtimg *img, struct qtimg_snapshot **out, int *count);
+int qtimg_snapshot_create(struct qtimg *img, const char *name);
+int qtimg_snapshot_apply(struct qtimg *img, const char *name_or_id);
+int qtimg_snapshot_delete(struct qtimg *img, const char *name_or_id);
+
+/* Backing file pointer change (no data copied): rebase -u and the tail of rebase. */
+int qtimg_set_backing(struct qtimg *img, const char *backing_file, const char *backing_fmt);
+
+/* Consistency check of image metadata. */
+struct qtimg_check_result {
+    uint64_t corruptions;
+    uint64_t leaks;
+    uint64_t corruptions_fixed;
+    uint64_t leaks_fixed;
+    uint64_t allocated_clusters;
+    uint64_t total_clusters;
+    uint64_t fragmented_clusters;
+    uint64_t compressed_clusters;
+    uint64_t image_end_offset;
+    int check_errors;
+};
+#define QTIMG_CHECK_FIX_LEAKS  (1u << 0)
+#define QTIMG_CHECK_FIX_ERRORS (1u << 1)
+int qtimg_check(struct qtimg *img, uint32_t fix, struct qtimg_check_result *res);
+
+/* Feature changes (amend): lazy_refcounts, refcount_bits not supported to change. */
+int qtimg_amend_lazy_refcounts(struct qtimg *img, bool on);
+
+/* Writes compressed cluster data (convert -c). off must be cluster aligned and
+ * len one cluster (or the tail of the image). Falls back to a normal write
+ * when compression does not save space. */
+int qtimg_pwrite_compressed(struct qtimg *img, const void *buf, uint64_t len, uint64_t off);
+
+/*
+ * Asynchronous I/O on io_uring. A request is split into host extents through
+ * the metadata cache; data moves on the ring. Completion callbacks run from
+ * qtimg_aio_poll(). Allocating writes and compressed reads are completed
+ * inline (metadata updates run synchronously; see docs/qtimg.md).
+ */
+struct qtimg_aio;
+typedef void (*qtimg_aio_cb)(void *opaque, int ret);
+enum qtimg_aio_op { QTIMG_AIO_READ, QTIMG_AIO_WRITE, QTIMG_AIO_FLUSH };
+int qtimg_aio_init(struct qtimg *img, unsigned depth, struct qtimg_aio **out);
+void qtimg_aio_fini(struct qtimg_aio *aio);
+/* -EAGAIN when the queue is full: poll and retry. */
+int qtimg_aio_submit(struct qtimg_aio *aio, enum qtimg_aio_op op, void *buf, uint64_t len,
+                     uint64_t off, qtimg_aio_cb cb, void *opaque);
+/* Reaps completions; returns how many requests completed. wait: block for at least one. */
+int qtimg_aio_poll(struct qtimg_aio *aio, bool wait);
+unsigned qtimg_aio_inflight(const struct qtimg_aio *aio);
+
+#endif
