@@ -1,0 +1,682 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The switch data plane: poll-mode workers, ingress (VM transmit queues and
+ * host ports), L2 forwarding (VLAN classification, anti-spoofing, policing,
+ * storm control, MAC learning, flooding with split horizon) and egress (VM
+ * receive queues with mergeable buffers, host ports).
+ */
+#include "card/card.h"
+#include "card/dp.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <urcu-qsbr.h>
+
+uint64_t card_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void worker_wake(struct worker *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->wake_fd, &one, sizeof(one));
+    (void)r;
+}
+
+/* ---- checksum completion for destinations that cannot take a partial checksum ---- */
+
+static void pkt_finish_csum(struct pkt *pk)
+{
+    uint32_t start = pk->vh.csum_start, off = pk->vh.csum_offset;
+    uint8_t *f = pk->data;
+    uint16_t sum;
+
+    if (!(pk->vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM))
+        return;
+    /* Offsets are relative to the frame as the sender built it (tag included). */
+    if (start + off + 2 > pk->len || off > 0xffff) {
+        pk->vh.flags = 0;
+        return;
+    }
+    /* The field holds the pseudo-header sum the sender seeded; fold in the rest. */
+    sum = pkt_csum(f + start, pk->len - start);
+    if (sum == 0 && off == 6)
+        sum = 0xffff; /* UDP: 0 means "no checksum" */
+    pkt_put_be16(f + start + off, sum);
+    pk->vh.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+    pk->vh.csum_start = pk->vh.csum_offset = 0;
+}
+
+/* ---- scatter writer over the writable segments of popped chains ---- */
+
+struct sg_out {
+    struct virtq_elem *e;
+    unsigned seg;
+    uint32_t off;
+    uint32_t written; /* in the current chain */
+};
+
+static uint32_t sg_copy(struct sg_out *s, const uint8_t *src, uint32_t len)
+{
+    uint32_t done = 0;
+    while (done < len) {
+        struct virtq_iov *v;
+        uint32_t room, n;
+        if (s->seg >= (unsigned)(s->e->n_out + s->e->n_in))
+            break;
+        v = &s->e->iov[s->seg];
+        room = v->len - s->off;
+        n = len - done < room ? len - done : room;
+        memcpy(v->base + s->off, src + done, n);
+        done += n;
+        s->off += n;
+        s->written += n;
+        if (s->off == v->len) {
+            s->seg++;
+            s->off = 0;
+        }
+    }
+    return done;
+}
+
+/* Frame as it leaves: MACs, optional new tag, rest after the original outer tag. */
+struct frame_out {
+    const uint8_t *seg[3];
+    uint32_t len[3];
+    uint8_t tag[4];
+    uint32_t total;
+};
+
+static void frame_out_build(struct frame_out *fo, const struct pkt *pk, bool tagged, uint16_t vid)
+{
+    uint32_t strip = pk->tag_len;
+    fo->seg[0] = pk->data;
+    fo->len[0] = 12;
+    if (tagged) {
+        uint16_t tci = (uint16_t)((pk->pcp << PKT_VLAN_PCP_SHIFT) | vid);
+        pkt_put_be16(fo->tag, PKT_ETHERTYPE_VLAN);
+        pkt_put_be16(fo->tag + 2, tci);
+        fo->seg[1] = fo->tag;
+        fo->len[1] = 4;
+    } else {
+        fo->seg[1] = fo->tag;
+        fo->len[1] = 0;
+    }
+    fo->seg[2] = pk->data + 12 + strip;
+    fo->len[2] = pk->len - 12 - strip;
+    fo->total = fo->len[0] + fo->len[1] + fo->len[2];
+}
+
+/* ---- VM receive: deliver into a vhost-user-net port ---- */
+
+static struct port_queue *vhost_pick_rxq(struct port *p, unsigned wid)
+{
+    unsigned nq = p->n_qpairs;
+    for (unsigned i = 0; i < nq; i++) {
+        struct port_queue *q = &p->q[(wid + i) % nq];
+        if (__atomic_load_n(&q->rx_running, __ATOMIC_ACQUIRE))
+            return q;
+    }
+    return NULL;
+}
+
+static void vhost_rx_notify(struct worker *w, struct port_queue *q, struct virtq *vq,
+                            unsigned npkts, uint64_t now, const struct port_policy *pol)
+{
+    if (!pol->coalesce) {
+        if (virtq_notify(vq))
+            q->st.notifications++;
+        return;
+    }
+    if (coalesce_complete(&q->co, npkts, now)) {
+        q->co_pending = false;
+        if (virtq_notify(vq))
+            q->st.notifications++;
+    } else if (!q->co_pending) {
+        if (w->n_pending < CARD_MAX_PORTS) {
+            q->co_pending = true;
+            w->pending[w->n_pending].port_id = q->port->id;
+            w->pending[w->n_pending].qpair = q->qpair;
+            w->pending[w->n_pending].serial = q->port->serial;
+            w->n_pending++;
+        } else if (virtq_notify(vq)) {
+            q->st.notifications++;
+        }
+    }
+}
+
+/* Deliver one packet into vq (locked). Returns 0, -ENOBUFS (ring full, nothing consumed),
+ * -EMSGSIZE (buffer too small, dropped) or -EINVAL (malformed ring). */
+static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
+                        const struct frame_out *fo, struct virtq_elem *elems, unsigned max_elems)
+{
+    struct virtio_net_hdr_v1 h = {0};
+    uint32_t need = p->vnet_hdr_len + fo->total;
+    unsigned nbuf = 0;
+    uint32_t have = 0;
+    struct sg_out s;
+    int ret;
+
+    if (pk->vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+        if (p->guest_csum) {
+            h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+            /* csum_start moves with the tag we add or remove. */
+            h.csum_start = (uint16_t)(pk->vh.csum_start - pk->tag_len + fo->len[1]);
+            h.csum_offset = pk->vh.csum_offset;
+        } else {
+            pkt_finish_csum(pk);
+            h.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+        }
+    } else if (pk->vh.flags & VIRTIO_NET_HDR_F_DATA_VALID && p->guest_csum) {
+        h.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+    }
+    do {
+        if (nbuf >= max_elems || (!p->mrg_rxbuf && nbuf == 1))
+            break;
+        ret = virtq_pop(vq, &elems[nbuf]);
+        if (ret < 0)
+            return ret;
+        if (ret == 0) {
+            virtq_unpop(vq, (uint16_t)nbuf);
+            return -ENOBUFS;
+        }
+        if (elems[nbuf].n_out) {
+            log_err("%s: receive chain %u has device-readable buffers", vq->name, elems[nbuf].head);
+            return -EINVAL;
+        }
+        have += elems[nbuf].in_len;
+        nbuf++;
+    } while (have < need);
+    if (have < need) {
+        /* Return the buffers empty: the packet does not fit what the driver gave us. */
+        for (unsigned i = 0; i < nbuf; i++)
+            virtq_push(vq, elems[i].head, 0);
+        return -EMSGSIZE;
+    }
+    h.num_buffers = (uint16_t)nbuf;
+    memset(&s, 0, sizeof(s));
+    s.e = &elems[0];
+    {
+        const uint8_t *segs[4] = {(const uint8_t *)&h, fo->seg[0], fo->seg[1], fo->seg[2]};
+        uint32_t lens[4] = {p->vnet_hdr_len, fo->len[0], fo->len[1], fo->len[2]};
+        unsigned cur = 0;
+        for (unsigned k = 0; k < 4; k++) {
+            uint32_t done = 0;
+            while (done < lens[k]) {
+                done += sg_copy(&s, segs[k] + done, lens[k] - done);
+                if (done < lens[k]) {
+                    /* chain full: complete it, continue in the next */
+                    virtq_log_elem_write(vq, s.e, s.written);
+                    virtq_push(vq, s.e->head, s.written);
+                    cur++;
+                    s.e = &elems[cur];
+                    s.seg = s.e->n_out;
+                    s.off = 0;
+                    s.written = 0;
+                }
+            }
+        }
+        virtq_log_elem_write(vq, s.e, s.written);
+        virtq_push(vq, s.e->head, s.written);
+        /* Buffers popped but unused (can only happen when lengths shrank): give back empty. */
+        for (unsigned i = cur + 1; i < nbuf; i++)
+            virtq_push(vq, elems[i].head, 0);
+    }
+    return 0;
+}
+
+static void port_mark_broken(struct card *c, struct port *p)
+{
+    if (!__atomic_exchange_n(&p->broken, true, __ATOMIC_ACQ_REL)) {
+        uint64_t one = 1;
+        ssize_t r = write(c->ctl_wake_fd, &one, sizeof(one));
+        (void)r;
+    }
+}
+
+static void vhost_output(struct worker *w, struct port *p, struct pkt **pk, const bool *tagged,
+                         unsigned n, uint64_t now)
+{
+    struct port_policy *pol = rcu_dereference(p->policy);
+    struct port_queue *q = vhost_pick_rxq(p, w->id);
+    struct virtq *vq;
+    unsigned done = 0;
+
+    if (!q) {
+        p->q[0].st.rx_dropped += 0; /* no queue running: silently not delivered */
+        return;
+    }
+    pthread_spin_lock(&q->rx_lock);
+    if (!q->rx_running || p->broken) {
+        pthread_spin_unlock(&q->rx_lock);
+        return;
+    }
+    vq = &p->dev.vr[2 * q->qpair].vq;
+    for (unsigned i = 0; i < n; i++) {
+        struct frame_out fo;
+        int ret;
+        frame_out_build(&fo, pk[i], tagged[i], pk[i]->out_vid);
+        ret = vhost_rx_one(p, vq, pk[i], &fo, w->rx_elems, DP_RX_ELEMS);
+        if (ret == 0) {
+            q->st.rx_packets++;
+            q->st.rx_bytes += fo.total;
+            done++;
+        } else if (ret == -EINVAL) {
+            port_mark_broken(w->card, p);
+            break;
+        } else {
+            q->st.rx_dropped++;
+        }
+    }
+    if (done || vq->used_idx != vq->used->idx) {
+        virtq_flush(vq);
+        vhost_rx_notify(w, q, vq, done, now, pol);
+    }
+    pthread_spin_unlock(&q->rx_lock);
+}
+
+static void host_output(struct worker *w, struct port *p, struct pkt **pk, const bool *tagged,
+                        unsigned n)
+{
+    struct port_queue *q = &p->q[0];
+    (void)w;
+    pthread_mutex_lock(&p->tx_mutex);
+    for (unsigned i = 0; i < n; i++) {
+        struct frame_out fo;
+        struct iovec iov[3];
+        ssize_t r;
+        pkt_finish_csum(pk[i]);
+        frame_out_build(&fo, pk[i], tagged[i], pk[i]->out_vid);
+        for (unsigned k = 0; k < 3; k++) {
+            iov[k].iov_base = (void *)fo.seg[k];
+            iov[k].iov_len = fo.len[k];
+        }
+        r = writev(p->fd, iov, 3);
+        if (r == (ssize_t)fo.total) {
+            q->st.rx_packets++;
+            q->st.rx_bytes += fo.total;
+        } else {
+            q->st.rx_dropped++;
+        }
+    }
+    pthread_mutex_unlock(&p->tx_mutex);
+}
+
+/* ---- forwarding ---- */
+
+struct dest_batch {
+    struct port *port;
+    unsigned n;
+    struct pkt *pk[DP_MAX_OUT];
+    bool tagged[DP_MAX_OUT];
+};
+
+static void dest_flush(struct worker *w, struct dest_batch *d, uint64_t now)
+{
+    if (!d->n)
+        return;
+    if (d->port->type == PORT_VHOST)
+        vhost_output(w, d->port, d->pk, d->tagged, d->n, now);
+    else
+        host_output(w, d->port, d->pk, d->tagged, d->n);
+    d->n = 0;
+}
+
+static void dest_add(struct worker *w, struct dest_batch *dests, unsigned *ndests, struct port *dp,
+                     struct pkt *pk, bool tagged, uint64_t now)
+{
+    unsigned i;
+    for (i = 0; i < *ndests; i++)
+        if (dests[i].port == dp)
+            break;
+    if (i == *ndests) {
+        if (*ndests == DP_MAX_DESTS) {
+            for (unsigned k = 0; k < *ndests; k++)
+                dest_flush(w, &dests[k], now);
+            *ndests = 0;
+            i = 0;
+        }
+        dests[i].port = dp;
+        dests[i].n = 0;
+        (*ndests)++;
+    }
+    if (dests[i].n == DP_MAX_OUT)
+        dest_flush(w, &dests[i], now);
+    dests[i].pk[dests[i].n] = pk;
+    dests[i].tagged[dests[i].n] = tagged;
+    dests[i].n++;
+}
+
+static bool egress_ok(struct port *dp, struct pkt *pk, bool *tagged)
+{
+    struct port_policy *pol = rcu_dereference(dp->policy);
+    enum vlan_egress act;
+
+    if (vlan_port_egress(&pol->vlan, pk->vid, NULL, &act))
+        return false;
+    if (pol->sec_enabled && !pol->sec.promiscuous &&
+        !port_security_egress_allowed(&pol->sec, pk->m.dst_mac, NULL))
+        return false;
+    *tagged = act == VLAN_EGRESS_TAGGED;
+    return true;
+}
+
+static void policy_refresh(struct port *p, struct port_queue *q, const struct port_policy *pol,
+                           uint64_t now)
+{
+    uint64_t gen = __atomic_load_n(&p->policy_gen, __ATOMIC_ACQUIRE);
+    if (q->policy_gen == gen)
+        return;
+    q->policy_gen = gen;
+    memset(&q->policer, 0, sizeof(q->policer));
+    if (pol->ingress_rate_bps)
+        policer_init(&q->policer, TB_UNIT_BITS, pol->ingress_rate_bps, pol->ingress_burst_bits,
+                     now);
+    memset(&q->storm, 0, sizeof(q->storm));
+    storm_control_set(&q->storm, STORM_BROADCAST, TB_UNIT_PACKETS, pol->storm_bcast_pps,
+                      pol->storm_bcast_pps ? pol->storm_bcast_pps : 1, now);
+    storm_control_set(&q->storm, STORM_MULTICAST, TB_UNIT_PACKETS, pol->storm_mcast_pps,
+                      pol->storm_mcast_pps ? pol->storm_mcast_pps : 1, now);
+    storm_control_set(&q->storm, STORM_UNKNOWN_UNICAST, TB_UNIT_PACKETS, pol->storm_unknown_pps,
+                      pol->storm_unknown_pps ? pol->storm_unknown_pps : 1, now);
+}
+
+void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, struct pkt **pkts,
+                     unsigned n, uint64_t now)
+{
+    struct card *c = w->card;
+    struct port_policy *pol = rcu_dereference(in->policy);
+    struct vswitch *sw = rcu_dereference(c->switches[in->sw]);
+    struct dest_batch *dests = w->dests;
+    unsigned ndests = 0;
+
+    if (!sw)
+        return;
+    policy_refresh(in, q, pol, now);
+    for (unsigned i = 0; i < n; i++) {
+        struct pkt *pk = pkts[i];
+        struct vlan_ingress ing;
+        uint32_t dst_id;
+        bool known;
+        int rc = pkt_parse(pk->data, pk->len, &pk->m);
+
+        if (rc && pk->m.bad <= PKT_BAD_TOO_MANY_TAGS) {
+            in->drops[DROP_MALFORMED]++;
+            q->st.tx_dropped++;
+            continue;
+        }
+        if (pol->sec_enabled &&
+            port_security_check_ingress(&pol->sec, &pk->m, rc, &q->sec_st) != SEC_PASS) {
+            in->drops[DROP_SPOOF]++;
+            q->st.tx_dropped++;
+            continue;
+        }
+        if (vlan_port_ingress(&pol->vlan, &pk->m, &q->vlan_st, &ing)) {
+            in->drops[DROP_VLAN]++;
+            q->st.tx_dropped++;
+            continue;
+        }
+        pk->vid = ing.vid;
+        pk->out_vid = ing.vid;
+        pk->pcp = ing.pcp;
+        pk->tag_len = (pk->m.n_vlans && ing.tagged) ? 4 : 0;
+        if (pol->ingress_rate_bps && !policer_admit(&q->policer, pk->len, now)) {
+            in->drops[DROP_POLICER]++;
+            q->st.tx_dropped++;
+            continue;
+        }
+        if (!pkt_mac_is_multicast(pk->m.src_mac))
+            mac_table_learn(sw->fdb, pk->vid, pk->m.src_mac, in->id, now);
+        known = !pkt_mac_is_multicast(pk->m.dst_mac) &&
+                mac_table_lookup(sw->fdb, pk->vid, pk->m.dst_mac, &dst_id) == 0;
+        if (!storm_control_admit(&q->storm, storm_control_classify(&pk->m, known), pk->len, now)) {
+            in->drops[DROP_STORM]++;
+            q->st.tx_dropped++;
+            continue;
+        }
+        if (known) {
+            struct port *dp = dst_id < CARD_MAX_PORTS ? rcu_dereference(c->ports[dst_id]) : NULL;
+            bool tagged;
+            if (!dp || dp == in || dp->sw != in->sw) {
+                in->drops[DROP_NO_DEST]++;
+                continue;
+            }
+            if (egress_ok(dp, pk, &tagged))
+                dest_add(w, dests, &ndests, dp, pk, tagged, now);
+            continue;
+        }
+        /* Flood within the switch, never back to the input port (split horizon). */
+        {
+            struct port_list *m = rcu_dereference(sw->members);
+            for (unsigned k = 0; m && k < m->n; k++) {
+                struct port *dp = rcu_dereference(c->ports[m->ids[k]]);
+                bool tagged;
+                if (!dp || dp == in)
+                    continue;
+                if (egress_ok(dp, pk, &tagged))
+                    dest_add(w, dests, &ndests, dp, pk, tagged, now);
+            }
+        }
+    }
+    for (unsigned k = 0; k < ndests; k++)
+        dest_flush(w, &dests[k], now);
+}
+
+/* ---- VM transmit: pull packets out of a vhost-user-net port ---- */
+
+static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_queue *q,
+                               uint64_t *now)
+{
+    struct virtq *vq = &p->dev.vr[2 * q->qpair + 1].vq;
+    struct pkt **pkts = w->pkt_ptrs;
+    unsigned n = 0, popped = 0;
+
+    if (!virtq_avail_count(vq))
+        return 0;
+    while (popped < CARD_BURST) {
+        struct virtq_elem *e = &w->tx_elem;
+        struct pkt *pk = &w->pkts[n];
+        uint32_t hl = p->vnet_hdr_len, got = 0, skip = hl;
+        int ret = virtq_pop(vq, e);
+
+        if (ret == 0)
+            break;
+        if (ret < 0) {
+            port_mark_broken(w->card, p);
+            break;
+        }
+        popped++;
+        memset(&pk->vh, 0, sizeof(pk->vh));
+        if (e->out_len < hl + PKT_ETH_HLEN || e->out_len - hl > PKT_MAX_FRAME) {
+            p->drops[DROP_MALFORMED]++;
+            q->st.tx_dropped++;
+            virtq_push(vq, e->head, 0);
+            continue;
+        }
+        for (unsigned s = 0; s < e->n_out; s++) {
+            const uint8_t *src = e->iov[s].base;
+            uint32_t l = e->iov[s].len;
+            if (skip) {
+                uint32_t hcopy = l < skip ? l : skip;
+                memcpy((uint8_t *)&pk->vh + (hl - skip), src, hcopy);
+                skip -= hcopy;
+                src += hcopy;
+                l -= hcopy;
+            }
+            memcpy(pk->data + got, src, l);
+            got += l;
+        }
+        virtq_push(vq, e->head, 0);
+        if (pk->vh.gso_type != VIRTIO_NET_HDR_GSO_NONE) {
+            p->drops[DROP_GSO]++;
+            q->st.tx_dropped++;
+            continue;
+        }
+        pk->len = got;
+        q->st.tx_packets++;
+        q->st.tx_bytes += got;
+        pkts[n++] = pk;
+    }
+    if (popped) {
+        virtq_flush(vq);
+        if (virtq_notify(vq))
+            q->st.notifications++;
+    }
+    if (n) {
+        *now = card_now_ns();
+        dp_switch_burst(w, p, q, pkts, n, *now);
+    }
+    return popped;
+}
+
+/* ---- worker loop ---- */
+
+static void worker_flush_pending(struct worker *w, uint64_t now, bool force)
+{
+    unsigned keep = 0;
+    for (unsigned i = 0; i < w->n_pending; i++) {
+        struct port *p = rcu_dereference(w->card->ports[w->pending[i].port_id]);
+        struct port_queue *q;
+        bool done = true;
+        if (!p || p->serial != w->pending[i].serial)
+            continue;
+        q = &p->q[w->pending[i].qpair];
+        pthread_spin_lock(&q->rx_lock);
+        if (q->co_pending && q->rx_running) {
+            if (force || coalesce_poll(&q->co, now)) {
+                virtq_signal(&p->dev.vr[2 * q->qpair].vq);
+                q->st.notifications++;
+                q->co_pending = false;
+            } else {
+                done = false;
+            }
+        } else {
+            q->co_pending = false;
+        }
+        pthread_spin_unlock(&q->rx_lock);
+        if (!done)
+            w->pending[keep++] = w->pending[i];
+    }
+    w->n_pending = keep;
+}
+
+static unsigned worker_poll_once(struct worker *w, uint64_t *now)
+{
+    struct poll_list *pl = rcu_dereference(w->polls);
+    unsigned work = 0;
+
+    for (unsigned i = 0; pl && i < pl->n; i++) {
+        struct port *p = pl->e[i].port;
+        struct port_queue *q = &p->q[pl->e[i].qpair];
+        if (p->broken)
+            continue;
+        if (p->type == PORT_VHOST) {
+            if (__atomic_load_n(&q->tx_running, __ATOMIC_ACQUIRE))
+                work += vhost_tx_burst(w, p, q, now);
+        } else {
+            work += dp_host_rx_burst(w, p, q, now);
+        }
+    }
+    return work;
+}
+
+/* Re-arm notifications on every polled queue; false when work arrived meanwhile. */
+static bool worker_prepare_sleep(struct worker *w)
+{
+    struct poll_list *pl = rcu_dereference(w->polls);
+    bool idle = true;
+
+    for (unsigned i = 0; pl && i < pl->n; i++) {
+        struct port *p = pl->e[i].port;
+        struct port_queue *q = &p->q[pl->e[i].qpair];
+        if (p->type == PORT_VHOST && __atomic_load_n(&q->tx_running, __ATOMIC_ACQUIRE) &&
+            !p->broken && virtq_enable_kicks(&p->dev.vr[2 * q->qpair + 1].vq))
+            idle = false;
+    }
+    return idle;
+}
+
+static void worker_end_sleep(struct worker *w)
+{
+    struct poll_list *pl = rcu_dereference(w->polls);
+    for (unsigned i = 0; pl && i < pl->n; i++) {
+        struct port *p = pl->e[i].port;
+        struct port_queue *q = &p->q[pl->e[i].qpair];
+        if (p->type == PORT_VHOST && __atomic_load_n(&q->tx_running, __ATOMIC_ACQUIRE) &&
+            !p->broken)
+            virtq_disable_kicks(&p->dev.vr[2 * q->qpair + 1].vq);
+    }
+}
+
+void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    uint64_t idle_ns = (uint64_t)w->card->cfg.idle_us * 1000;
+    uint64_t last_work = card_now_ns();
+
+    w->pkts = aligned_alloc(64, sizeof(struct pkt) * CARD_BURST);
+    w->dests = calloc(DP_MAX_DESTS, sizeof(*w->dests));
+    w->rx_elems = calloc(DP_RX_ELEMS, sizeof(struct virtq_elem));
+    if (!w->pkts || !w->dests || !w->rx_elems) {
+        log_err("worker %u: out of memory", w->id);
+        return NULL;
+    }
+    for (unsigned i = 0; i < CARD_BURST; i++)
+        w->pkts[i].data = w->pkts[i].buf + DP_HEADROOM;
+    rcu_register_thread();
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        uint64_t now = 0;
+        unsigned work = worker_poll_once(w, &now);
+
+        w->loops++;
+        if (work) {
+            w->busy_loops++;
+            last_work = now ? now : card_now_ns();
+        }
+        if (w->n_pending)
+            worker_flush_pending(w, now ? now : card_now_ns(), false);
+        rcu_quiescent_state();
+        if (work || (w->loops & 63))
+            continue;
+        now = card_now_ns();
+        if (now - last_work < idle_ns)
+            continue;
+        /* Idle: sleep on the kick eventfds. */
+        worker_flush_pending(w, now, true);
+        if (!worker_prepare_sleep(w)) {
+            last_work = now;
+            continue;
+        }
+        {
+            struct epoll_event ev[16];
+            int nev;
+            rcu_thread_offline();
+            nev = epoll_wait(w->epfd, ev, 16, 100);
+            rcu_thread_online();
+            for (int i = 0; i < nev; i++) {
+                if (ev[i].data.u64 == DP_EV_WAKE) {
+                    uint64_t v;
+                    ssize_t r = read(w->wake_fd, &v, sizeof(v));
+                    (void)r;
+                }
+            }
+            w->sleeps++;
+        }
+        worker_end_sleep(w);
+        last_work = card_now_ns();
+    }
+    rcu_unregister_thread();
+    free(w->pkts);
+    free(w->dests);
+    free(w->rx_elems);
+    return NULL;
+}

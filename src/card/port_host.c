@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "card/port_host.h"
+#include "card/dp.h"
+#include "common/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_packet.h>
+#include <linux/if_tun.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define AFP_BLOCK_SIZE (1u << 18)
+#define AFP_BLOCKS     16
+#define AFP_FRAME_SIZE 2048
+
+static int if_set_up(const char *ifname)
+{
+    struct ifreq ifr = {0};
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret = 0;
+
+    if (s < 0)
+        return -errno;
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
+        ret = -errno;
+    } else if (!(ifr.ifr_flags & IFF_UP)) {
+        ifr.ifr_flags |= IFF_UP;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+            ret = -errno;
+    }
+    close(s);
+    return ret;
+}
+
+int port_tap_open(struct port *p)
+{
+    struct ifreq ifr = {0};
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+
+    if (fd < 0)
+        return -errno;
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", p->ifname);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    if_set_up(p->ifname);
+    p->fd = fd;
+    return 0;
+}
+
+int port_afpacket_open(struct port *p)
+{
+    struct tpacket_req3 req = {.tp_block_size = AFP_BLOCK_SIZE,
+                               .tp_block_nr = AFP_BLOCKS,
+                               .tp_frame_size = AFP_FRAME_SIZE,
+                               .tp_frame_nr = AFP_BLOCK_SIZE / AFP_FRAME_SIZE * AFP_BLOCKS,
+                               .tp_retire_blk_tov = 1};
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL)};
+    struct packet_mreq mr = {0};
+    int ver = TPACKET_V3, one = 1, ret;
+    unsigned idx = if_nametoindex(p->ifname);
+    int fd;
+
+    if (!idx)
+        return -ENODEV;
+    fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL));
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &ver, sizeof(ver)) < 0 ||
+        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) < 0)
+        goto fail;
+    /* Frames we send must not come back into our own ring. */
+    setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one));
+    p->ring_size = (size_t)AFP_BLOCK_SIZE * AFP_BLOCKS;
+    p->ring = mmap(NULL, p->ring_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED, fd, 0);
+    if (p->ring == MAP_FAILED)
+        p->ring = mmap(NULL, p->ring_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p->ring == MAP_FAILED) {
+        p->ring = NULL;
+        goto fail;
+    }
+    p->ring_blocks = AFP_BLOCKS;
+    p->ring_block_size = AFP_BLOCK_SIZE;
+    p->ring_cur = 0;
+    sll.sll_ifindex = (int)idx;
+    if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+        goto fail;
+    mr.mr_ifindex = (int)idx;
+    mr.mr_type = PACKET_MR_PROMISC;
+    if (setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr)) < 0)
+        goto fail;
+    if_set_up(p->ifname);
+    p->fd = fd;
+    return 0;
+fail:
+    ret = -errno;
+    if (p->ring)
+        munmap(p->ring, p->ring_size);
+    p->ring = NULL;
+    close(fd);
+    return ret;
+}
+
+void port_host_close(struct port *p)
+{
+    if (p->ring)
+        munmap(p->ring, p->ring_size);
+    p->ring = NULL;
+    if (p->fd >= 0)
+        close(p->fd);
+    p->fd = -1;
+}
+
+/* Frames whose checksum the sending stack left partial: complete them like a virtio
+ * NEEDS_CSUM frame (the L4 checksum field already holds the pseudo-header sum). */
+static void pkt_mark_partial_csum(struct pkt *pk)
+{
+    struct pkt_meta m;
+    if (pkt_parse(pk->data, pk->len, &m) || !(m.flags & PKT_F_L4) || !m.l4_ofs)
+        return;
+    if (m.l4_proto != PKT_IPPROTO_TCP && m.l4_proto != PKT_IPPROTO_UDP)
+        return;
+    pk->vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    pk->vh.csum_start = m.l4_ofs;
+    pk->vh.csum_offset = m.l4_proto == PKT_IPPROTO_TCP ? 16 : 6;
+}
+
+/* Read up to a few blocks of the TPACKET_V3 ring, switching every CARD_BURST frames. */
+static unsigned afp_rx(struct worker *w, struct port *p, struct port_queue *q, struct pkt **pkts,
+                       uint64_t *now)
+{
+    unsigned n = 0, total = 0;
+
+    for (unsigned blocks = 0; blocks < 4; blocks++) {
+        struct tpacket_block_desc *bd =
+            (void *)((uint8_t *)p->ring + (size_t)p->ring_cur * p->ring_block_size);
+        uint8_t *end = (uint8_t *)bd + p->ring_block_size;
+        struct tpacket3_hdr *h;
+        uint32_t num;
+
+        if (!(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+            break;
+        num = bd->hdr.bh1.num_pkts;
+        h = (void *)((uint8_t *)bd + bd->hdr.bh1.offset_to_first_pkt);
+        for (uint32_t i = 0; i < num; i++) {
+            uint32_t off_next;
+            if ((uint8_t *)h + sizeof(*h) > end)
+                break;
+            off_next = h->tp_next_offset;
+            if (h->tp_snaplen >= PKT_ETH_HLEN && h->tp_snaplen + 4 <= PKT_MAX_FRAME &&
+                (uint8_t *)h + h->tp_mac + h->tp_snaplen <= end) {
+                struct pkt *pk = &w->pkts[n];
+                const uint8_t *f = (uint8_t *)h + h->tp_mac;
+                uint32_t len = h->tp_snaplen;
+                memset(&pk->vh, 0, sizeof(pk->vh));
+                if (h->tp_status & TP_STATUS_VLAN_VALID) {
+                    /* The kernel took the tag off; put it back. */
+                    memcpy(pk->data, f, 12);
+                    pkt_put_be16(pk->data + 12,
+                                 h->hv1.tp_vlan_tpid ? h->hv1.tp_vlan_tpid : PKT_ETHERTYPE_VLAN);
+                    pkt_put_be16(pk->data + 14, (uint16_t)h->hv1.tp_vlan_tci);
+                    memcpy(pk->data + 16, f + 12, len - 12);
+                    len += 4;
+                } else {
+                    memcpy(pk->data, f, len);
+                }
+                pk->len = len;
+                if (h->tp_status & TP_STATUS_CSUMNOTREADY)
+                    pkt_mark_partial_csum(pk);
+                pkts[n++] = pk;
+                q->st.tx_packets++;
+                q->st.tx_bytes += len;
+                if (n == CARD_BURST) {
+                    *now = card_now_ns();
+                    dp_switch_burst(w, p, q, pkts, n, *now);
+                    total += n;
+                    n = 0;
+                }
+            } else {
+                p->drops[DROP_MALFORMED]++;
+                q->st.tx_dropped++;
+            }
+            if (!off_next)
+                break;
+            h = (void *)((uint8_t *)h + off_next);
+        }
+        __atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+        p->ring_cur = (p->ring_cur + 1) % p->ring_blocks;
+    }
+    if (n) {
+        *now = card_now_ns();
+        dp_switch_burst(w, p, q, pkts, n, *now);
+        total += n;
+    }
+    return total;
+}
+
+static unsigned tap_rx_burst(struct worker *w, struct port *p, struct port_queue *q,
+                             struct pkt **pkts)
+{
+    unsigned n = 0;
+    while (n < CARD_BURST) {
+        struct pkt *pk = &w->pkts[n];
+        ssize_t r = read(p->fd, pk->data, PKT_MAX_FRAME);
+        if (r < 0)
+            break;
+        if (r < PKT_ETH_HLEN) {
+            p->drops[DROP_MALFORMED]++;
+            q->st.tx_dropped++;
+            continue;
+        }
+        memset(&pk->vh, 0, sizeof(pk->vh));
+        pk->len = (uint32_t)r;
+        q->st.tx_packets++;
+        q->st.tx_bytes += (uint64_t)r;
+        pkts[n++] = pk;
+    }
+    return n;
+}
+
+unsigned dp_host_rx_burst(struct worker *w, struct port *p, struct port_queue *q, uint64_t *now)
+{
+    struct pkt **pkts = w->pkt_ptrs;
+    unsigned n;
+
+    if (!__atomic_load_n(&q->rx_running, __ATOMIC_ACQUIRE) || p->fd < 0)
+        return 0;
+    if (p->type == PORT_AFPACKET)
+        return afp_rx(w, p, q, pkts, now);
+    n = tap_rx_burst(w, p, q, pkts);
+    if (n) {
+        *now = card_now_ns();
+        dp_switch_burst(w, p, q, pkts, n, *now);
+    }
+    return n;
+}

@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Host ports: tap devices and AF_PACKET (TPACKET_V3) uplinks on host interfaces. */
+#ifndef QT_CARD_PORT_HOST_H
+#define QT_CARD_PORT_HOST_H
+
+#include "card/card.h"
+
+/* Open p->ifname; set p->fd (and the rx ring for AF_PACKET). 0 or -errno. */
+int port_tap_open(struct port *p);
+int port_afpacket_open(struct port *p);
+/* Close what the open functions set up (no-op for VM ports). */
+void port_host_close(struct port *p);
+
+#endif

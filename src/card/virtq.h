@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Split virtqueue, device side (virtio 1.2 section 2.7): pop descriptor
+ * chains with full validation (address translation, chain length, loops,
+ * indirect tables, readable-before-writable), push used entries, event-idx
+ * notification suppression both ways, dirty logging of every guest write
+ * and inflight tracking (vhost-user INFLIGHT_SHMFD).
+ *
+ * A virtqueue is driven by exactly one thread at a time (the worker that
+ * owns it, or a caller holding the queue's lock).
+ */
+#ifndef QT_CARD_VIRTQ_H
+#define QT_CARD_VIRTQ_H
+
+#include "card/vu_mem.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VRING_DESC_F_NEXT          1
+#define VRING_DESC_F_WRITE         2
+#define VRING_DESC_F_INDIRECT      4
+#define VRING_USED_F_NO_NOTIFY     1
+#define VRING_AVAIL_F_NO_INTERRUPT 1
+
+#define VIRTQ_MAX_SIZE 32768
+#define VIRTQ_MAX_IOV  64
+
+struct vring_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+};
+
+struct vring_avail {
+    uint16_t flags;
+    uint16_t idx;
+    uint16_t ring[];
+};
+
+struct vring_used_elem {
+    uint32_t id;
+    uint32_t len;
+};
+
+struct vring_used {
+    uint16_t flags;
+    uint16_t idx;
+    struct vring_used_elem ring[];
+};
+
+struct virtq_iov {
+    uint8_t *base;
+    uint32_t len;
+    uint64_t gpa; /* for dirty logging of device writes */
+};
+
+/* One popped chain: device-readable segments first, then writable ones. */
+struct virtq_elem {
+    uint16_t head;
+    uint16_t n_out; /* device-readable segments: iov[0 .. n_out) */
+    uint16_t n_in;  /* device-writable segments: iov[n_out .. n_out + n_in) */
+    uint32_t out_len;
+    uint32_t in_len;
+    struct virtq_iov iov[VIRTQ_MAX_IOV];
+};
+
+struct virtq {
+    /* Ring layout, valid while the queue runs. */
+    uint16_t num;
+    struct vring_desc *desc;
+    struct vring_avail *avail;
+    struct vring_used *used;
+    const struct vu_mem *mem;
+    struct vu_log_area *log; /* non-NULL while dirty logging is on */
+    uint64_t used_gpa;       /* guest-physical address of the used ring */
+    bool log_used;           /* VHOST_VRING_F_LOG */
+    bool event_idx;
+    /* Device-side indices. */
+    uint16_t last_avail_idx;
+    uint16_t used_idx;
+    uint16_t signalled_used;
+    bool signalled_valid;
+    int call_fd;
+    struct vu_inflight_queue *inflight;
+    uint64_t inflight_counter;
+    /* Counters (read by the control thread without locks; monotonic). */
+    uint64_t n_calls;
+    uint64_t n_chains;
+    const char *name; /* "port 'vm1' queue 1", for logs */
+};
+
+/* Set up a running ring from translated pointers. */
+void virtq_init(struct virtq *vq, uint16_t num, struct vring_desc *desc, struct vring_avail *avail,
+                struct vring_used *used, const struct vu_mem *mem, bool event_idx);
+
+/* Entries the driver made available that the device has not popped yet. */
+static inline uint16_t virtq_avail_count(const struct virtq *vq)
+{
+    uint16_t idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
+    return (uint16_t)(idx - vq->last_avail_idx);
+}
+
+/*
+ * Pop the next chain. Returns 1 with *e filled, 0 when the ring is empty,
+ * -EINVAL (after logging why) when the driver put a malformed chain or index
+ * in the ring; the queue must then be considered broken.
+ */
+int virtq_pop(struct virtq *vq, struct virtq_elem *e);
+
+/* Undo the last n pops (buffers not consumed, e.g. packet did not fit). */
+void virtq_unpop(struct virtq *vq, uint16_t n);
+
+/* Record a used entry (not visible to the driver before virtq_flush). */
+static inline void virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
+{
+    struct vring_used_elem *u = &vq->used->ring[vq->used_idx & (vq->num - 1)];
+    u->id = head;
+    u->len = len;
+    if (vq->log)
+        vu_log_write(vq->log,
+                     vq->used_gpa + 4 + (uint64_t)(vq->used_idx & (vq->num - 1)) * sizeof(*u),
+                     sizeof(*u));
+    if (vq->inflight && head < vq->num)
+        vq->inflight->desc[head].inflight = 0;
+    vq->used_idx++;
+}
+
+/* Publish pushed entries to the driver. */
+static inline void virtq_flush(struct virtq *vq)
+{
+    __atomic_store_n(&vq->used->idx, vq->used_idx, __ATOMIC_RELEASE);
+    if (vq->log)
+        vu_log_write(vq->log, vq->used_gpa + 2, 2);
+    if (vq->inflight)
+        vq->inflight->used_idx = vq->used_idx;
+}
+
+/* Whether the driver asked to be notified of the entries published since the last call. */
+bool virtq_need_notify(struct virtq *vq);
+/* Signal the call eventfd if the driver wants it. Returns true when signalled. */
+bool virtq_notify(struct virtq *vq);
+/* Signal unconditionally (coalescing timer expiry etc). */
+void virtq_signal(struct virtq *vq);
+
+/*
+ * Ask the driver for kicks again before sleeping. Returns true when entries
+ * became available meanwhile (the caller must not sleep).
+ */
+bool virtq_enable_kicks(struct virtq *vq);
+/* Tell the driver no kicks are needed while we poll. */
+void virtq_disable_kicks(struct virtq *vq);
+
+/* Mark device writes to the guest buffers of e (first `len` writable bytes) dirty. */
+void virtq_log_elem_write(struct virtq *vq, const struct virtq_elem *e, uint32_t len);
+
+/* Inflight-region helpers (split layout). Region size for a queue of `num` entries. */
+uint64_t virtq_inflight_queue_size(uint16_t num);
+/* Number of descriptors the region says were in flight. */
+unsigned virtq_inflight_pending(const struct vu_inflight_queue *q, uint16_t num);
+
+#endif

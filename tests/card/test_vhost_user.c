@@ -1,0 +1,580 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * vhost-user backend core against an in-process fake frontend: the frontend
+ * side of a socketpair sends real protocol messages (with fds), guest memory
+ * is a memfd, and the test plays the driver by writing rings in it.
+ */
+#include "card/vhost_user.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define MEM_SIZE  (1u << 20)
+#define MEM_GPA   0x100000ull
+#define MEM_UVA   0x7f1200000000ull
+#define RING_NUM  8
+#define DESC_GPA  (MEM_GPA + 0x1000)
+#define AVAIL_GPA (MEM_GPA + 0x2000)
+#define USED_GPA  (MEM_GPA + 0x3000)
+#define BUF_GPA   (MEM_GPA + 0x10000)
+
+struct fx {
+    int sock[2]; /* [0] frontend, [1] backend */
+    int memfd;
+    uint8_t *mem; /* the test's (driver's) view of guest memory */
+    struct vu_dev dev;
+    struct vu_dev_ops ops;
+    int started[VU_MAX_QUEUES];
+    int stopped[VU_MAX_QUEUES];
+};
+
+static uint8_t *gpa(struct fx *f, uint64_t a)
+{
+    return f->mem + (a - MEM_GPA);
+}
+
+static void on_start(void *opaque, struct vu_dev *dev, unsigned q)
+{
+    struct fx *f = opaque;
+    (void)dev;
+    f->started[q]++;
+}
+
+static void on_stop(void *opaque, struct vu_dev *dev, unsigned q)
+{
+    struct fx *f = opaque;
+    (void)dev;
+    f->stopped[q]++;
+}
+
+static int get_cfg(void *opaque, uint32_t off, uint8_t *buf, uint32_t size)
+{
+    static const uint8_t cfg[8] = {0x52, 0x54, 0, 1, 2, 3, 1, 0};
+    (void)opaque;
+    if (off > sizeof(cfg) || size > sizeof(cfg) - off)
+        return -EINVAL;
+    memcpy(buf, cfg + off, size);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, f->sock), 0);
+    f->memfd = memfd_create("guest", 0);
+    assert_true(f->memfd >= 0);
+    assert_int_equal(ftruncate(f->memfd, MEM_SIZE), 0);
+    f->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    assert_true(f->mem != MAP_FAILED);
+    f->ops.features =
+        (1ull << 5) | (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC);
+    f->ops.protocol_features = 1ull << VU_PROTO_F_MQ;
+    f->ops.num_queues = 2;
+    f->ops.queue_num_reply = 1;
+    f->ops.queue_start = on_start;
+    f->ops.queue_stop = on_stop;
+    f->ops.get_config = get_cfg;
+    vu_dev_init(&f->dev, "test", &f->ops, f);
+    vu_dev_attach(&f->dev, f->sock[1]);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    vu_dev_disconnect(&f->dev); /* closes sock[1] */
+    close(f->sock[0]);
+    munmap(f->mem, MEM_SIZE);
+    close(f->memfd);
+    free(f);
+    return 0;
+}
+
+/* Send one message from the frontend side; hdr_flags 0 means version 1. */
+static void fe_send(struct fx *f, uint32_t req, uint32_t flags, const void *payload, uint32_t size,
+                    const int *fds, unsigned nfds)
+{
+    struct vu_hdr h = {.request = req, .flags = flags ? flags : VU_VERSION, .size = size};
+    struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)payload, size}};
+    union {
+        char buf[CMSG_SPACE(8 * sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = size ? 2 : 1};
+
+    if (nfds) {
+        struct cmsghdr *c;
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+    }
+    assert_int_equal(sendmsg(f->sock[0], &mh, 0), (ssize_t)(sizeof(h) + size));
+}
+
+/* Send, let the backend process, return its result. */
+static int fe_req(struct fx *f, uint32_t req, const void *payload, uint32_t size, const int *fds,
+                  unsigned nfds)
+{
+    fe_send(f, req, 0, payload, size, fds, nfds);
+    return vu_dev_handle_readable(&f->dev);
+}
+
+static void fe_reply(struct fx *f, uint32_t req, void *payload, uint32_t size, int *fd_out)
+{
+    struct vu_hdr h;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov[2] = {{&h, sizeof(h)}, {payload, size}};
+    struct msghdr mh = {
+        .msg_iov = iov, .msg_iovlen = 2, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
+    ssize_t n = recvmsg(f->sock[0], &mh, 0);
+    assert_int_equal(n, (ssize_t)(sizeof(h) + size));
+    assert_int_equal(h.request, req);
+    assert_int_equal(h.flags, VU_VERSION | VU_FLAG_REPLY);
+    assert_int_equal(h.size, size);
+    if (fd_out) {
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        assert_non_null(c);
+        memcpy(fd_out, CMSG_DATA(c), sizeof(int));
+    }
+}
+
+static uint64_t fe_get_u64(struct fx *f, uint32_t req)
+{
+    uint64_t v = 0;
+    assert_int_equal(fe_req(f, req, NULL, 0, NULL, 0), 0);
+    fe_reply(f, req, &v, sizeof(v), NULL);
+    return v;
+}
+
+static void fe_mem_table(struct fx *f)
+{
+    struct vu_mem_table t = {.nregions = 1};
+    t.regions[0].guest_phys_addr = MEM_GPA;
+    t.regions[0].memory_size = MEM_SIZE;
+    t.regions[0].userspace_addr = MEM_UVA;
+    t.regions[0].mmap_offset = 0;
+    assert_int_equal(fe_req(f, VU_REQ_SET_MEM_TABLE, &t, 8 + sizeof(t.regions[0]), &f->memfd, 1),
+                     0);
+}
+
+static uint64_t uva(uint64_t g)
+{
+    return g - MEM_GPA + MEM_UVA;
+}
+
+/* Negotiate and start queue q; features beyond the basics in extra. */
+static void fe_start(struct fx *f, unsigned q, uint64_t extra_features, uint64_t extra_proto)
+{
+    uint64_t feat = fe_get_u64(f, VU_REQ_GET_FEATURES), proto;
+    struct vu_vring_state st = {.index = q, .num = RING_NUM};
+    struct vu_vring_addr a = {.index = q,
+                              .desc_user_addr = uva(DESC_GPA),
+                              .avail_user_addr = uva(AVAIL_GPA),
+                              .used_user_addr = uva(USED_GPA),
+                              .log_guest_addr = USED_GPA};
+    uint64_t v;
+    int kick = memfd_create("kick", 0), call = memfd_create("call", 0);
+
+    assert_true(feat & (1ull << VHOST_USER_F_PROTOCOL_FEATURES));
+    assert_int_equal(fe_req(f, VU_REQ_SET_OWNER, NULL, 0, NULL, 0), 0);
+    proto = fe_get_u64(f, VU_REQ_GET_PROTOCOL_FEATURES);
+    assert_true(proto & (1ull << VU_PROTO_F_REPLY_ACK));
+    v = (1ull << VU_PROTO_F_REPLY_ACK) | (1ull << VU_PROTO_F_CONFIG) | extra_proto;
+    assert_int_equal(fe_req(f, VU_REQ_SET_PROTOCOL_FEATURES, &v, 8, NULL, 0), 0);
+    v = (1ull << VHOST_USER_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1) | extra_features;
+    assert_int_equal(fe_req(f, VU_REQ_SET_FEATURES, &v, 8, NULL, 0), 0);
+    fe_mem_table(f);
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_NUM, &st, sizeof(st), NULL, 0), 0);
+    st.num = 0;
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
+    v = q;
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_CALL, &v, 8, &call, 1), 0);
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_KICK, &v, 8, &kick, 1), 0);
+    close(kick);
+    close(call);
+    /* Protocol features negotiated: the ring starts disabled. */
+    assert_int_equal(f->started[q], 0);
+    st.num = 1;
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_ENABLE, &st, sizeof(st), NULL, 0), 0);
+    assert_int_equal(f->started[q], 1);
+    assert_true(f->dev.vr[q].running);
+}
+
+/* Driver side: put a descriptor and publish head in the avail ring. */
+static void drv_desc(struct fx *f, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
+                     uint16_t next)
+{
+    struct vring_desc *d = (struct vring_desc *)gpa(f, DESC_GPA);
+    d[i].addr = addr;
+    d[i].len = len;
+    d[i].flags = flags;
+    d[i].next = next;
+}
+
+static void drv_avail(struct fx *f, uint16_t head)
+{
+    struct vring_avail *av = (struct vring_avail *)gpa(f, AVAIL_GPA);
+    av->ring[av->idx % RING_NUM] = head;
+    __atomic_store_n(&av->idx, (uint16_t)(av->idx + 1), __ATOMIC_RELEASE);
+}
+
+static struct virtq *vq0(struct fx *f)
+{
+    return &f->dev.vr[0].vq;
+}
+
+static void test_handshake_and_ring(void **state)
+{
+    struct fx *f = *state;
+    struct virtq_elem e;
+    struct vring_used *used = (struct vring_used *)gpa(f, USED_GPA);
+    struct vu_vring_state st = {.index = 0};
+
+    assert_int_equal(fe_get_u64(f, VU_REQ_GET_QUEUE_NUM), 1);
+    fe_start(f, 0, 0, 0);
+    /* Two-descriptor chain: 14 readable bytes, then 100 writable. */
+    memcpy(gpa(f, BUF_GPA), "hello, vhost!", 14);
+    drv_desc(f, 3, BUF_GPA, 14, VRING_DESC_F_NEXT, 5);
+    drv_desc(f, 5, BUF_GPA + 0x100, 100, VRING_DESC_F_WRITE, 0);
+    drv_avail(f, 3);
+    assert_int_equal(virtq_pop(vq0(f), &e), 1);
+    assert_int_equal(e.head, 3);
+    assert_int_equal(e.n_out, 1);
+    assert_int_equal(e.n_in, 1);
+    assert_int_equal(e.out_len, 14);
+    assert_int_equal(e.in_len, 100);
+    assert_string_equal((char *)e.iov[0].base, "hello, vhost!");
+    /* The backend's pointer aliases the driver's memory. */
+    memcpy(e.iov[1].base, "reply", 6);
+    assert_string_equal((char *)gpa(f, BUF_GPA + 0x100), "reply");
+    assert_int_equal(virtq_pop(vq0(f), &e), 0);
+    virtq_push(vq0(f), 3, 6);
+    assert_int_equal(used->idx, 0); /* not visible before flush */
+    virtq_flush(vq0(f));
+    assert_int_equal(used->idx, 1);
+    assert_int_equal(used->ring[0].id, 3);
+    assert_int_equal(used->ring[0].len, 6);
+    /* GET_VRING_BASE stops the ring and reports where the device is. */
+    assert_int_equal(fe_req(f, VU_REQ_GET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
+    fe_reply(f, VU_REQ_GET_VRING_BASE, &st, sizeof(st), NULL);
+    assert_int_equal(st.num, 1);
+    assert_int_equal(f->stopped[0], 1);
+    assert_false(f->dev.vr[0].running);
+}
+
+static void test_indirect_and_event_idx(void **state)
+{
+    struct fx *f = *state;
+    struct vring_desc *ind = (struct vring_desc *)gpa(f, BUF_GPA + 0x4000);
+    struct vring_avail *av = (struct vring_avail *)gpa(f, AVAIL_GPA);
+    struct virtq_elem e;
+
+    fe_start(f, 0, 1ull << VIRTIO_RING_F_EVENT_IDX, 0);
+    ind[0] = (struct vring_desc){BUF_GPA, 64, VRING_DESC_F_NEXT, 1};
+    ind[1] = (struct vring_desc){BUF_GPA + 0x200, 32, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 2};
+    ind[2] = (struct vring_desc){BUF_GPA + 0x300, 32, VRING_DESC_F_WRITE, 0};
+    drv_desc(f, 0, BUF_GPA + 0x4000, 3 * sizeof(struct vring_desc), VRING_DESC_F_INDIRECT, 0);
+    drv_avail(f, 0);
+    assert_int_equal(virtq_pop(vq0(f), &e), 1);
+    assert_int_equal(e.n_out, 1);
+    assert_int_equal(e.n_in, 2);
+    assert_int_equal(e.in_len, 64);
+    virtq_push(vq0(f), 0, 0);
+    virtq_flush(vq0(f));
+    /* First completion always signals; then used_event controls it. */
+    assert_true(virtq_need_notify(vq0(f)));
+    av->ring[RING_NUM] = 5; /* used_event: notify when used passes 5 */
+    drv_avail(f, 0);
+    assert_int_equal(virtq_pop(vq0(f), &e), 1);
+    virtq_push(vq0(f), 0, 0);
+    virtq_flush(vq0(f));
+    assert_false(virtq_need_notify(vq0(f)));
+    av->ring[RING_NUM] = 1; /* used idx went 1 -> 2: crossing event 1 */
+    drv_avail(f, 0);
+    assert_int_equal(virtq_pop(vq0(f), &e), 1);
+    virtq_push(vq0(f), 0, 0);
+    virtq_flush(vq0(f));
+    av->ring[RING_NUM] = 2;
+    assert_true(virtq_need_notify(vq0(f)));
+    /* Kick suppression: before sleeping the device publishes avail_event. */
+    assert_false(virtq_enable_kicks(vq0(f)));
+    assert_int_equal(*(uint16_t *)&((struct vring_used *)gpa(f, USED_GPA))->ring[RING_NUM], 3);
+}
+
+static void test_hostile_rings(void **state)
+{
+    struct fx *f = *state;
+    struct vring_desc *ind = (struct vring_desc *)gpa(f, BUF_GPA + 0x4000);
+    struct vring_avail *av = (struct vring_avail *)gpa(f, AVAIL_GPA);
+    struct virtq_elem e;
+
+    fe_start(f, 0, 0, 0);
+    /* Buffer outside guest memory. */
+    drv_desc(f, 0, MEM_GPA + MEM_SIZE - 8, 64, 0, 0);
+    drv_avail(f, 0);
+    assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
+    /* Address overflow. */
+    vq0(f)->last_avail_idx = av->idx;
+    drv_desc(f, 0, UINT64_MAX - 4, 64, 0, 0);
+    drv_avail(f, 0);
+    assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
+    /* Loop: 1 -> 2 -> 1. */
+    vq0(f)->last_avail_idx = av->idx;
+    drv_desc(f, 1, BUF_GPA, 8, VRING_DESC_F_NEXT, 2);
+    drv_desc(f, 2, BUF_GPA, 8, VRING_DESC_F_NEXT, 1);
+    drv_avail(f, 1);
+    assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
+    /* next out of range. */
+    vq0(f)->last_avail_idx = av->idx;
+    drv_desc(f, 1, BUF_GPA, 8, VRING_DESC_F_NEXT, RING_NUM + 3);
+    drv_avail(f, 1);
+    assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
+    /* Readable after writable. */
+    vq0(f)->last_avail_idx = av->idx;
+    drv_desc(f, 1, BUF_GPA, 8, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 2);
+    drv_desc(f, 2, BUF_GPA, 8, 0, 0);
+    drv_avail(f, 1);
+    assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
+    /* Nested indirect. */
+    vq0(f)->last_avail_idx = av->idx;
+    ind[0] = (struct vring_desc){BUF_GPA + 0x4000, 16, VRING_DESC_F_INDIRECT, 0};
+    drv_desc(f, 0, BUF_GPA + 0x4000, 16, VRING_DESC_F_INDIRECT, 0);
+    drv_avail(f, 0);
+    assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
+    /* Indirect table of odd length. */
+    vq0(f)->last_avail_idx = av->idx;
+    drv_desc(f, 0, BUF_GPA + 0x4000, 17, VRING_DESC_F_INDIRECT, 0);
+    drv_avail(f, 0);
+    assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
+    /* Head out of range. */
+    vq0(f)->last_avail_idx = av->idx;
+    drv_avail(f, RING_NUM);
+    assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
+    /* Avail index runs more than a ring ahead. */
+    vq0(f)->last_avail_idx = av->idx;
+    av->idx = (uint16_t)(av->idx + RING_NUM + 1);
+    assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
+    /* A good chain still works afterwards. */
+    vq0(f)->last_avail_idx = av->idx;
+    drv_desc(f, 4, BUF_GPA, 60, 0, 0);
+    drv_avail(f, 4);
+    assert_int_equal(virtq_pop(vq0(f), &e), 1);
+    assert_int_equal(e.out_len, 60);
+}
+
+static void test_bad_messages(void **state)
+{
+    struct fx *f = *state;
+    struct vu_vring_state st = {.index = 0, .num = 100};
+    struct vu_mem_table t = {.nregions = 2};
+    uint64_t v = 0;
+    int fds[2];
+
+    /* Wrong version. */
+    fe_send(f, VU_REQ_GET_FEATURES, 0x2, NULL, 0, NULL, 0);
+    assert_int_equal(vu_dev_handle_readable(&f->dev), -EPROTO);
+    /* Payload bigger than any request. */
+    {
+        static uint8_t big[1024];
+        fe_send(f, VU_REQ_SET_FEATURES, 0, big, sizeof(big), NULL, 0);
+        assert_int_equal(vu_dev_handle_readable(&f->dev), -EPROTO);
+        /* The stream is now out of sync, as with a real hostile frontend: reset it. */
+        teardown(state);
+        setup(state);
+        f = *state;
+    }
+    /* Wrong size for the request. */
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_NUM, &v, 4, NULL, 0), -EPROTO);
+    /* Ring size not a power of two. */
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_NUM, &st, sizeof(st), NULL, 0), -EINVAL);
+    /* Queue index out of range. */
+    st.index = 7;
+    st.num = 8;
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_NUM, &st, sizeof(st), NULL, 0), -EINVAL);
+    /* Unknown request. */
+    assert_int_equal(fe_req(f, 99, NULL, 0, NULL, 0), -EPROTO);
+    /* Reply flag on a request. */
+    fe_send(f, VU_REQ_GET_FEATURES, VU_VERSION | VU_FLAG_REPLY, NULL, 0, NULL, 0);
+    assert_int_equal(vu_dev_handle_readable(&f->dev), -EPROTO);
+    /* fd count mismatch: two regions, one fd. */
+    t.regions[0] = (struct vu_mem_region){MEM_GPA, 0x1000, MEM_UVA, 0};
+    t.regions[1] = (struct vu_mem_region){MEM_GPA + 0x1000, 0x1000, MEM_UVA + 0x1000, 0x1000};
+    assert_int_equal(fe_req(f, VU_REQ_SET_MEM_TABLE, &t, 8 + 2 * 32, &f->memfd, 1), -EPROTO);
+    /* Region larger than its backing file (would SIGBUS on access). */
+    t.nregions = 1;
+    t.regions[0].memory_size = 2ull * MEM_SIZE;
+    assert_int_equal(fe_req(f, VU_REQ_SET_MEM_TABLE, &t, 8 + 32, &f->memfd, 1), -EINVAL);
+    /* Overflowing region. */
+    t.regions[0] = (struct vu_mem_region){UINT64_MAX - 0xfff, 0x2000, MEM_UVA, 0};
+    assert_int_equal(fe_req(f, VU_REQ_SET_MEM_TABLE, &t, 8 + 32, &f->memfd, 1), -EINVAL);
+    /* Overlapping regions. */
+    fds[0] = fds[1] = f->memfd;
+    t.nregions = 2;
+    t.regions[0] = (struct vu_mem_region){MEM_GPA, 0x2000, MEM_UVA, 0};
+    t.regions[1] = (struct vu_mem_region){MEM_GPA + 0x1000, 0x1000, MEM_UVA + 0x8000, 0};
+    assert_int_equal(fe_req(f, VU_REQ_SET_MEM_TABLE, &t, 8 + 2 * 32, fds, 2), -EINVAL);
+    /* Features never offered. */
+    v = 1ull << 63;
+    assert_int_equal(fe_req(f, VU_REQ_SET_FEATURES, &v, 8, NULL, 0), -EPROTO);
+    /* Kick with an fd although the NOFD bit says none. */
+    v = VU_VRING_NOFD;
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_KICK, &v, 8, &f->memfd, 1), -EPROTO);
+    /* Ring addresses outside shared memory make the start fail. */
+    fe_mem_table(f);
+    st.index = 0;
+    st.num = 8;
+    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_NUM, &st, sizeof(st), NULL, 0), 0);
+    {
+        struct vu_vring_addr a = {.index = 0,
+                                  .desc_user_addr = 0x1000,
+                                  .avail_user_addr = uva(AVAIL_GPA),
+                                  .used_user_addr = uva(USED_GPA)};
+        assert_int_equal(fe_req(f, VU_REQ_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
+        v = 0;
+        assert_int_equal(fe_req(f, VU_REQ_SET_VRING_KICK, &v, 8, &f->memfd, 1), -EINVAL);
+    }
+    /* Peer hang-up is reported as such. */
+    close(f->sock[0]);
+    f->sock[0] = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(vu_dev_handle_readable(&f->dev), -ECONNRESET);
+}
+
+static void test_reply_ack_config_log(void **state)
+{
+    struct fx *f = *state;
+    struct vu_config cfg = {.offset = 0, .size = 6};
+    struct vu_log lg = {.mmap_size = 4096, .mmap_offset = 0};
+    int logfd = memfd_create("log", 0);
+    uint8_t *bitmap;
+    uint64_t v;
+
+    fe_start(f, 0, 1ull << VHOST_F_LOG_ALL, 1ull << VU_PROTO_F_LOG_SHMFD);
+    /* REPLY_ACK on a request without its own reply. */
+    v = 0;
+    fe_send(f, VU_REQ_SET_VRING_ERR, VU_VERSION | VU_FLAG_NEED_REPLY, &v, 8, &f->memfd, 1);
+    assert_int_equal(vu_dev_handle_readable(&f->dev), 0);
+    fe_reply(f, VU_REQ_SET_VRING_ERR, &v, 8, NULL);
+    assert_int_equal(v, 0);
+    /* Config space. */
+    assert_int_equal(fe_req(f, VU_REQ_GET_CONFIG, &cfg, VU_CONFIG_HDR_SIZE + 6, NULL, 0), 0);
+    fe_reply(f, VU_REQ_GET_CONFIG, &cfg, VU_CONFIG_HDR_SIZE + 6, NULL);
+    assert_memory_equal(cfg.region, "\x52\x54\x00\x01\x02\x03", 6);
+    /* Config beyond the device's space: empty reply. */
+    cfg.offset = 4;
+    cfg.size = 8;
+    assert_int_equal(fe_req(f, VU_REQ_GET_CONFIG, &cfg, VU_CONFIG_HDR_SIZE + 8, NULL, 0), 0);
+    fe_reply(f, VU_REQ_GET_CONFIG, &cfg, 0, NULL);
+    /* Dirty log: used-ring writes are logged once the ring runs with logging. */
+    assert_int_equal(ftruncate(logfd, 4096), 0);
+    assert_int_equal(fe_req(f, VU_REQ_SET_LOG_BASE, &lg, sizeof(lg), &logfd, 1), 0);
+    fe_reply(f, VU_REQ_SET_LOG_BASE, &v, 8, NULL);
+    bitmap = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, logfd, 0);
+    assert_true(bitmap != MAP_FAILED);
+    {
+        struct vu_vring_state st = {.index = 0};
+        struct vu_vring_addr a = {.index = 0,
+                                  .flags = 1u << VHOST_VRING_F_LOG,
+                                  .desc_user_addr = uva(DESC_GPA),
+                                  .avail_user_addr = uva(AVAIL_GPA),
+                                  .used_user_addr = uva(USED_GPA),
+                                  .log_guest_addr = USED_GPA};
+        struct virtq_elem e;
+        uint64_t page;
+        assert_int_equal(fe_req(f, VU_REQ_GET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
+        fe_reply(f, VU_REQ_GET_VRING_BASE, &st, sizeof(st), NULL);
+        assert_int_equal(fe_req(f, VU_REQ_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
+        v = 0;
+        assert_int_equal(fe_req(f, VU_REQ_SET_VRING_KICK, &v, 8, &f->memfd, 1), 0);
+        assert_true(f->dev.vr[0].running);
+        assert_non_null(vq0(f)->log);
+        drv_desc(f, 2, BUF_GPA + 0x5000, 100, VRING_DESC_F_WRITE, 0);
+        drv_avail(f, 2);
+        assert_int_equal(virtq_pop(vq0(f), &e), 1);
+        memset(e.iov[0].base, 0xab, 10);
+        virtq_log_elem_write(vq0(f), &e, 10);
+        virtq_push(vq0(f), e.head, 10);
+        virtq_flush(vq0(f));
+        page = USED_GPA / 4096;
+        assert_true(bitmap[page / 8] & (1u << (page % 8)));
+        page = (BUF_GPA + 0x5000) / 4096;
+        assert_true(bitmap[page / 8] & (1u << (page % 8)));
+        page = (BUF_GPA + 0x9000) / 4096; /* untouched */
+        assert_false(bitmap[page / 8] & (1u << (page % 8)));
+    }
+    munmap(bitmap, 4096);
+    close(logfd);
+}
+
+static void test_inflight(void **state)
+{
+    struct fx *f = *state;
+    struct vu_inflight inf = {.num_queues = 2, .queue_size = RING_NUM};
+    struct vu_inflight_queue *q;
+    struct virtq_elem e;
+    uint8_t payload[24] = {0};
+    int fd = -1;
+
+    fe_start(f, 0, 0, 1ull << VU_PROTO_F_INFLIGHT_SHMFD);
+    memcpy(payload, &inf, sizeof(inf));
+    assert_int_equal(fe_req(f, VU_REQ_GET_INFLIGHT_FD, payload, 24, NULL, 0), 0);
+    fe_reply(f, VU_REQ_GET_INFLIGHT_FD, payload, 24, &fd);
+    memcpy(&inf, payload, sizeof(inf));
+    assert_true(fd >= 0);
+    assert_int_equal(inf.mmap_size, 2 * virtq_inflight_queue_size(RING_NUM));
+    q = mmap(NULL, inf.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(q != MAP_FAILED);
+    assert_int_equal(q->desc_num, RING_NUM);
+    drv_desc(f, 6, BUF_GPA, 20, 0, 0);
+    drv_avail(f, 6);
+    assert_int_equal(virtq_pop(vq0(f), &e), 1);
+    assert_int_equal(q->desc[6].inflight, 1);
+    assert_int_equal(virtq_inflight_pending(q, RING_NUM), 1);
+    virtq_push(vq0(f), 6, 0);
+    virtq_flush(vq0(f));
+    assert_int_equal(q->desc[6].inflight, 0);
+    assert_int_equal(q->used_idx, 1);
+    /* Bad geometry is refused. */
+    inf.queue_size = 7;
+    memcpy(payload, &inf, sizeof(inf));
+    assert_int_equal(fe_req(f, VU_REQ_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EPROTO);
+    munmap(q, inf.mmap_size);
+    close(fd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_handshake_and_ring, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_indirect_and_event_idx, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_rings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reply_ack_config_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inflight, setup, teardown),
+    };
+    log_init("test_vhost_user", LOG_LVL_ERROR);
+    if (!getenv("QT_LOG"))
+        log_set_level(LOG_LVL_ERROR);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
