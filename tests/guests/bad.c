@@ -11,9 +11,9 @@
 
 const char guest_name[] = "bad";
 
-#define QSIZE            64
-#define NEEDS_RESET_MS   2000
-#define FAR_AWAY         (1ull << 46) /* 64 TiB: outside any guest RAM */
+#define QSIZE          64
+#define NEEDS_RESET_MS 2000
+#define FAR_AWAY       (1ull << 46) /* 64 TiB: outside any guest RAM */
 
 struct bad_ctx {
     struct vblk b;
@@ -74,8 +74,8 @@ static void case_loop(struct bad_ctx *c, struct virtq *vq)
     bad_hdr(c, &vq->desc[0]);
     vq->desc[0].flags = VIRTQ_DESC_F_NEXT;
     vq->desc[0].next = 1;
-    vq->desc[1] = (struct virtq_desc){(uint64_t)c->buf, 512,
-                                      VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0};
+    vq->desc[1] =
+        (struct virtq_desc){(uint64_t)c->buf, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0};
     virtq_publish(vq, 0);
 }
 
@@ -86,9 +86,9 @@ static void case_long_chain(struct bad_ctx *c, struct virtq *vq)
     vq->desc[0].flags = VIRTQ_DESC_F_NEXT;
     vq->desc[0].next = 1;
     for (uint16_t i = 1; i < vq->size; i++)
-        vq->desc[i] = (struct virtq_desc){(uint64_t)c->buf, 512,
-                                          VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT,
-                                          (uint16_t)((i + 1) % vq->size)};
+        vq->desc[i] =
+            (struct virtq_desc){(uint64_t)c->buf, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT,
+                                (uint16_t)((i + 1) % vq->size)};
     virtq_publish(vq, 0);
 }
 
@@ -140,8 +140,7 @@ static void case_indirect_len(struct bad_ctx *c, struct virtq *vq)
     c->indirect[0].flags = VIRTQ_DESC_F_NEXT;
     c->indirect[0].next = 1;
     bad_status(c, &c->indirect[1]);
-    vq->desc[0] = (struct virtq_desc){(uint64_t)c->indirect, 2 * 16 + 4, VIRTQ_DESC_F_INDIRECT,
-                                      0};
+    vq->desc[0] = (struct virtq_desc){(uint64_t)c->indirect, 2 * 16 + 4, VIRTQ_DESC_F_INDIRECT, 0};
     virtq_publish(vq, 0);
 }
 
@@ -159,8 +158,8 @@ static void case_indirect_nested(struct bad_ctx *c, struct virtq *vq)
     bad_hdr(c, &c->indirect[0]);
     c->indirect[0].flags = VIRTQ_DESC_F_NEXT;
     c->indirect[0].next = 1;
-    c->indirect[1] = (struct virtq_desc){(uint64_t)&c->indirect[8], 2 * 16,
-                                         VIRTQ_DESC_F_INDIRECT, 0};
+    c->indirect[1] =
+        (struct virtq_desc){(uint64_t)&c->indirect[8], 2 * 16, VIRTQ_DESC_F_INDIRECT, 0};
     vq->desc[0] = (struct virtq_desc){(uint64_t)c->indirect, 2 * 16, VIRTQ_DESC_F_INDIRECT, 0};
     virtq_publish(vq, 0);
 }
@@ -171,8 +170,8 @@ static void case_indirect_loop(struct bad_ctx *c, struct virtq *vq)
     bad_hdr(c, &c->indirect[0]);
     c->indirect[0].flags = VIRTQ_DESC_F_NEXT;
     c->indirect[0].next = 1;
-    c->indirect[1] = (struct virtq_desc){(uint64_t)c->buf, 512,
-                                         VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0};
+    c->indirect[1] =
+        (struct virtq_desc){(uint64_t)c->buf, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0};
     vq->desc[0] = (struct virtq_desc){(uint64_t)c->indirect, 2 * 16, VIRTQ_DESC_F_INDIRECT, 0};
     virtq_publish(vq, 0);
 }
@@ -265,6 +264,8 @@ int guest_main(void)
 
     c->seed = cmdline_get_u64("bad.seed", 1);
     ret = vblk_open(&c->b, 0, QSIZE, 1ull << VIRTIO_F_INDIRECT_DESC);
+    if (ret == -ENODEV)
+        printf("NODEV virtio-blk\n");
     if (ret < 0) {
         printf("bad: no virtio-blk disk (%d)\n", ret);
         return ret;
@@ -306,8 +307,8 @@ int guest_main(void)
         }
         ret = vblk_reinit(&c->b, QSIZE);
         if (ret < 0) {
-            printf("bad: case %s: re-initialisation after reset failed (%d)\n",
-                   bad_cases[i].name, ret);
+            printf("bad: case %s: re-initialisation after reset failed (%d)\n", bad_cases[i].name,
+                   ret);
             return ret;
         }
         ret = bad_prove_working(c, i + 1);
@@ -319,7 +320,6 @@ int guest_main(void)
                completed ? "completed (tolerated)" : "NEEDS_RESET");
         passed++;
     }
-    printf("bad: %u cases passed (%u of them tolerated), %u skipped\n", passed, tolerated,
-           skipped);
+    printf("bad: %u cases passed (%u of them tolerated), %u skipped\n", passed, tolerated, skipped);
     return 0;
 }

@@ -185,12 +185,14 @@ static int blk_test_rw(uint64_t seed)
     int ret, st;
 
     ret = vblk_open(&b, 0, 128, 0);
+    if (ret == -ENODEV)
+        printf("NODEV virtio-blk\n");
     if (ret < 0) {
         printf("blk: no read-write virtio-blk device (%d)\n", ret);
         return ret;
     }
-    printf("blk: disk 0: %lu sectors, features 0x%lx, queue size %u\n", b.capacity,
-           b.vd.features, b.vd.vq[0].size);
+    printf("blk: disk 0: %lu sectors, features 0x%lx, queue size %u\n", b.capacity, b.vd.features,
+           b.vd.vq[0].size);
     if (virtio_has(&b.vd, VIRTIO_BLK_F_RO)) {
         printf("blk: disk 0 is read-only\n");
         return -EINVAL;

@@ -40,6 +40,8 @@ int guest_main(void)
     int ret;
 
     ret = vblk_open(&b, 0, 256, 0);
+    if (ret == -ENODEV)
+        printf("NODEV virtio-blk\n");
     if (ret < 0) {
         printf("blkbench: no virtio-blk disk (%d)\n", ret);
         return ret;
@@ -113,7 +115,7 @@ int guest_main(void)
         return -EIO;
     elapsed_ns = (t1 - t0) * 1000000 / khz;
     printf("BENCH iops=%lu lat_ns=%lu qd=%lu bs=%u reqs=%lu ns=%lu\n",
-           done * 1000000000ul / (elapsed_ns ? elapsed_ns : 1), lat_sum * 1000000 / khz / done,
-           qd, BS, done, elapsed_ns);
+           done * 1000000000ul / (elapsed_ns ? elapsed_ns : 1), lat_sum * 1000000 / khz / done, qd,
+           BS, done, elapsed_ns);
     return 0;
 }

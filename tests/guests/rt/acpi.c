@@ -8,23 +8,23 @@
 #include "rt.h"
 #include "io.h"
 
-#define FADT_DSDT         40
-#define FADT_PM1A_CNT     64
-#define FADT_PM1B_CNT     68
-#define FADT_PM_TMR       76
-#define FADT_FLAGS        112
-#define FADT_X_DSDT       140
-#define FADT_X_PM1A_CNT   172
-#define FADT_X_PM1B_CNT   184
-#define FADT_X_PM_TMR     208
-#define FADT_SLEEP_CTL    244
-#define FADT_HW_REDUCED   (1u << 20)
-#define ACPI_TABLE_MAX    (1u << 20)
-#define ACPI_TABLES_MAX   64
-#define SLP_EN            (1u << 13)
-#define SLP_TYP_SHIFT     10
-#define SLEEP_CTL_SLP_EN  (1u << 5)
-#define SLP_TYP_DEFAULT   5 /* qtvmm's \_S5; QEMU q35 uses 0, read from the DSDT */
+#define FADT_DSDT        40
+#define FADT_PM1A_CNT    64
+#define FADT_PM1B_CNT    68
+#define FADT_PM_TMR      76
+#define FADT_FLAGS       112
+#define FADT_X_DSDT      140
+#define FADT_X_PM1A_CNT  172
+#define FADT_X_PM1B_CNT  184
+#define FADT_X_PM_TMR    208
+#define FADT_SLEEP_CTL   244
+#define FADT_HW_REDUCED  (1u << 20)
+#define ACPI_TABLE_MAX   (1u << 20)
+#define ACPI_TABLES_MAX  64
+#define SLP_EN           (1u << 13)
+#define SLP_TYP_SHIFT    10
+#define SLEEP_CTL_SLP_EN (1u << 5)
+#define SLP_TYP_DEFAULT  5 /* qtvmm's \_S5; QEMU q35 uses 0, read from the DSDT */
 
 struct acpi_gas {
     uint8_t space;

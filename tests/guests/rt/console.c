@@ -34,8 +34,8 @@ static void out_char(struct outbuf *o, char c)
     o->len++;
 }
 
-static void out_number(struct outbuf *o, uint64_t v, unsigned base, bool upper, bool neg,
-                       int width, bool zero, bool left)
+static void out_number(struct outbuf *o, uint64_t v, unsigned base, bool upper, bool neg, int width,
+                       bool zero, bool left)
 {
     const char *digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
     char tmp[24];
@@ -108,8 +108,8 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
             } else {
                 v = lng ? va_arg(ap, uint64_t) : va_arg(ap, unsigned int);
             }
-            out_number(&o, v, *fmt == 'u' || *fmt == 'd' || *fmt == 'i' ? 10 : 16, *fmt == 'X',
-                       neg, width, zero && !left, left);
+            out_number(&o, v, *fmt == 'u' || *fmt == 'd' || *fmt == 'i' ? 10 : 16, *fmt == 'X', neg,
+                       width, zero && !left, left);
             break;
         }
         case 'p':

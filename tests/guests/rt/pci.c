@@ -7,7 +7,7 @@
 #define PCI_MMIO_WINDOW 0xc0000000ull /* qtvmm's 32-bit BAR window, for BARs left at 0 */
 #define PCI_MMIO_END    0xe0000000ull
 
-static uint64_t pci_ecam_base;   /* 0 until looked up; 1 = none */
+static uint64_t pci_ecam_base; /* 0 until looked up; 1 = none */
 static uint64_t pci_mmio_next = PCI_MMIO_WINDOW;
 
 static uint32_t pci_cf8_addr(uint8_t bus, uint8_t dev, uint8_t fn, uint16_t off)

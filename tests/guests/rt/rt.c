@@ -38,8 +38,8 @@ void trap_report(const struct trap_frame *f)
     uint64_t cr2;
 
     __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
-    panic("exception %lu error 0x%lx at rip 0x%lx rsp 0x%lx cr2 0x%lx", f->vector, f->error,
-          f->rip, f->rsp, cr2);
+    panic("exception %lu error 0x%lx at rip 0x%lx rsp 0x%lx cr2 0x%lx", f->vector, f->error, f->rip,
+          f->rsp, cr2);
 }
 
 void idt_load(void)

@@ -3,29 +3,29 @@
 #include "virtio.h"
 #include "io.h"
 
-#define PCI_CAP_ID_VNDR        0x09
-#define VIRTIO_PCI_CAP_COMMON  1
-#define VIRTIO_PCI_CAP_NOTIFY  2
-#define VIRTIO_PCI_CAP_ISR     3
-#define VIRTIO_PCI_CAP_DEVICE  4
+#define PCI_CAP_ID_VNDR       0x09
+#define VIRTIO_PCI_CAP_COMMON 1
+#define VIRTIO_PCI_CAP_NOTIFY 2
+#define VIRTIO_PCI_CAP_ISR    3
+#define VIRTIO_PCI_CAP_DEVICE 4
 
 /* struct virtio_pci_common_cfg offsets */
-#define COMMON_DFSELECT   0
-#define COMMON_DF         4
-#define COMMON_GFSELECT   8
-#define COMMON_GF         12
-#define COMMON_MSIX       16
-#define COMMON_NUMQ       18
-#define COMMON_STATUS     20
-#define COMMON_CFGGEN     21
-#define COMMON_Q_SELECT   22
-#define COMMON_Q_SIZE     24
-#define COMMON_Q_MSIX     26
-#define COMMON_Q_ENABLE   28
-#define COMMON_Q_NOFF     30
-#define COMMON_Q_DESC     32
-#define COMMON_Q_AVAIL    40
-#define COMMON_Q_USED     48
+#define COMMON_DFSELECT 0
+#define COMMON_DF       4
+#define COMMON_GFSELECT 8
+#define COMMON_GF       12
+#define COMMON_MSIX     16
+#define COMMON_NUMQ     18
+#define COMMON_STATUS   20
+#define COMMON_CFGGEN   21
+#define COMMON_Q_SELECT 22
+#define COMMON_Q_SIZE   24
+#define COMMON_Q_MSIX   26
+#define COMMON_Q_ENABLE 28
+#define COMMON_Q_NOFF   30
+#define COMMON_Q_DESC   32
+#define COMMON_Q_AVAIL  40
+#define COMMON_Q_USED   48
 
 #define VIRTIO_MSI_NO_VECTOR 0xffff
 #define RT_POOL_SIZE         (4u << 20)
@@ -64,8 +64,8 @@ static int virtio_parse_caps(struct virtio_dev *vd)
         uint64_t addr;
         int ret;
 
-        if (id != PCI_CAP_ID_VNDR || type < VIRTIO_PCI_CAP_COMMON ||
-            type > VIRTIO_PCI_CAP_DEVICE || bar > 5)
+        if (id != PCI_CAP_ID_VNDR || type < VIRTIO_PCI_CAP_COMMON || type > VIRTIO_PCI_CAP_DEVICE ||
+            bar > 5)
             goto next;
         if (!bars[bar]) {
             ret = pci_bar_address(d, bar, &bars[bar]);
@@ -190,11 +190,11 @@ int virtio_init(struct virtio_dev *vd, uint64_t want)
     mmio_write32(vd->common + COMMON_GF, (uint32_t)f);
     mmio_write32(vd->common + COMMON_GFSELECT, 1);
     mmio_write32(vd->common + COMMON_GF, (uint32_t)(f >> 32));
-    virtio_set_status(vd, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-                              VIRTIO_STATUS_FEATURES_OK);
+    virtio_set_status(vd,
+                      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
     if (!(virtio_status(vd) & VIRTIO_STATUS_FEATURES_OK)) {
-        printf("virtio %02x:%02x.%x: device rejected features 0x%lx\n", vd->pci.bus,
-               vd->pci.dev, vd->pci.fn, f);
+        printf("virtio %02x:%02x.%x: device rejected features 0x%lx\n", vd->pci.bus, vd->pci.dev,
+               vd->pci.fn, f);
         virtio_set_status(vd, VIRTIO_STATUS_FAILED);
         return -EPROTO;
     }
@@ -285,8 +285,8 @@ uint64_t virtio_cfg_read64(const struct virtio_dev *vd, uint32_t off)
     /* Re-read until the config generation is stable (virtio 1.2, 2.5.1). */
     do {
         gen = mmio_read8(vd->common + COMMON_CFGGEN);
-        v = mmio_read32(vd->device_cfg + off) |
-            (uint64_t)mmio_read32(vd->device_cfg + off + 4) << 32;
+        v = mmio_read32(vd->device_cfg + off) | (uint64_t)mmio_read32(vd->device_cfg + off + 4)
+                                                    << 32;
     } while (gen != mmio_read8(vd->common + COMMON_CFGGEN));
     return v;
 }
@@ -369,8 +369,7 @@ int virtq_wait(struct virtio_dev *vd, struct virtq *vq, int head, uint32_t *len,
         if (id == head)
             return 0;
         if (id >= 0)
-            printf("virtq %u: completion for head %d while waiting for %d\n", vq->index, id,
-                   head);
+            printf("virtq %u: completion for head %d while waiting for %d\n", vq->index, id, head);
         /* Checking the status costs an exit: do it only now and then. */
         if ((++spins & 0xfff) == 0) {
             if (virtio_status(vd) & VIRTIO_STATUS_NEEDS_RESET)
