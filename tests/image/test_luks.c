@@ -7,7 +7,10 @@
  *   test_luks interop    against qemu-img/qemu-io (Debian qemu-utils): raw LUKS
  *                        both ways and qcow2 encrypt.format=luks read by us.
  *                        Exits 77 when qemu-img is missing.
+ *   test_luks corpus DIR     fuzz entry over DIR/luks-* (tests/image/crypto/corpus)
+ *   test_luks gen-corpus DIR writes the seed headers there.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -557,32 +560,73 @@ static void test_mutation_fuzz(void **state)
     free(area);
 }
 
-/* Corpus files given on the command line (tests/image/crypto/corpus/luks-*). */
-static int run_corpus(int argc, char **argv)
+/* Run the fuzz entry on every DIR/luks-* corpus file. */
+static int run_corpus(const char *dir)
 {
-    for (int i = 0; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        uint8_t *buf;
-        long n;
+    char path[1024];
+    struct dirent *e;
+    int n = 0;
+    DIR *d = opendir(dir);
 
-        if (!f) {
-            fprintf(stderr, "corpus '%s': %s\n", argv[i], strerror(errno));
-            return 1;
-        }
-        fseek(f, 0, SEEK_END);
-        n = ftell(f);
-        rewind(f);
-        buf = malloc(n > 0 ? (size_t)n : 1);
-        if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-            fclose(f);
-            free(buf);
-            return 1;
-        }
-        fclose(f);
-        luks_fuzz_one(buf, (size_t)n);
-        free(buf);
+    if (!d) {
+        fprintf(stderr, "corpus '%s': %s\n", dir, strerror(errno));
+        return 1;
     }
-    printf("corpus: %d files OK\n", argc);
+    while ((e = readdir(d))) {
+        uint8_t buf[8192];
+        ssize_t len;
+        int fd;
+
+        if (strncmp(e->d_name, "luks-", 5) != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        fd = open(path, O_RDONLY);
+        if (fd < 0)
+            continue;
+        len = read(fd, buf, sizeof(buf));
+        close(fd);
+        if (len >= 0)
+            luks_fuzz_one(buf, (size_t)len);
+        n++;
+    }
+    closedir(d);
+    printf("corpus: %d luks files OK\n", n);
+    return n ? 0 : 1;
+}
+
+/* Seed headers for the fuzzer: the first 4 KiB of created header areas
+ * (the phdr; the key material would make each file 1-2 MiB). */
+static int gen_corpus(const char *dir)
+{
+    static const struct {
+        const char *file, *alg, *hash, *ivgen;
+    } seeds[] = {
+        {"luks-aes256-sha256.bin", "aes-256", "sha256", "plain64"},
+        {"luks-aes128-sha1.bin", "aes-128", "sha1", "plain64"},
+        {"luks-aes256-sha512-plain.bin", "aes-256", "sha512", "plain"},
+    };
+    char path[1024];
+
+    for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
+        struct luks_create_opts o = {.iterations = 1000,
+                                     .cipher_alg = seeds[i].alg,
+                                     .hash_alg = seeds[i].hash,
+                                     .ivgen_alg = seeds[i].ivgen};
+        struct luks *l;
+        void *area;
+        size_t len;
+        FILE *f;
+
+        if (luks_create(&l, &o, "fuzz", 4, &area, &len, seeds[i].file) < 0)
+            return 1;
+        snprintf(path, sizeof(path), "%s/%s", dir, seeds[i].file);
+        f = fopen(path, "wb");
+        if (!f || fwrite(area, 1, 4096, f) != 4096)
+            return 1;
+        fclose(f);
+        luks_close(l);
+        free(area);
+    }
     return 0;
 }
 
@@ -861,8 +905,10 @@ int main(int argc, char **argv)
     int ret;
 
     log_init("test_luks", LOG_LVL_ERROR);
-    if (argc >= 2 && strcmp(argv[1], "corpus") == 0)
-        return run_corpus(argc - 2, argv + 2);
+    if (argc == 3 && strcmp(argv[1], "corpus") == 0)
+        return run_corpus(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "gen-corpus") == 0)
+        return gen_corpus(argv[2]);
     if (argc >= 2 && strcmp(argv[1], "interop") == 0) {
         if (!qemu_available()) {
             fprintf(stderr, "qemu-img/qemu-io not installed (Debian qemu-utils): skipping\n");

@@ -7,8 +7,10 @@
  *   test_vhd interop    images produced by qemu-img convert -O vpc (fixed and
  *                       dynamic, CHS and force_size) from a raw file written by
  *                       qemu-io; exits 77 without qemu-img.
- *   test_vhd corpus F.. runs the fuzz entry on corpus files.
+ *   test_vhd corpus DIR runs the fuzz entry on DIR/vhd-* (tests/image/crypto/corpus).
+ *   test_vhd gen-corpus DIR writes the seed images there.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -747,16 +749,61 @@ static void test_qemu_vpc(void **state)
     qemu_case("subformat=fixed,force_size=on", true);
 }
 
-static int run_corpus(int argc, char **argv)
+/* Run the fuzz entry on every file of a corpus directory. */
+static int run_corpus(const char *dir)
 {
-    for (int i = 0; i < argc; i++) {
-        size_t len;
-        uint8_t *buf = slurp(argv[i], &len);
+    char path[1024];
+    struct dirent *e;
+    int n = 0;
+    DIR *d = opendir(dir);
 
+    if (!d) {
+        fprintf(stderr, "corpus '%s': %s\n", dir, strerror(errno));
+        return 1;
+    }
+    while ((e = readdir(d))) {
+        size_t len;
+        uint8_t *buf;
+
+        if (strncmp(e->d_name, "vhd-", 4) != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        buf = slurp(path, &len);
         vhd_fuzz_one(buf, len);
         free(buf);
+        n++;
     }
-    printf("corpus: %d files OK\n", argc);
+    closedir(d);
+    printf("corpus: %d vhd files OK\n", n);
+    return n ? 0 : 1;
+}
+
+/* Write small seed images for the fuzzer into dir. */
+static int gen_corpus(const char *dir)
+{
+    struct tdisk d;
+    char path[1024];
+
+    snprintf(tmpdir, sizeof(tmpdir), "%s", dir);
+    td_init(&d, 2, 8192, 0, 0x01);
+    td_write(&d, 512, 1024, 0x5a);
+    snprintf(path, sizeof(path), "vhd-fixed.bin");
+    td_save(&d, path);
+    td_free(&d);
+    td_init(&d, 3, 32768, 4096, 0x02);
+    td_write(&d, 0, 512, 0x11);
+    td_write(&d, 12288, 2048, 0x22);
+    d.creator = "vpc ";
+    td_save(&d, "vhd-dynamic.bin");
+    td_free(&d);
+    td_init(&d, 4, 32768, 4096, 0x03);
+    memset(d.parent_uuid, 0x02, 16);
+    d.loc[0] = (struct locator){0x57327275, ".\\vhd-dynamic.bin"};
+    d.loc[1] = (struct locator){0x57326b75, "C:\\x\\vhd-dynamic.bin"};
+    d.loc[2] = (struct locator){0x4d616358, "file://vhd-dynamic.bin"};
+    td_write(&d, 4096 + 512, 512, 0x33);
+    td_save(&d, "vhd-diff.bin");
+    td_free(&d);
     return 0;
 }
 
@@ -787,8 +834,10 @@ int main(int argc, char **argv)
     int ret;
 
     log_init("test_vhd", LOG_LVL_ERROR);
-    if (argc >= 2 && strcmp(argv[1], "corpus") == 0)
-        return run_corpus(argc - 2, argv + 2);
+    if (argc == 3 && strcmp(argv[1], "corpus") == 0)
+        return run_corpus(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "gen-corpus") == 0)
+        return gen_corpus(argv[2]);
     if (argc >= 2 && strcmp(argv[1], "interop") == 0 &&
         sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0) {
         fprintf(stderr, "qemu-img/qemu-io not installed (Debian qemu-utils): skipping\n");
