@@ -14,7 +14,7 @@ struct disk_config {
     char *vhost_socket; /* vhost-user-blk backend socket instead of path */
     char *serial;       /* VIRTIO_BLK_F_GET_ID string, at most 20 bytes */
     bool readonly;
-    bool direct;        /* O_DIRECT */
+    bool direct; /* O_DIRECT */
     uint32_t num_queues;
     uint32_t queue_size;
 };
@@ -45,6 +45,33 @@ struct vm_config {
     enum serial_mode serial;
     char *serial_path;
     char *api_socket;
+    int log_level; /* LOG_LVL_* from common/log.h, -1 when not given */
 };
+
+#include <stddef.h>
+#include <json-c/json.h>
+
+/* What the command line asked for besides running a VM. */
+enum vm_config_action { VM_CONFIG_RUN, VM_CONFIG_HELP, VM_CONFIG_VERSION };
+
+/* Defaults: 1 vCPU, 512 MiB, serial on the tty, no devices. */
+void vm_config_init(struct vm_config *cfg);
+void vm_config_free(struct vm_config *cfg);
+/*
+ * Parse qtvmm's command line (argv[0] is the program name). --config FILE is
+ * applied where it appears; later flags override scalars and append devices.
+ * On error returns -EINVAL (or -errno) with a message in err.
+ */
+int vm_config_parse_args(struct vm_config *cfg, int argc, char *argv[],
+                         enum vm_config_action *action, char *err, size_t errlen);
+/* Apply a JSON document of the --config format (see docs/vmm.md). */
+int vm_config_parse_json(struct vm_config *cfg, json_object *root, char *err, size_t errlen);
+int vm_config_load_file(struct vm_config *cfg, const char *path, char *err, size_t errlen);
+/* Cross-field checks done once everything is parsed (kernel given, ...). */
+int vm_config_validate(const struct vm_config *cfg, char *err, size_t errlen);
+/* The effective configuration in the --config format (for the API). */
+json_object *vm_config_to_json(const struct vm_config *cfg);
+/* Usage text for --help. */
+const char *vm_config_usage(void);
 
 #endif
