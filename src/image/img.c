@@ -102,7 +102,7 @@ char *img_resolve_backing(const char *child_path, const char *name)
 {
     char *dup, *dir, *out;
 
-    if (name[0] == '/')
+    if (name[0] == '/' || !strchr(child_path, '/'))
         return strdup(name);
     dup = strdup(child_path);
     if (!dup)
@@ -473,7 +473,8 @@ static int raw_resize(struct qtimg *img, uint64_t new_size, uint32_t flags)
 static int raw_map(struct qtimg *img, uint64_t off, uint64_t len, struct qtimg_map *out)
 {
     off_t data = lseek(img->fd, (off_t)off, SEEK_DATA);
-    out->host_off = UINT64_MAX;
+    out->host_off = off; /* raw: guest offset == file offset, holes included */
+    out->host_zero = false;
     if (data < 0 || (uint64_t)data >= off + len) {
         out->kind = QTIMG_MAP_ZERO;
         out->len = (data < 0) ? len : (uint64_t)data - off;

@@ -247,13 +247,14 @@ static json_object *info_json(struct qtimg *img)
         json_object_object_add(fs, "type", json_object_new_string("qcow2"));
         json_object_object_add(d, "compat",
                                json_object_new_string(in.version >= 3 ? "1.1" : "0.10"));
-        if (in.version >= 3) {
-            json_object_object_add(d, "compression-type", json_object_new_string("zlib"));
+        json_object_object_add(d, "compression-type", json_object_new_string("zlib"));
+        if (in.version >= 3)
             json_object_object_add(d, "lazy-refcounts", json_object_new_boolean(in.lazy_refcounts));
-        }
         json_object_object_add(d, "refcount-bits", json_object_new_int(in.refcount_bits));
-        json_object_object_add(d, "corrupt", json_object_new_boolean(in.corrupt));
-        json_object_object_add(d, "extended-l2", json_object_new_boolean(in.extended_l2));
+        if (in.version >= 3) {
+            json_object_object_add(d, "corrupt", json_object_new_boolean(in.corrupt));
+            json_object_object_add(d, "extended-l2", json_object_new_boolean(in.extended_l2));
+        }
         if (in.encrypted) {
             json_object *e = json_object_new_object();
             json_object_object_add(e, "format", json_object_new_string("luks"));
@@ -380,11 +381,13 @@ static int cmd_info(struct cli *cli, int argc, char **argv)
             for (struct qtimg *i = img; i; i = qtimg_backing(i))
                 json_object_array_add(a, info_json(i));
             printf("%s\n", json_object_to_json_string_ext(a, JSON_C_TO_STRING_PRETTY |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE |
                                                                  JSON_C_TO_STRING_SPACED));
             json_object_put(a);
         } else {
             json_object *o = info_json(img);
             printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE |
                                                                  JSON_C_TO_STRING_SPACED));
             json_object_put(o);
         }
@@ -522,6 +525,7 @@ static int cmd_check(struct cli *cli, int argc, char **argv)
             json_object_object_add(o, "compressed-clusters",
                                    json_object_new_int64((int64_t)r.compressed_clusters));
         printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+                                                             JSON_C_TO_STRING_NOSLASHESCAPE |
                                                              JSON_C_TO_STRING_SPACED));
         json_object_put(o);
     } else if (!quiet) {
@@ -587,15 +591,25 @@ static int chain_status(struct qtimg *img, uint64_t off, uint64_t len, struct ch
         if (ret < 0)
             return ret;
         len = m.len;
-        if (m.kind == QTIMG_MAP_UNALLOC)
+        if (m.kind == QTIMG_MAP_UNALLOC && qtimg_backing(i)) {
             continue;
+        }
+        if (m.kind == QTIMG_MAP_UNALLOC) { /* bottom of the chain */
+            st->depth = depth;
+            st->len = len;
+            st->zero = true;
+            st->host = m.host_off;
+            return 0;
+        }
         st->depth = depth;
         st->len = len;
         st->present = true;
         st->zero = m.kind == QTIMG_MAP_ZERO;
         st->data = m.kind == QTIMG_MAP_DATA || m.kind == QTIMG_MAP_COMPRESSED;
+        if (m.kind == QTIMG_MAP_DATA && m.host_zero)
+            st->zero = true;
         st->compressed = m.kind == QTIMG_MAP_COMPRESSED;
-        st->host = (m.kind == QTIMG_MAP_DATA) ? m.host_off : UINT64_MAX;
+        st->host = m.kind == QTIMG_MAP_COMPRESSED ? UINT64_MAX : m.host_off;
         return 0;
     }
     st->depth = depth;
@@ -663,6 +677,7 @@ static int cmd_map(struct cli *cli, int argc, char **argv)
             !first &&
             (off == size || st.depth != prev.depth || st.present != prev.present ||
              st.zero != prev.zero || st.data != prev.data || st.compressed != prev.compressed ||
+             ((prev.host == UINT64_MAX) != (st.host == UINT64_MAX)) ||
              (prev.host != UINT64_MAX && (st.host != prev.host + (off - start))));
         if (flush_prev) {
             if (json) {
@@ -1586,6 +1601,104 @@ static int cmd_bench(struct cli *cli, int argc, char **argv)
     return ret < 0 ? 1 : 0;
 }
 
+/* ---- io (a small qemu-io: write/read with patterns, zero, discard, flush) ---- */
+
+static int io_one(struct qtimg *img, const char *cmd)
+{
+    char verb[16], a1[32] = "", a2[32] = "", a3[32] = "", a4[32] = "";
+    uint64_t off, len;
+    int pattern = -1, n, ret;
+    bool zero = false;
+    uint8_t *buf;
+
+    n = sscanf(cmd, "%15s %31s %31s %31s %31s", verb, a1, a2, a3, a4);
+    if (n < 1)
+        return -EINVAL;
+    if (!strcmp(verb, "flush"))
+        return qtimg_flush(img);
+    if (!strcmp(a1, "-P")) {
+        pattern = (int)strtol(a2, NULL, 0);
+        snprintf(a1, sizeof(a1), "%s", a3);
+        snprintf(a2, sizeof(a2), "%s", a4);
+    } else if (!strcmp(a1, "-z")) {
+        zero = true;
+        snprintf(a1, sizeof(a1), "%s", a2);
+        snprintf(a2, sizeof(a2), "%s", a3);
+    }
+    if (parse_size(a1, &off) < 0 || parse_size(a2, &len) < 0) {
+        fprintf(stderr, "qtimg io: cannot parse '%s'\n", cmd);
+        return -EINVAL;
+    }
+    if (!strcmp(verb, "discard"))
+        return qtimg_discard(img, off, len);
+    if (!strcmp(verb, "write") && zero)
+        return qtimg_write_zeroes(img, off, len);
+    buf = malloc(len ? len : 1);
+    if (!buf)
+        return -ENOMEM;
+    if (!strcmp(verb, "write")) {
+        memset(buf, pattern < 0 ? 0xcd : pattern, len);
+        ret = qtimg_pwrite(img, buf, len, off);
+    } else if (!strcmp(verb, "read")) {
+        ret = qtimg_pread(img, buf, len, off);
+        if (ret == 0 && pattern >= 0) {
+            for (uint64_t i = 0; i < len; i++) {
+                if (buf[i] != (uint8_t)pattern) {
+                    printf("Pattern verification failed at offset %" PRIu64 "\n", off + i);
+                    ret = -EILSEQ;
+                    break;
+                }
+            }
+        }
+    } else {
+        fprintf(stderr, "qtimg io: unknown command '%s'\n", verb);
+        ret = -EINVAL;
+    }
+    free(buf);
+    return ret;
+}
+
+static int cmd_io(struct cli *cli, int argc, char **argv)
+{
+    static const struct option lo[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *fmt = NULL, *cmds[64];
+    int ncmd = 0, c, ret = 0;
+    struct qtimg *img;
+
+    while ((c = getopt_long(argc, argv, "hf:c:", lo, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            fmt = optarg;
+            break;
+        case 'c':
+            if (ncmd < 64)
+                cmds[ncmd++] = optarg;
+            break;
+        default:
+            printf("usage: qtimg io [-f fmt] -c 'write [-P pattern|-z] off len' -c 'read [-P "
+                   "pattern] off len' -c 'discard off len' -c flush ... filename\n");
+            return c == 'h' ? 0 : 1;
+        }
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "qtimg io: missing filename\n");
+        return 1;
+    }
+    ret = open_image(argv[optind], fmt, 0, &img);
+    if (ret < 0) {
+        fprintf(stderr, "qtimg io: cannot open '%s': %s\n", argv[optind], strerror(-ret));
+        return 1;
+    }
+    for (int i = 0; i < ncmd && ret == 0; i++) {
+        ret = io_one(img, cmds[i]);
+        if (ret < 0)
+            fprintf(stderr, "qtimg io: '%s': %s\n", cmds[i], strerror(-ret));
+    }
+    if (qtimg_close(img) < 0 && ret == 0)
+        ret = -EIO;
+    return ret < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -1594,7 +1707,8 @@ int main(int argc, char **argv)
     } cmds[] = {{"create", cmd_create}, {"info", cmd_info},         {"check", cmd_check},
                 {"map", cmd_map},       {"compare", cmd_compare},   {"convert", cmd_convert},
                 {"resize", cmd_resize}, {"snapshot", cmd_snapshot}, {"commit", cmd_commit},
-                {"rebase", cmd_rebase}, {"amend", cmd_amend},       {"bench", cmd_bench}};
+                {"rebase", cmd_rebase}, {"amend", cmd_amend},       {"bench", cmd_bench},
+                {"io", cmd_io}};
     struct cli cli = {0};
     int rc = 1;
 

@@ -1703,7 +1703,7 @@ static int qcow2_resize(struct qtimg *img, uint64_t new_size, uint32_t flags)
 static int qcow2_map(struct qtimg *img, uint64_t off, uint64_t len, struct qtimg_map *out)
 {
     struct qcow2 *s = img->priv;
-    uint64_t done = 0, expect_host = 0;
+    uint64_t done = 0, expect_host = UINT64_MAX;
     int kind0 = -1;
 
     out->host_off = UINT64_MAX;
@@ -1711,18 +1711,18 @@ static int qcow2_map(struct qtimg *img, uint64_t off, uint64_t len, struct qtimg
         uint64_t cur = off + done, gc = cur >> s->cluster_bits;
         uint64_t coff = cur & (s->cluster_size - 1);
         uint32_t sc = (uint32_t)(coff >> s->sc_bits);
-        uint64_t run = ((uint64_t)(sc + 1) << s->sc_bits) - coff, host = 0;
+        uint64_t run = ((uint64_t)(sc + 1) << s->sc_bits) - coff, host = UINT64_MAX;
         struct qcow2_l2e e;
         int kind, ret = qcow2_get_entry(s, gc, &e);
         if (ret < 0)
             return ret;
+        if (e.type == L2E_NORMAL)
+            host = e.host + coff; /* also for zero/unallocated subclusters, as QEMU */
         if (e.type == L2E_COMPRESSED) {
             kind = QTIMG_MAP_COMPRESSED;
             run = s->cluster_size - coff;
-            host = e.host;
         } else if (e.alloc & (1u << sc)) {
             kind = QTIMG_MAP_DATA;
-            host = e.host + coff;
         } else if (e.zero & (1u << sc)) {
             kind = QTIMG_MAP_ZERO;
         } else {
@@ -1731,19 +1731,30 @@ static int qcow2_map(struct qtimg *img, uint64_t off, uint64_t len, struct qtimg
         if (kind0 < 0) {
             kind0 = kind;
             out->kind = (enum qtimg_map_kind)kind;
-            if (kind == QTIMG_MAP_DATA || kind == QTIMG_MAP_COMPRESSED)
-                out->host_off = host;
-            expect_host = host;
-        } else if (kind != kind0 || (kind == QTIMG_MAP_DATA && host != expect_host) ||
-                   kind == QTIMG_MAP_COMPRESSED) {
+            out->host_off = host;
+        } else if (kind != kind0 || host != expect_host || kind == QTIMG_MAP_COMPRESSED) {
             break;
         }
         if (run > len - done)
             run = len - done;
         done += run;
-        expect_host += run;
+        expect_host = host == UINT64_MAX ? UINT64_MAX : host + run;
     }
     out->len = done;
+    out->host_zero = false;
+    if (out->kind == QTIMG_MAP_DATA) {
+        /* holes in the host file read as zero: report them as QEMU does */
+        off_t d = lseek(img->fd, (off_t)out->host_off, SEEK_DATA);
+        if (d < 0 || (uint64_t)d > out->host_off) {
+            out->host_zero = true;
+            if (d >= 0 && (uint64_t)d - out->host_off < out->len)
+                out->len = (uint64_t)d - out->host_off;
+        } else {
+            off_t h = lseek(img->fd, (off_t)out->host_off, SEEK_HOLE);
+            if (h >= 0 && (uint64_t)h - out->host_off < out->len)
+                out->len = (uint64_t)h - out->host_off;
+        }
+    }
     return 0;
 }
 

@@ -87,7 +87,8 @@ enum qtimg_map_kind {
 struct qtimg_map {
     enum qtimg_map_kind kind;
     uint64_t len;
-    uint64_t host_off; /* QTIMG_MAP_DATA only; UINT64_MAX when unknown */
+    uint64_t host_off; /* UINT64_MAX when there is no host cluster */
+    bool host_zero;    /* QTIMG_MAP_DATA: the host range is a hole (reads as zero) */
 };
 int qtimg_map_range(struct qtimg *img, uint64_t off, uint64_t len, struct qtimg_map *out);
 
