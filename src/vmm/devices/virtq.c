@@ -299,18 +299,35 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *elem)
     return 1;
 }
 
-void virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
+void virtq_fill(struct virtq *vq, uint16_t head, uint32_t len, uint16_t pos)
 {
     uint16_t slot;
 
     if (!vq->ready)
         return;
-    slot = vq->used_idx % vq->size;
+    slot = (uint16_t)(vq->used_idx + pos) % vq->size;
     vq->used_ring[slot].id = head;
     vq->used_ring[slot].len = len;
-    vq->used_idx++;
-    /* The element must be visible before the index that publishes it. */
+}
+
+void virtq_flush(struct virtq *vq, uint16_t n)
+{
+    if (!vq->ready)
+        return;
+    vq->used_idx = (uint16_t)(vq->used_idx + n);
+    /* The elements must be visible before the index that publishes them. */
     __atomic_store_n(&vq->used[USED_IDX], vq->used_idx, __ATOMIC_RELEASE);
+}
+
+void virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
+{
+    virtq_fill(vq, head, len, 0);
+    virtq_flush(vq, 1);
+}
+
+void virtq_unpop(struct virtq *vq, uint16_t n)
+{
+    vq->last_avail_idx = (uint16_t)(vq->last_avail_idx - n);
 }
 
 bool virtq_should_notify(struct virtq *vq)

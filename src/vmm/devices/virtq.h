@@ -115,6 +115,15 @@ int virtq_avail_count(struct virtq *vq);
 /* Return a chain to the driver with 'len' bytes written to its buffers. */
 void virtq_push(struct virtq *vq, uint16_t head, uint32_t len);
 /*
+ * Batched form: fill used entry 'pos' (0-based after the last published one)
+ * without publishing, then publish n filled entries at once (virtio-net's
+ * mergeable receive buffers must appear together).
+ */
+void virtq_fill(struct virtq *vq, uint16_t head, uint32_t len, uint16_t pos);
+void virtq_flush(struct virtq *vq, uint16_t n);
+/* Give back the last n popped chains, not yet pushed (device ran out of room). */
+void virtq_unpop(struct virtq *vq, uint16_t n);
+/*
  * Whether the driver wants an interrupt for what was pushed since the last
  * call that returned true (honours EVENT_IDX and VIRTQ_AVAIL_F_NO_INTERRUPT).
  */
