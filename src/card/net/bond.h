@@ -29,6 +29,7 @@
 
 #define BOND_MAX_MEMBERS LACP_MAX_MEMBERS
 #define BOND_N_BUCKETS   256
+#define BOND_NO_PORT     UINT32_MAX
 
 enum bond_mode {
     BOND_MODE_STATIC = 0, /* balance by hash over members with link up; no LACPDUs */
@@ -52,7 +53,8 @@ struct bond {
     struct lacp lacp;
     bool in_use[BOND_MAX_MEMBERS];
     bool link_up[BOND_MAX_MEMBERS];
-    _Atomic uint32_t port[BOND_MAX_MEMBERS]; /* switch port number of each member */
+    int lacp_idx[BOND_MAX_MEMBERS];          /* member index inside lacp */
+    _Atomic uint32_t port[BOND_MAX_MEMBERS]; /* switch port of each member, BOND_NO_PORT if free */
     _Atomic uint32_t enabled_mask;           /* bit i: member i may carry traffic */
     _Atomic uint8_t bucket[BOND_N_BUCKETS];  /* bucket -> member index */
     struct bond_stats stats;

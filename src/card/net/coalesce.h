@@ -9,10 +9,13 @@
  * deadline at the latest).
  *
  * Rule: signal when the pending count reaches max_pkts, or when the oldest
- * pending completion is max_ns old. With `adaptive`, max_pkts and max_ns
- * follow the measured completion rate: at or below low_pps they are 1 and 0
- * (every completion signalled at once: a ping is never delayed), at or above
- * high_pps they are the configured maxima, linear in between. A completion
+ * pending completion is max_ns old. With `adaptive`, both follow the measured
+ * completion rate: the hold time is 0 at or below low_pps (every completion
+ * signalled at once: a ping is never delayed), max_ns at or above high_pps,
+ * linear in between; the packet threshold is the number of packets expected
+ * within the hold time at the current rate (capped at max_pkts), and when
+ * fewer than 2 are expected nothing is held at all (holding would only add
+ * latency). A completion
  * after an idle gap (no completion for idle_ns) is always signalled at once
  * and resets the rate estimate, so the first packet after a burst is not held
  * either. The rate is measured over windows of window_ns.

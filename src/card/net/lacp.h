@@ -16,11 +16,15 @@
  *  - Periodic transmission: every 1 s when the PARTNER asked for the short
  *    timeout, else every 30 s; none when both sides are passive. State changes
  *    also cause a transmission (NTT), at most 3 LACPDUs per second per port.
- *  - Selection: one aggregator per bond. Members that are CURRENT (or EXPIRED)
- *    with an aggregatable partner are candidates; the candidate with the best
- *    (lowest) partner system priority/ID, then actor port priority/number,
- *    is the lead, and every candidate whose partner system and key equal the
- *    lead's is SELECTED. Members of another partner stay unselected.
+ *  - Selection: one aggregator per bond. Members that are CURRENT with an
+ *    aggregatable partner are candidates; the candidate with the best
+ *    (lowest) partner system priority/ID/key, then actor port
+ *    priority/number, is the lead, and every candidate whose partner system
+ *    and key equal the lead's is SELECTED. Members of another partner stay
+ *    unselected. An EXPIRED member is unselected at once (unlike the
+ *    standard, which keeps it until DEFAULTED): it then advertises
+ *    Synchronization off, so the partner stops distributing on that link as
+ *    well, and failover happens on both sides within the 3 s timeout.
  *  - Mux: DETACHED -> ATTACHED when selected (actor Synchronization set) ->
  *    COLLECTING_DISTRIBUTING once the partner reports Synchronization and its
  *    view of us matches our actor information; back when that stops. The

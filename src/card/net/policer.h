@@ -47,9 +47,13 @@ struct tbucket {
 int tbucket_init(struct tbucket *tb, enum tb_unit unit, uint64_t rate, uint64_t burst,
                  uint64_t now);
 
-/* Cost of a packet of len bytes in the bucket's units. */
+/* Cost of a packet of len bytes in the bucket's units (lengths saturate at
+ * 16 MiB so the arithmetic cannot overflow; real packets, TSO included, are
+ * far smaller). */
 static inline uint64_t tbucket_cost(const struct tbucket *tb, uint32_t len)
 {
+    if (len > (1u << 24))
+        len = 1u << 24;
     return tb->unit == TB_UNIT_BITS ? (uint64_t)len * 8 : 1;
 }
 
