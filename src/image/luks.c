@@ -645,6 +645,63 @@ int luks_unlock(struct luks *l, const void *area, size_t area_len, const void *p
     return ret;
 }
 
+int luks_load(struct luks **out, luks_read_fn read_fn, void *opaque, uint64_t area_max,
+              const void *pass, size_t pass_len, const char *name)
+{
+    uint8_t phdr[LUKS_PHDR_SIZE];
+    uint8_t *area = NULL;
+    struct luks *l = NULL;
+    int ret;
+
+    *out = NULL;
+    if (area_max && area_max < LUKS_PHDR_SIZE) {
+        log_err("luks '%s': header area of %llu bytes cannot hold a LUKS header", name,
+                (unsigned long long)area_max);
+        return -EINVAL;
+    }
+    ret = read_fn(opaque, 0, phdr, sizeof(phdr));
+    if (ret < 0) {
+        log_err("luks '%s': cannot read the header (%d)", name, ret);
+        return ret;
+    }
+    ret = luks_open(&l, phdr, sizeof(phdr), name);
+    if (ret < 0)
+        return ret;
+    if (area_max && l->header_size > area_max) {
+        luks_err(l, "key material ends at byte %llu, beyond the %llu-byte header area",
+                 (unsigned long long)l->header_size, (unsigned long long)area_max);
+        ret = -EINVAL;
+        goto fail;
+    }
+    area = malloc(l->header_size);
+    if (!area) {
+        ret = -ENOMEM;
+        goto fail;
+    }
+    ret = read_fn(opaque, 0, area, l->header_size);
+    if (ret < 0) {
+        luks_err(l, "cannot read the %llu-byte header area (%d)",
+                 (unsigned long long)l->header_size, ret);
+        goto fail;
+    }
+    /* The area must still hold the phdr we validated. */
+    if (memcmp(area, phdr, sizeof(phdr)) != 0) {
+        luks_err(l, "header changed while being read");
+        ret = -EIO;
+        goto fail;
+    }
+    ret = luks_unlock(l, area, l->header_size, pass, pass_len, NULL);
+    if (ret < 0)
+        goto fail;
+    free(area);
+    *out = l;
+    return 0;
+fail:
+    free(area);
+    luks_close(l);
+    return ret;
+}
+
 int luks_unlock_key(struct luks *l, const uint8_t *key, size_t key_len)
 {
     uint8_t digest[LUKS_DIGEST_LEN];

@@ -101,6 +101,18 @@ bool luks_is_unlocked(const struct luks *l);
 int luks_unlock(struct luks *l, const void *area, size_t area_len, const void *pass,
                 size_t pass_len, int *slot);
 
+/*
+ * Convenience for format drivers: read the phdr and the header area through
+ * read_fn (offsets relative to the header start, e.g. the qcow2 crypto
+ * header extension offset), validate, and unlock with pass. area_max bounds
+ * the area (the qcow2 extension length; 0 = no bound): a header whose key
+ * material lies beyond it is refused with -EINVAL. read_fn returns 0 or
+ * -errno for the whole range.
+ */
+typedef int (*luks_read_fn)(void *opaque, uint64_t offset, void *buf, size_t len);
+int luks_load(struct luks **out, luks_read_fn read_fn, void *opaque, uint64_t area_max,
+              const void *pass, size_t pass_len, const char *name);
+
 /* Unlock with a known master key (key escrow, tests): the key is verified
  * against the master key digest (-EACCES on mismatch). */
 int luks_unlock_key(struct luks *l, const uint8_t *key, size_t key_len);

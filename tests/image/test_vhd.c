@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -807,6 +808,42 @@ static int gen_corpus(const char *dir)
     return 0;
 }
 
+/*
+ * bench FILE COUNT SIZE: like `qemu-img bench -f vpc -c COUNT -s SIZE -d 1`
+ * (sequential reads, wrapping at the end). Prints MiB/s (not a test).
+ */
+static int run_bench(const char *path, long count, long size)
+{
+    struct timespec t0, t1;
+    struct vhd *v;
+    uint64_t off = 0;
+    uint8_t *buf;
+    double secs;
+
+    if (vhd_open(&v, path, NULL) < 0)
+        return 1;
+    buf = malloc((size_t)size);
+    if (!buf) {
+        vhd_close(v);
+        return 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < count; i++) {
+        if (off + (uint64_t)size > vhd_get_virtual_size(v))
+            off = 0;
+        if (vhd_pread(v, buf, (size_t)size, off) < 0)
+            break;
+        off += (uint64_t)size;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("%ld x %ld bytes in %.3f s: %.1f MiB/s\n", count, size, secs,
+           (double)count * (double)size / secs / 1048576.0);
+    free(buf);
+    vhd_close(v);
+    return 0;
+}
+
 static int setup_tmp(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_vhd.XXXXXX");
@@ -838,6 +875,8 @@ int main(int argc, char **argv)
         return run_corpus(argv[2]);
     if (argc == 3 && strcmp(argv[1], "gen-corpus") == 0)
         return gen_corpus(argv[2]);
+    if (argc == 5 && strcmp(argv[1], "bench") == 0)
+        return run_bench(argv[2], atol(argv[3]), atol(argv[4]));
     if (argc >= 2 && strcmp(argv[1], "interop") == 0 &&
         sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0) {
         fprintf(stderr, "qemu-img/qemu-io not installed (Debian qemu-utils): skipping\n");
