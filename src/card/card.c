@@ -766,8 +766,8 @@ static void port_remove_locked(struct card *c, struct port *p)
     struct vswitch *sw = c->switches[p->sw];
 
     if (p->type == PORT_VHOST) {
-        port_drop_conn(c, p);
         p->client = false; /* no reconnect */
+        port_drop_conn(c, p);
         if (p->listen_fd >= 0) {
             epoll_ctl(c->ctl_epfd, EPOLL_CTL_DEL, p->listen_fd, NULL);
             close(p->listen_fd);

@@ -820,10 +820,10 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
     case VU_REQ_SET_VRING_ENABLE:
         if (!(vr = vu_vring_get(dev, msg->p.state.index, "SET_VRING_ENABLE")))
             return -EINVAL;
-        if (!vu_dev_has_feature(dev, VHOST_USER_F_PROTOCOL_FEATURES) || msg->p.state.num > 1) {
-            log_err("%s: SET_VRING_ENABLE %u %s", vr->name, msg->p.state.num,
-                    msg->p.state.num > 1 ? "is not 0 or 1"
-                                         : "without VHOST_USER_F_PROTOCOL_FEATURES");
+        /* DPDK's virtio_user sends this before SET_FEATURES when it reconnects, so it is
+         * accepted whatever has been negotiated so far. */
+        if (msg->p.state.num > 1) {
+            log_err("%s: SET_VRING_ENABLE %u is not 0 or 1", vr->name, msg->p.state.num);
             return -EPROTO;
         }
         vr->enabled = msg->p.state.num;
