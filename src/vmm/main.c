@@ -93,19 +93,23 @@ int main(int argc, char *argv[])
         goto out;
     }
 
+    log_debug("startup: configuration parsed");
     ret = vm_create(&vm, &cfg);
     if (ret) {
         status = ret == -EINVAL ? VM_EXIT_USAGE : VM_EXIT_ERROR;
         goto out;
     }
     /* Load the kernel first: a bad image is refused before devices open their backends. */
+    log_debug("startup: VM, RAM and vCPUs created");
     ret = vm_load_kernel(vm);
     if (ret) {
         status = VM_EXIT_USAGE;
         goto out;
     }
+    log_debug("startup: kernel and ACPI tables loaded");
     ret = vmm_devices_init(vm, &cfg);
     devices_up = true;
+    log_debug("startup: devices initialised");
     if (ret)
         goto out;
     if (cfg.api_socket && api_start(&api, vm, cfg.api_socket) < 0)
