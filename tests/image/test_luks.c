@@ -1009,6 +1009,200 @@ out:
     return ret;
 }
 
+/* ---- interop with cryptsetup (the reference LUKS implementation) ---- */
+
+static bool have_cryptsetup(void)
+{
+    return sh("command -v cryptsetup >/dev/null 2>&1") == 0;
+}
+
+/* Master key of a LUKS file as cryptsetup dumps it; returns its length. */
+static size_t cs_dump_master_key(const char *img, const char *keyfile, uint8_t *mk)
+{
+    char cmd[1024], hex[512] = "";
+    size_t n;
+    FILE *f;
+
+    snprintf(cmd, sizeof(cmd),
+             "cryptsetup luksDump --dump-master-key -q --key-file %s %s 2>/dev/null | "
+             "sed -n '/MK dump:/,$p' | sed 's/MK dump://' | tr -d ' \t\n'",
+             keyfile, img);
+    f = popen(cmd, "r");
+    assert_non_null(f);
+    if (!fgets(hex, sizeof(hex), f))
+        hex[0] = 0;
+    pclose(f);
+    n = strlen(hex) / 2;
+    assert_true(n == 32 || n == 64);
+    hex_decode(hex, mk, n);
+    return n;
+}
+
+static void test_cryptsetup_to_us(void **state)
+{
+    static const struct {
+        const char *cipher, *hash, *desc;
+        int bits;
+    } v[] = {
+        {"aes-xts-plain64", "sha256", "aes-256-xts-plain64", 512},
+        {"aes-xts-plain64", "sha1", "aes-128-xts-plain64", 256},
+        {"aes-xts-plain", "sha512", "aes-256-xts-plain", 512},
+    };
+    char img[300], key[300], key2[300];
+    uint8_t mk[64];
+
+    (void)state;
+    if (!have_cryptsetup())
+        skip();
+    snprintf(img, sizeof(img), "%s/cs.img", tmpdir);
+    snprintf(key, sizeof(key), "%s/cs.key", tmpdir);
+    snprintf(key2, sizeof(key2), "%s/cs2.key", tmpdir);
+    assert_int_equal(sh("printf csPass > %s && printf other-pass > %s", key, key2), 0);
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        uint8_t *phdr;
+        struct luks *l;
+        size_t n;
+        int slot = -1;
+
+        assert_int_equal(sh("rm -f %s && truncate -s 4M %s && cryptsetup luksFormat --type luks1 "
+                            "-q --key-file %s --pbkdf-force-iterations 1000 --cipher %s "
+                            "--key-size %d --hash %s %s",
+                            img, img, key, v[i].cipher, v[i].bits, v[i].hash, img),
+                         0);
+        l = open_file_luks(img, 0, "csPass");
+        assert_string_equal(luks_get_cipher_desc(l), v[i].desc);
+        assert_string_equal(luks_get_hash(l), v[i].hash);
+        assert_int_equal(luks_get_payload_offset(l), 4096 * 512); /* cryptsetup aligns 2 MiB */
+        luks_close(l);
+        /* the master key cryptsetup reports is the one our header check accepts */
+        n = cs_dump_master_key(img, key, mk);
+        assert_int_equal(n, (size_t)v[i].bits / 8);
+        phdr = read_file_range(img, 0, LUKS_PHDR_SIZE);
+        assert_int_equal(luks_open(&l, phdr, LUKS_PHDR_SIZE, img), 0);
+        assert_int_equal(luks_unlock_key(l, mk, n), 0);
+        luks_close(l);
+        free(phdr);
+        /* a key slot added by cryptsetup */
+        assert_int_equal(sh("cryptsetup luksAddKey -q --key-file %s --pbkdf-force-iterations 1000 "
+                            "%s %s",
+                            key, img, key2),
+                         0);
+        phdr = read_file_range(img, 0, 8192);
+        assert_int_equal(luks_open(&l, phdr, LUKS_PHDR_SIZE, img), 0);
+        assert_int_equal(luks_get_active_slots(l), 0x3);
+        free(phdr);
+        phdr = read_file_range(img, 0, luks_get_header_size(l));
+        assert_int_equal(luks_unlock(l, phdr, luks_get_header_size(l), "other-pass", 10, &slot), 0);
+        assert_int_equal(slot, 1);
+        luks_close(l);
+        free(phdr);
+    }
+}
+
+/* AES-256-ECB of len bytes with a 32-byte key through the openssl CLI. */
+static void ecb_cli(const uint8_t key[32], const uint8_t *in, uint8_t *out, size_t len)
+{
+    char khex[65], pt[300], ct[300];
+    uint8_t *r;
+    int fd;
+
+    for (int i = 0; i < 32; i++)
+        snprintf(khex + 2 * i, 3, "%02x", key[i]);
+    snprintf(pt, sizeof(pt), "%s/ecb-in.bin", tmpdir);
+    snprintf(ct, sizeof(ct), "%s/ecb-out.bin", tmpdir);
+    fd = open(pt, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, in, len), (ssize_t)len);
+    close(fd);
+    assert_int_equal(sh("openssl enc -aes-256-ecb -nopad -K %s -in %s -out %s", khex, pt, ct), 0);
+    r = read_file_range(ct, 0, len);
+    memcpy(out, r, len);
+    free(r);
+}
+
+static void test_us_to_cryptsetup(void **state)
+{
+    struct luks_create_opts o = {.iterations = 1000};
+    char img[300], key[300], key2[300];
+    uint8_t mk[64], buf[512], *out;
+    struct luks *l;
+    void *area;
+    size_t len, n;
+    int fd;
+
+    (void)state;
+    if (!have_cryptsetup())
+        skip();
+    snprintf(img, sizeof(img), "%s/ours-cs.img", tmpdir);
+    snprintf(key, sizeof(key), "%s/ours.key", tmpdir);
+    snprintf(key2, sizeof(key2), "%s/ours2.key", tmpdir);
+    assert_int_equal(sh("printf 'our pass' > %s && printf 'cs added' > %s", key, key2), 0);
+    assert_int_equal(luks_create(&l, &o, "our pass", 8, &area, &len, img), 0);
+    fd = open(img, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    write_all(fd, area, len, 0);
+    assert_int_equal(ftruncate(fd, (off_t)(len + (1 << 20))), 0);
+    close(fd);
+
+    assert_int_equal(sh("cryptsetup isLuks %s", img), 0);
+    assert_int_equal(sh("cryptsetup open --test-passphrase --key-file %s %s", key, img), 0);
+    assert_true(sh("cryptsetup open --test-passphrase --key-file %s %s 2>/dev/null", key2, img) !=
+                0);
+
+    /* cryptsetup's view of the master key encrypts a sector exactly like us.
+     * Reference XTS built from the openssl CLI's AES-256-ECB (the CLI has no
+     * XTS): T0 = E_K2(plain64(1234)), T_j+1 = T_j * x in GF(2^128),
+     * C_j = E_K1(P_j ^ T_j) ^ T_j. */
+    n = cs_dump_master_key(img, key, mk);
+    assert_int_equal(n, 64);
+    {
+        uint8_t iv[16] = {0xd2, 0x04}, t[32][16], x[512], *e;
+
+        ecb_cli(mk + 32, iv, t[0], 16);
+        for (int j = 1; j < 32; j++) {
+            uint8_t carry = 0;
+
+            for (int b = 0; b < 16; b++) {
+                uint8_t c = t[j - 1][b] >> 7;
+
+                t[j][b] = (uint8_t)(t[j - 1][b] << 1 | carry);
+                carry = c;
+            }
+            if (carry)
+                t[j][0] ^= 0x87;
+        }
+        for (int i = 0; i < 512; i++)
+            buf[i] = (uint8_t)(i * 13);
+        for (int i = 0; i < 512; i++)
+            x[i] = buf[i] ^ t[i / 16][i % 16];
+        e = malloc(512);
+        ecb_cli(mk, x, e, 512);
+        for (int i = 0; i < 512; i++)
+            e[i] ^= t[i / 16][i % 16];
+        assert_int_equal(luks_encrypt(l, 1234, buf, sizeof(buf)), 0);
+        assert_memory_equal(e, buf, 512);
+        free(e);
+    }
+    luks_close(l);
+    free(area);
+
+    /* cryptsetup adds a slot to our header and kills ours */
+    assert_int_equal(
+        sh("cryptsetup luksAddKey -q --key-file %s --pbkdf-force-iterations 1000 %s %s", key, img,
+           key2),
+        0);
+    assert_int_equal(sh("cryptsetup luksKillSlot -q %s 0", img), 0);
+    out = read_file_range(img, 0, LUKS_PHDR_SIZE);
+    assert_int_equal(luks_open(&l, out, LUKS_PHDR_SIZE, img), 0);
+    free(out);
+    assert_int_equal(luks_get_active_slots(l), 0x2);
+    out = read_file_range(img, 0, luks_get_header_size(l));
+    assert_int_equal(luks_unlock(l, out, luks_get_header_size(l), "our pass", 8, NULL), -EACCES);
+    assert_int_equal(luks_unlock(l, out, luks_get_header_size(l), "cs added", 8, NULL), 0);
+    luks_close(l);
+    free(out);
+}
+
 static int qemu_available(void)
 {
     return sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;
@@ -1029,9 +1223,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mutation_fuzz),
     };
     const struct CMUnitTest interop[] = {
-        cmocka_unit_test(test_qemu_raw_luks_to_us),
-        cmocka_unit_test(test_us_to_qemu_raw_luks),
-        cmocka_unit_test(test_qemu_qcow2_luks_to_us),
+        cmocka_unit_test(test_qemu_raw_luks_to_us),   cmocka_unit_test(test_us_to_qemu_raw_luks),
+        cmocka_unit_test(test_qemu_qcow2_luks_to_us), cmocka_unit_test(test_cryptsetup_to_us),
+        cmocka_unit_test(test_us_to_cryptsetup),
     };
     int ret;
 
