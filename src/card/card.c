@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,15 @@ int card_start_workers(struct card *c)
             }
             c->n_workers = 0;
             return -ret;
+        }
+        if (c->cfg.n_cpus) {
+            cpu_set_t set;
+            int cpu = c->cfg.cpus[i % c->cfg.n_cpus];
+            CPU_ZERO(&set);
+            CPU_SET(cpu, &set);
+            ret = pthread_setaffinity_np(c->workers[i].thread, sizeof(set), &set);
+            if (ret)
+                log_warn("worker %u: pinning to CPU %d: %s", i, cpu, strerror(ret));
         }
         {
             char name[32];

@@ -211,6 +211,8 @@ struct card_config {
     const char *state_file;
     unsigned cores;
     unsigned idle_us; /* busy-poll this long without traffic before sleeping */
+    unsigned n_cpus;  /* worker i is pinned to cpus[i % n_cpus]; 0 = not pinned */
+    int cpus[CARD_MAX_WORKERS];
 };
 
 struct card {

@@ -31,6 +31,7 @@ static void usage(FILE *f)
                "  -s, --state-file PATH  persist configuration here; restored at start\n"
                "  -i, --idle-us N        busy-poll this long without traffic before a\n"
                "                         worker sleeps on the kick eventfds (default 200)\n"
+               "  -C, --cpus LIST        pin worker i to the i-th CPU of LIST (e.g. 2,3)\n"
                "  -l, --log-level LEVEL  error|warn|info|debug (default info)\n"
                "  -h, --help             show this help\n"
                "  -V, --version          show the version\n"
@@ -47,15 +48,12 @@ static void on_signal(int sig)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"api-socket", required_argument, NULL, 'a'},
-                                             {"socket-dir", required_argument, NULL, 'd'},
-                                             {"cores", required_argument, NULL, 'c'},
-                                             {"state-file", required_argument, NULL, 's'},
-                                             {"idle-us", required_argument, NULL, 'i'},
-                                             {"log-level", required_argument, NULL, 'l'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {"version", no_argument, NULL, 'V'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"api-socket", required_argument, NULL, 'a'}, {"socket-dir", required_argument, NULL, 'd'},
+        {"cores", required_argument, NULL, 'c'},      {"state-file", required_argument, NULL, 's'},
+        {"idle-us", required_argument, NULL, 'i'},    {"cpus", required_argument, NULL, 'C'},
+        {"log-level", required_argument, NULL, 'l'},  {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},          {NULL, 0, NULL, 0}};
     struct card_config cfg = {.socket_dir = ".", .cores = 1, .idle_us = 200};
     enum log_level lvl = LOG_LVL_INFO;
     struct httpd *api = NULL;
@@ -64,7 +62,7 @@ int main(int argc, char **argv)
     int opt, ret;
 
     log_init("qtcard", LOG_LVL_INFO);
-    while ((opt = getopt_long(argc, argv, "a:d:c:s:i:l:hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "a:d:c:s:i:C:l:hV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'a':
             cfg.api_socket = optarg;
@@ -89,6 +87,20 @@ int main(int argc, char **argv)
             }
             cfg.idle_us = (unsigned)v;
             break;
+        case 'C': {
+            char *save = NULL, *tok, *list = strdup(optarg);
+            cfg.n_cpus = 0;
+            for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                if (parse_u64(tok, &v) || v >= 4096 || cfg.n_cpus == CARD_MAX_WORKERS) {
+                    fprintf(stderr, "qtcard: --cpus '%s': expected a list such as 2,3\n", optarg);
+                    free(list);
+                    return 2;
+                }
+                cfg.cpus[cfg.n_cpus++] = (int)v;
+            }
+            free(list);
+            break;
+        }
         case 'l':
             if (log_parse_level(optarg, &lvl)) {
                 fprintf(stderr, "qtcard: --log-level '%s': expected error|warn|info|debug\n",
