@@ -109,7 +109,7 @@ run_one() { # index vmm step
             -kernel $kernel -initrd $initrd -append "$cl" $qemu_dev
         ;;
     *)
-        echo "LAB-L1 relay exit=127 signal=0 timeout=0 panic=0 init_ms=-1 total_ms=0"
+        echo "LAB-L1 relay exit=127 signal=0 timeout=0 panic=0 init_ms=-1 total_ms=0 stuck=0"
         echo "LAB-RESULT vmm FAIL unknown L2 VMM '$vmm'"
         ;;
     esac

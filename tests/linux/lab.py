@@ -316,6 +316,8 @@ class Run:
         if self.relay is None:
             r.append("the L2 VMM run never finished (no relay summary)")
             return r
+        if self.relay["stuck"]:
+            r.append("the L2 VMM survived SIGKILL (stuck in the L1 kernel)")
         if self.relay["timeout"]:
             r.append(f"L2 timed out after {self.relay['total_ms']} ms")
         if self.relay["panic"]:
@@ -368,10 +370,13 @@ class Lab:
             self.runs.append(Run(int(m.group(1)), m.group(2), m.group(3)))
             return
         m = re.match(r"LAB-L1 relay exit=(-?\d+) signal=(\d+) timeout=(\d) "
-                     r"panic=(\d) init_ms=(-?\d+) total_ms=(\d+)", line)
+                     r"panic=(\d) init_ms=(-?\d+) total_ms=(\d+)"
+                     r"(?: stuck=(\d))?", line)
         if m and self.runs:
-            k = ("exit", "signal", "timeout", "panic", "init_ms", "total_ms")
-            self.runs[-1].relay = dict(zip(k, map(int, m.groups())))
+            k = ("exit", "signal", "timeout", "panic", "init_ms", "total_ms",
+                 "stuck")
+            self.runs[-1].relay = dict(zip(k, (int(v or 0)
+                                               for v in m.groups())))
             return
         m = re.match(r"LAB-RESULT (\S+) (\S+) ?(.*)", line)
         if m and self.runs and not self.runs[-1].ended:

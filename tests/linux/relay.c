@@ -9,9 +9,11 @@
  *   lab-relay [-t SECONDS] [-p PREFIX] [-m MARKER] [-o LOGFILE] -- VMM ARGS...
  *
  * When it is done it prints one summary line:
- *   LAB-L1 relay exit=N signal=N timeout=0|1 panic=0|1 init_ms=N total_ms=N
+ *   LAB-L1 relay exit=N signal=N timeout=0|1 panic=0|1 init_ms=N total_ms=N stuck=0|1
  * init_ms is -1 when the marker never appeared. Its exit status is the VMM's
- * exit status, 124 on timeout, 128+N when the VMM died of signal N.
+ * exit status, 124 on timeout, 128+N when the VMM died of signal N, 125 when
+ * the VMM survived SIGKILL for 10 s (stuck in the kernel; its /proc wchan and
+ * stack are printed) -- the relay never waits forever.
  *
  * A "Kernel panic - not syncing" line on the L2 console gives the VMM a few
  * seconds of grace (to print the trace and exit on its own) before it is
@@ -35,6 +37,7 @@
 
 #define RELAY_LINE_MAX       4096
 #define RELAY_PANIC_GRACE_MS 3000
+#define RELAY_KILL_WAIT_MS   10000
 
 struct relay {
     const char *prefix;
@@ -87,6 +90,46 @@ static void relay_feed(struct relay *r, const char *buf, size_t n)
     }
 }
 
+/* Wait for PID until DEADLINE_MS (monotonic); 0 when reaped. */
+static int relay_reap(pid_t pid, int64_t deadline_ms, int *status)
+{
+    for (;;) {
+        pid_t w = waitpid(pid, status, WNOHANG);
+
+        if (w == pid)
+            return 0;
+        if (w < 0 && errno != EINTR)
+            return -errno;
+        if (relay_now_ms() >= deadline_ms)
+            return -ETIMEDOUT;
+        usleep(20 * 1000);
+    }
+}
+
+/* Print where an unkillable VMM is stuck: its state, wait channel and
+ * kernel stack, as far as /proc tells. */
+static void relay_report_stuck(pid_t pid)
+{
+    static const char *const files[] = {"wchan", "stack", "status"};
+    char path[64], buf[2048];
+
+    printf("lab-relay: VMM pid %d did not exit %d ms after SIGKILL\n", (int)pid,
+           RELAY_KILL_WAIT_MS);
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, files[i]);
+        int fd = open(path, O_RDONLY);
+        ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+        if (fd >= 0)
+            close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        printf("lab-relay: %s:\n%s%s", path, buf, buf[n - 1] == '\n' ? "" : "\n");
+    }
+    fflush(stdout);
+}
+
 static void relay_usage(void)
 {
     fprintf(stderr, "usage: lab-relay [-t SECONDS] [-p PREFIX] [-m MARKER] "
@@ -131,7 +174,7 @@ int main(int argc, char **argv)
     struct relay r = {.prefix = "", .init_ms = -1, .panic_at_ms = -1};
     const char *log_path = NULL;
     long timeout_s = 120;
-    bool timed_out = false;
+    bool timed_out = false, killed = false;
     int status = 0, fd = -1, opt, rc;
     pid_t pid;
 
@@ -191,6 +234,7 @@ int main(int argc, char **argv)
             deadline = r.panic_at_ms + RELAY_PANIC_GRACE_MS;
         if (now >= deadline) {
             timed_out = r.panic_at_ms < 0;
+            killed = true;
             kill(-pid, SIGKILL);
             kill(pid, SIGKILL);
             break;
@@ -211,19 +255,39 @@ int main(int argc, char **argv)
         relay_emit_line(&r);
     close(fd);
 
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    /* The VMM closed its output; give it the rest of its time to exit. */
+    bool stuck = false;
+
+    if (!killed) {
+        int64_t until = r.t0_ms + timeout_s * 1000;
+
+        if (r.panic_at_ms >= 0 && r.panic_at_ms + RELAY_PANIC_GRACE_MS < until)
+            until = r.panic_at_ms + RELAY_PANIC_GRACE_MS;
+        if (relay_reap(pid, until, &status) < 0) {
+            timed_out = r.panic_at_ms < 0;
+            killed = true;
+            kill(-pid, SIGKILL);
+            kill(pid, SIGKILL);
+        }
+    }
+    if (killed && relay_reap(pid, relay_now_ms() + RELAY_KILL_WAIT_MS, &status) < 0) {
+        /* SIGKILL did not end it: it is stuck in the kernel (D state) */
+        stuck = true;
+        relay_report_stuck(pid);
+    }
     int64_t total = relay_now_ms() - r.t0_ms;
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    int code = stuck ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    int sig = !stuck && WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 
     printf("LAB-L1 relay exit=%d signal=%d timeout=%d panic=%d init_ms=%lld "
-           "total_ms=%lld\n",
+           "total_ms=%lld stuck=%d\n",
            code, sig, timed_out ? 1 : 0, r.panic_at_ms >= 0 ? 1 : 0, (long long)r.init_ms,
-           (long long)total);
+           (long long)total, stuck ? 1 : 0);
     fflush(stdout);
     if (r.log)
         fclose(r.log);
+    if (stuck)
+        return 125;
     if (timed_out)
         return 124;
     if (sig)

@@ -37,6 +37,12 @@ rc=$?
 [ $rc -eq 124 ] && [ "$(field "$tmp/out" timeout)" = 1 ] && ! grep -q never "$tmp/out" &&
     ok "time limit gives 124 and timeout=1" || bad "time limit: rc=$rc $(tail -1 "$tmp/out")"
 
+# 3b. a VMM that closes its output but does not exit is killed at the limit
+"$relay" -t 2 -- sh -c 'echo closing; exec >&- 2>&-; sleep 30' >"$tmp/out"
+rc=$?
+[ $rc -eq 124 ] && [ "$(field "$tmp/out" timeout)" = 1 ] && [ "$(field "$tmp/out" stuck)" = 0 ] &&
+    ok "silent VMM that does not exit: killed at the limit" || bad "silent VMM: rc=$rc $(tail -1 "$tmp/out")"
+
 # 4. a guest kernel panic: killed after the grace period, panic=1
 "$relay" -t 60 -- sh -c 'echo "[ 1.0] Kernel panic - not syncing: test"; sleep 30' >"$tmp/out"
 rc=$?
