@@ -300,8 +300,13 @@ static void lacp_record_pdu(struct lacp *l, struct lacp_member *mb, const struct
     struct lacp_info view = pdu->partner;
     view.state = (uint8_t)((view.state & ~LACP_STATE_SYNC) | (actor.state & LACP_STATE_SYNC));
     bool identity_ok = lacp_partner_view_ok(&actor, &view);
+    /* A partner that reports itself EXPIRED is not receiving our LACPDUs:
+     * the link works one way only, so do not distribute on it (802.1AX
+     * would wait for the partner to drop Synchronization when it defaults,
+     * another 3 s later). */
     mb->partner_sync = identity_ok && (pdu->actor.state & LACP_STATE_SYNC) &&
-                       (pdu->actor.state & LACP_STATE_AGGREGATION);
+                       (pdu->actor.state & LACP_STATE_AGGREGATION) &&
+                       !(pdu->actor.state & LACP_STATE_EXPIRED);
 
     /* Tell the partner when its view of us is stale. */
     if (!lacp_partner_view_ok(&actor, &pdu->partner))

@@ -27,7 +27,9 @@
  *    well, and failover happens on both sides within the 3 s timeout.
  *  - Mux: DETACHED -> ATTACHED when selected (actor Synchronization set) ->
  *    COLLECTING_DISTRIBUTING once the partner reports Synchronization and its
- *    view of us matches our actor information; back when that stops. The
+ *    view of us matches our actor information; back when that stops. A
+ *    partner that reports itself EXPIRED (it lost our LACPDUs: a one-way
+ *    link) counts as out of sync. The
  *    standard's WAITING state (wait_while timer, 2 s, which lets several
  *    ports join the aggregator together) is not modelled: ports attach at
  *    once. Collecting and distributing are coupled (the "coupled control"

@@ -267,6 +267,29 @@ static void test_failover_pdus_stop(void **state)
     assert_true(dist_b(&s, 1));
 }
 
+/* a's PDUs stop reaching b on link 1 while b's still reach a: b expires
+ * the link, says so in its PDUs, and a stops distributing on it right away
+ * instead of waiting for b to default. */
+static void test_one_way_link(void **state)
+{
+    struct sim s;
+    sim_init(&s, true, true, true, true, 2);
+    sim_run(&s, 2, 3 * SEC, 10 * MSEC);
+    assert_true(dist_a(&s, 1) && dist_b(&s, 1));
+    s.wire_ab[1] = false;
+    uint64_t cut = s.now;
+    while (dist_a(&s, 1) || dist_b(&s, 1)) {
+        sim_step(&s, 2, 10 * MSEC);
+        assert_true(s.now - cut <= 3 * SEC + 50 * MSEC);
+    }
+    assert_int_equal(s.b.members[s.ib[1]].rx, LACP_RX_EXPIRED);
+    assert_int_equal(s.a.members[s.ia[1]].rx, LACP_RX_CURRENT); /* a still hears b */
+    assert_true(dist_a(&s, 0) && dist_b(&s, 0));
+    s.wire_ab[1] = true;
+    sim_run(&s, 2, s.now + 2 * SEC, 10 * MSEC);
+    assert_true(dist_a(&s, 1) && dist_b(&s, 1));
+}
+
 static void test_failover_link_down(void **state)
 {
     struct sim s;
@@ -479,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_decode_bogus),
         cmocka_unit_test(test_bond_comes_up),
         cmocka_unit_test(test_failover_pdus_stop),
+        cmocka_unit_test(test_one_way_link),
         cmocka_unit_test(test_failover_link_down),
         cmocka_unit_test(test_passive),
         cmocka_unit_test(test_slow_rate),
