@@ -6,8 +6,12 @@
  *
  * MESON (for the owner of src/image/meson.build and tests/image/meson.build):
  *   libqtimg sources:  files('luks.c', 'vhd.c')   deps: crypto_dep, common_dep
- *   tests: see docs/qtimg-crypto.md ("Build integration") for the exact
- *   test() lines (test_luks.c: suite 'unit' and 'interop'; test_vhd.c: same).
+ *   tests: test_luks.c / test_vhd.c (suite 'unit', and args ['interop'] in
+ *   suite 'interop') are in; the corpus replay + libFuzzer lines still to add
+ *   are in docs/qtimg-crypto.md ("Build integration").
+ * qcow2 DRIVER NOTE: qcow2 encrypt.format=luks uses the HOST offset / 512 as
+ *   the XTS sector number (see below); luks_load() reads + unlocks the header
+ *   through a callback bounded by the crypto header extension length.
  *
  * Layout: the "header area" starts with the 592-byte LUKS1 phdr and holds
  * the anti-forensic split key material of the 8 key slots; it ends at the
