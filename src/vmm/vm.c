@@ -439,6 +439,12 @@ void vm_request_exit(struct vm *vm, enum vm_exit_kind kind)
         log_warn("exit eventfd: %s", strerror(errno));
 }
 
+void vm_request_reset(struct vm *vm)
+{
+    log_info("guest requested a platform reset");
+    vm_request_exit(vm, VM_EXIT_RESET);
+}
+
 static int kvm_check_cap(struct vm *vm, long cap)
 {
     int r = ioctl(vm->vm_fd >= 0 ? vm->vm_fd : vm->kvm_fd, KVM_CHECK_EXTENSION, cap);

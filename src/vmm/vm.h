@@ -62,6 +62,13 @@ int vm_irqfd(struct vm *vm, int eventfd, uint32_t gsi, bool assign);
 int vm_ioeventfd(struct vm *vm, enum vm_io_space space, uint64_t addr, uint32_t len, int eventfd,
                  bool datamatch, uint64_t data, bool assign);
 
+/*
+ * The guest asked for a platform reset (e.g. a byte write with RST_CPU, bit 2,
+ * to the reset control register 0xcf9, which lies in the PCI config-address
+ * range): qtvmm stops the VM and exits with status 3.
+ */
+void vm_request_reset(struct vm *vm);
+
 /* Guest-visible facts devices need. */
 uint64_t vm_ram_size(struct vm *vm);
 int vm_num_vcpus(struct vm *vm);
