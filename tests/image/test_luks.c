@@ -860,6 +860,58 @@ static int read_at(void *opaque, uint64_t off, void *buf, size_t len)
     return n == (ssize_t)len ? 0 : -EIO;
 }
 
+/* Other cipher/hash/ivgen choices we create are opened by QEMU too. */
+static void test_us_to_qemu_variants(void **state)
+{
+    static const struct {
+        const char *alg, *hash, *ivgen;
+    } v[] = {
+        {"aes-128", "sha1", "plain64"},
+        {"aes-256", "sha512", "plain64"},
+        {"aes-256", "sha256", "plain"},
+    };
+    char img[300];
+
+    (void)state;
+    snprintf(img, sizeof(img), "%s/variant.luks", tmpdir);
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        struct luks_create_opts o = {.iterations = 1000,
+                                     .cipher_alg = v[i].alg,
+                                     .hash_alg = v[i].hash,
+                                     .ivgen_alg = v[i].ivgen};
+        uint8_t buf[65536];
+        struct luks *l;
+        void *area;
+        size_t len;
+        int fd;
+
+        assert_int_equal(luks_create(&l, &o, "pw", 2, &area, &len, img), 0);
+        fd = open(img, O_RDWR | O_CREAT | O_TRUNC, 0644);
+        assert_true(fd >= 0);
+        write_all(fd, area, len, 0);
+        assert_int_equal(ftruncate(fd, (off_t)(len + (4 << 20))), 0);
+        memset(buf, 0x4e, sizeof(buf));
+        /* high sector numbers: plain (32-bit) and plain64 differ only above 2^32 sectors,
+         * so this checks the sector numbering, not the truncation */
+        assert_int_equal(luks_encrypt(l, (2 << 20) / 512, buf, sizeof(buf)), 0);
+        write_all(fd, buf, sizeof(buf), len + (2 << 20));
+        close(fd);
+        assert_int_equal(sh("qemu-io -r --object secret,id=s,data=pw --image-opts "
+                            "driver=luks,key-secret=s,file.filename=%s -c 'read -P 0x4e 2M 64k' "
+                            "2>&1 | grep -q '^read 65536/65536'",
+                            img),
+                         0);
+        assert_int_equal(sh("qemu-io -r --object secret,id=s,data=pw --image-opts "
+                            "driver=luks,key-secret=s,file.filename=%s -c 'read -P 0x4e 2M 64k' "
+                            "2>&1 | grep -q 'Pattern verification failed'",
+                            img),
+                         1);
+        assert_int_equal(sh("qemu-img info %s | grep -q 'cipher alg: %s'", img, v[i].alg), 0);
+        luks_close(l);
+        free(area);
+    }
+}
+
 static uint64_t be64_at(const uint8_t *p)
 {
     uint64_t v = 0;
@@ -1224,8 +1276,8 @@ int main(int argc, char **argv)
     };
     const struct CMUnitTest interop[] = {
         cmocka_unit_test(test_qemu_raw_luks_to_us),   cmocka_unit_test(test_us_to_qemu_raw_luks),
-        cmocka_unit_test(test_qemu_qcow2_luks_to_us), cmocka_unit_test(test_cryptsetup_to_us),
-        cmocka_unit_test(test_us_to_cryptsetup),
+        cmocka_unit_test(test_qemu_qcow2_luks_to_us), cmocka_unit_test(test_us_to_qemu_variants),
+        cmocka_unit_test(test_cryptsetup_to_us),      cmocka_unit_test(test_us_to_cryptsetup),
     };
     int ret;
 
