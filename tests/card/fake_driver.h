@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A minimal virtio-net driver + vhost-user frontend, in process, for tests
+ * and benchmarks of qtcard: guest memory is a memfd, one queue pair, split
+ * rings, optional mergeable receive buffers / event idx / guest checksum.
+ */
+#ifndef QT_TESTS_CARD_FAKE_DRIVER_H
+#define QT_TESTS_CARD_FAKE_DRIVER_H
+
+#include "card/card.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FDRV_RING 256
+
+struct fdrv_vq {
+    struct vring_desc *desc;
+    struct vring_avail *avail;
+    struct vring_used *used;
+    uint64_t desc_gpa, avail_gpa, used_gpa;
+    uint16_t avail_idx; /* next avail slot */
+    uint16_t last_used;
+    int kick_fd, call_fd;
+};
+
+struct fdrv {
+    int sock;
+    int memfd;
+    uint8_t *mem;
+    size_t size;
+    uint64_t features;
+    uint32_t rx_buf_size;
+    unsigned hdr_len;
+    struct fdrv_vq vq[2]; /* 0: receive, 1: transmit */
+    uint64_t calls_seen;
+};
+
+#define FDRV_F_MRG       (1ull << VIRTIO_NET_F_MRG_RXBUF)
+#define FDRV_F_EVENT_IDX (1ull << VIRTIO_RING_F_EVENT_IDX)
+#define FDRV_F_CSUM      ((1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_GUEST_CSUM))
+
+/* Connect to a qtcard port socket and bring the queue pair up with the given
+ * extra features (VERSION_1 and PROTOCOL_FEATURES always). Receive buffers of
+ * rx_buf_size bytes are posted. 0 or -errno. */
+int fdrv_connect(struct fdrv *d, const char *path, uint64_t features, uint32_t rx_buf_size);
+void fdrv_close(struct fdrv *d);
+
+/* Queue one frame for transmission (virtio-net header hdr may be NULL) and kick. */
+int fdrv_send(struct fdrv *d, const void *frame, uint32_t len, const struct virtio_net_hdr_v1 *hdr);
+/* Several frames, one kick. */
+int fdrv_send_burst(struct fdrv *d, const void *frame, uint32_t len, unsigned n);
+/* Reclaim completed transmit buffers; returns how many. */
+unsigned fdrv_tx_reclaim(struct fdrv *d);
+
+/* Wait up to timeout_ms for a received frame. Returns its length (frame only,
+ * header stripped into *hdr when non-NULL), 0 on timeout, -errno on error. The
+ * buffers are posted again. nbufs receives num_buffers when non-NULL. */
+int fdrv_recv(struct fdrv *d, uint8_t *buf, uint32_t cap, struct virtio_net_hdr_v1 *hdr,
+              unsigned *nbufs, int timeout_ms);
+/* Drop everything received so far; returns the number of frames. */
+unsigned fdrv_drain(struct fdrv *d);
+/* Read the call eventfd: notifications since the last call. */
+uint64_t fdrv_calls(struct fdrv *d);
+
+#endif

@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The qtcard switch in process: a card with one worker and its control
+ * thread, VM ports driven by in-process virtio-net drivers (fake_driver.c)
+ * over real vhost-user sockets. Covers learning, flooding with split
+ * horizon, VLAN access/trunk isolation, anti-spoofing, mergeable receive
+ * buffers, checksum offload carried or completed, malformed frames, the
+ * API's error answers and the state file.
+ */
+#include "card/card.h"
+#include "common/http.h"
+#include "common/log.h"
+#include "fake_driver.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+struct env {
+    struct card card;
+    pthread_t ctl;
+    char dir[64];
+    char state[128];
+    char api[128];
+    struct httpd *httpd;
+};
+
+static void *ctl_main(void *arg)
+{
+    card_run_control(arg);
+    return NULL;
+}
+
+static void env_start(struct env *e)
+{
+    struct card_config cfg = {.cores = 1, .idle_us = 50};
+    memset(e, 0, sizeof(*e));
+    snprintf(e->dir, sizeof(e->dir), "/tmp/qtcard-test-XXXXXX");
+    assert_non_null(mkdtemp(e->dir));
+    snprintf(e->state, sizeof(e->state), "%s/state.json", e->dir);
+    snprintf(e->api, sizeof(e->api), "%s/api.sock", e->dir);
+    cfg.socket_dir = e->dir;
+    cfg.state_file = e->state;
+    cfg.api_socket = e->api;
+    assert_int_equal(card_init(&e->card, &cfg), 0);
+    assert_int_equal(card_start_workers(&e->card), 0);
+    assert_int_equal(pthread_create(&e->ctl, NULL, ctl_main, &e->card), 0);
+}
+
+static void env_stop(struct env *e)
+{
+    char cmd[128];
+    card_stop(&e->card);
+    pthread_join(e->ctl, NULL);
+    if (e->httpd)
+        httpd_stop(e->httpd);
+    card_destroy(&e->card);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static int jcall(struct card *c, int (*fn)(struct card *, json_object *, char *, size_t),
+                 const char *json)
+{
+    json_object *j = json_tokener_parse(json);
+    char err[256] = "";
+    int ret;
+    assert_non_null(j);
+    ret = fn(c, j, err, sizeof(err));
+    json_object_put(j);
+    return ret;
+}
+
+static void add_port(struct env *e, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    assert_int_equal(jcall(&e->card, card_port_add, buf), 0);
+}
+
+static void connect_port(struct env *e, struct fdrv *d, const char *name, uint64_t features,
+                         uint32_t bufsz)
+{
+    char path[192];
+    struct port *p;
+    snprintf(path, sizeof(path), "%s/%s.sock", e->dir, name);
+    assert_int_equal(fdrv_connect(d, path, features, bufsz), 0);
+    /* Wait until both rings of the port run. */
+    for (int i = 0; i < 2000; i++) {
+        pthread_mutex_lock(&e->card.lock);
+        p = card_port_find(&e->card, name);
+        bool up = p && p->q[0].rx_running && p->q[0].tx_running;
+        pthread_mutex_unlock(&e->card.lock);
+        if (up)
+            return;
+        usleep(1000);
+    }
+    fail_msg("port %s did not come up", name);
+}
+
+static const uint8_t MAC_A[6] = {0x02, 0, 0, 0, 0, 0xa};
+static const uint8_t MAC_B[6] = {0x02, 0, 0, 0, 0, 0xb};
+static const uint8_t MAC_X[6] = {0x02, 0, 0, 0, 0, 0x99};
+static const uint8_t BCAST[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+static uint32_t eth_frame(uint8_t *f, const uint8_t *dst, const uint8_t *src, uint16_t type,
+                          uint32_t payload, uint8_t fill)
+{
+    memcpy(f, dst, 6);
+    memcpy(f + 6, src, 6);
+    pkt_put_be16(f + 12, type);
+    memset(f + 14, fill, payload);
+    return 14 + payload;
+}
+
+/* IPv4/UDP frame from src_ip; UDP checksum field left as the pseudo-header sum. */
+static uint32_t udp_frame(uint8_t *f, const uint8_t *dst, const uint8_t *src, const uint8_t ip[4],
+                          uint32_t payload)
+{
+    uint8_t *iph = f + 14, *udp = f + 34;
+    uint32_t sum = 0;
+    uint16_t ulen = (uint16_t)(8 + payload);
+    memcpy(f, dst, 6);
+    memcpy(f + 6, src, 6);
+    pkt_put_be16(f + 12, PKT_ETHERTYPE_IPV4);
+    memset(iph, 0, 20);
+    iph[0] = 0x45;
+    pkt_put_be16(iph + 2, (uint16_t)(20 + ulen));
+    iph[8] = 64;
+    iph[9] = PKT_IPPROTO_UDP;
+    memcpy(iph + 12, ip, 4);
+    iph[16] = 10, iph[17] = 0, iph[18] = 0, iph[19] = 2;
+    pkt_put_be16(iph + 10, pkt_csum(iph, 20));
+    pkt_put_be16(udp, 1234);
+    pkt_put_be16(udp + 2, 5678);
+    pkt_put_be16(udp + 4, ulen);
+    for (uint32_t i = 0; i < payload; i++)
+        udp[8 + i] = (uint8_t)(i * 7);
+    /* Pseudo-header sum (not complemented), as a sender with checksum offload leaves it. */
+    sum += pkt_get_be16(iph + 12) + pkt_get_be16(iph + 14) + pkt_get_be16(iph + 16) +
+           pkt_get_be16(iph + 18) + PKT_IPPROTO_UDP + ulen;
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    pkt_put_be16(udp + 6, (uint16_t)sum);
+    return 34 + ulen;
+}
+
+static bool udp_csum_valid(const uint8_t *f, uint32_t len)
+{
+    uint8_t buf[12 + 2048];
+    const uint8_t *iph = f + 14;
+    uint16_t ulen = pkt_get_be16(f + 38);
+    if (len < 42 || (uint32_t)(34 + ulen) > len || ulen > 2048)
+        return false;
+    memcpy(buf, iph + 12, 8);
+    buf[8] = 0;
+    buf[9] = PKT_IPPROTO_UDP;
+    pkt_put_be16(buf + 10, ulen);
+    memcpy(buf + 12, f + 34, ulen);
+    return pkt_csum(buf, 12u + ulen) == 0;
+}
+
+static uint8_t rxbuf[16384];
+
+static int recv1(struct fdrv *d, struct virtio_net_hdr_v1 *h, unsigned *nb)
+{
+    return fdrv_recv(d, rxbuf, sizeof(rxbuf), h, nb, 2000);
+}
+
+/* Nothing arrives within a short grace period. */
+static void expect_silence(struct fdrv *d)
+{
+    assert_int_equal(fdrv_recv(d, rxbuf, sizeof(rxbuf), NULL, NULL, 150), 0);
+}
+
+static uint64_t port_drop(struct env *e, const char *name, enum port_drop why)
+{
+    struct port *p;
+    uint64_t v;
+    pthread_mutex_lock(&e->card.lock);
+    p = card_port_find(&e->card, name);
+    v = p ? __atomic_load_n(&p->drops[why], __ATOMIC_RELAXED) : ~0ull;
+    pthread_mutex_unlock(&e->card.lock);
+    return v;
+}
+
+static void test_learning_flooding(void **state)
+{
+    struct env e;
+    struct fdrv a, b, c;
+    uint8_t f[128];
+    uint32_t n;
+    (void)state;
+
+    env_start(&e);
+    assert_int_equal(jcall(&e.card, card_switch_add, "{\"name\":\"br0\"}"), 0);
+    add_port(&e, "{\"name\":\"a\",\"switch\":\"br0\"}");
+    add_port(&e, "{\"name\":\"b\",\"switch\":\"br0\"}");
+    add_port(&e, "{\"name\":\"c\",\"switch\":\"br0\"}");
+    connect_port(&e, &a, "a", 0, 2048);
+    connect_port(&e, &b, "b", 0, 2048);
+    connect_port(&e, &c, "c", 0, 2048);
+
+    /* Unknown destination: flooded to b and c, not back to a. */
+    n = eth_frame(f, MAC_X, MAC_A, 0x88b5, 50, 0x11);
+    assert_int_equal(fdrv_send(&a, f, n, NULL), 0);
+    assert_int_equal(recv1(&b, NULL, NULL), (int)n);
+    assert_memory_equal(rxbuf, f, n);
+    assert_int_equal(recv1(&c, NULL, NULL), (int)n);
+    expect_silence(&a);
+    /* b answers a: a was learned, so only a gets it. */
+    n = eth_frame(f, MAC_A, MAC_B, 0x88b5, 60, 0x22);
+    assert_int_equal(fdrv_send(&b, f, n, NULL), 0);
+    assert_int_equal(recv1(&a, NULL, NULL), (int)n);
+    assert_memory_equal(rxbuf, f, n);
+    expect_silence(&c);
+    /* And now a -> b is unicast too. */
+    n = eth_frame(f, MAC_B, MAC_A, 0x88b5, 70, 0x33);
+    assert_int_equal(fdrv_send(&a, f, n, NULL), 0);
+    assert_int_equal(recv1(&b, NULL, NULL), (int)n);
+    expect_silence(&c);
+    /* Broadcast goes everywhere but the source. */
+    n = eth_frame(f, BCAST, MAC_B, 0x88b5, 40, 0x44);
+    assert_int_equal(fdrv_send(&b, f, n, NULL), 0);
+    assert_int_equal(recv1(&a, NULL, NULL), (int)n);
+    assert_int_equal(recv1(&c, NULL, NULL), (int)n);
+    expect_silence(&b);
+    /* A runt frame is counted and dropped. */
+    assert_int_equal(fdrv_send(&a, f, 10, NULL), 0);
+    expect_silence(&b);
+    assert_int_equal(port_drop(&e, "a", DROP_MALFORMED), 1);
+
+    fdrv_close(&a);
+    fdrv_close(&b);
+    fdrv_close(&c);
+    env_stop(&e);
+}
+
+static void test_vlans(void **state)
+{
+    struct env e;
+    struct fdrv d, x, t;
+    uint8_t f[128], tagged[132];
+    uint32_t n;
+    (void)state;
+
+    env_start(&e);
+    assert_int_equal(jcall(&e.card, card_switch_add, "{\"name\":\"br1\"}"), 0);
+    add_port(&e, "{\"name\":\"d\",\"switch\":\"br1\",\"vlan\":{\"mode\":\"access\",\"tag\":10}}");
+    add_port(&e, "{\"name\":\"x\",\"switch\":\"br1\",\"vlan\":{\"mode\":\"access\",\"tag\":20}}");
+    add_port(&e, "{\"name\":\"t\",\"switch\":\"br1\",\"vlan\":{\"mode\":\"trunk\",\"allowed\":"
+                 "\"10,20\"}}");
+    connect_port(&e, &d, "d", 0, 2048);
+    connect_port(&e, &x, "x", 0, 2048);
+    connect_port(&e, &t, "t", 0, 2048);
+
+    /* Access VLAN 10 -> the trunk gets it tagged 10; VLAN 20 never sees it. */
+    n = eth_frame(f, BCAST, MAC_A, 0x88b5, 46, 0x55);
+    assert_int_equal(fdrv_send(&d, f, n, NULL), 0);
+    assert_int_equal(recv1(&t, NULL, NULL), (int)n + 4);
+    assert_int_equal(pkt_get_be16(rxbuf + 12), PKT_ETHERTYPE_VLAN);
+    assert_int_equal(pkt_get_be16(rxbuf + 14) & 0xfff, 10);
+    assert_memory_equal(rxbuf + 16, f + 12, n - 12);
+    expect_silence(&x);
+    /* Trunk frame tagged 20 -> access port 20, untagged. */
+    memcpy(tagged, f, 12);
+    pkt_put_be16(tagged + 12, PKT_ETHERTYPE_VLAN);
+    pkt_put_be16(tagged + 14, 20);
+    memcpy(tagged + 16, f + 12, n - 12);
+    memcpy(tagged + 6, MAC_B, 6);
+    assert_int_equal(fdrv_send(&t, tagged, n + 4, NULL), 0);
+    assert_int_equal(recv1(&x, NULL, NULL), (int)n);
+    assert_int_equal(pkt_get_be16(rxbuf + 12), 0x88b5);
+    expect_silence(&d);
+    /* VLAN 30 is not allowed on the trunk: dropped and counted. */
+    pkt_put_be16(tagged + 14, 30);
+    assert_int_equal(fdrv_send(&t, tagged, n + 4, NULL), 0);
+    expect_silence(&d);
+    expect_silence(&x);
+    assert_int_equal(port_drop(&e, "t", DROP_VLAN), 1);
+    /* A tagged frame on an access port is dropped. */
+    assert_int_equal(fdrv_send(&d, tagged, n + 4, NULL), 0);
+    expect_silence(&t);
+    assert_int_equal(port_drop(&e, "d", DROP_VLAN), 1);
+
+    fdrv_close(&d);
+    fdrv_close(&x);
+    fdrv_close(&t);
+    env_stop(&e);
+}
+
+static void test_spoofing_mrg_csum(void **state)
+{
+    static const uint8_t ip_ok[4] = {10, 0, 0, 1}, ip_bad[4] = {10, 0, 0, 9};
+    struct env e;
+    struct fdrv s, r, g;
+    struct virtio_net_hdr_v1 h = {0};
+    uint8_t f[2048];
+    unsigned nb = 0;
+    uint32_t n;
+    int got;
+    (void)state;
+
+    env_start(&e);
+    assert_int_equal(jcall(&e.card, card_switch_add, "{\"name\":\"br2\"}"), 0);
+    add_port(&e, "{\"name\":\"s\",\"switch\":\"br2\",\"mac\":\"02:00:00:00:00:0a\","
+                 "\"anti_spoofing\":{\"ips\":[\"10.0.0.1\"]}}");
+    add_port(&e, "{\"name\":\"r\",\"switch\":\"br2\"}");
+    add_port(&e, "{\"name\":\"g\",\"switch\":\"br2\"}");
+    connect_port(&e, &s, "s", FDRV_F_CSUM, 2048);
+    /* r: mergeable buffers of 512 bytes, no guest checksum; g: guest checksum. */
+    connect_port(&e, &r, "r", FDRV_F_MRG, 512);
+    connect_port(&e, &g, "g", FDRV_F_CSUM | FDRV_F_MRG, 2048);
+
+    /* Spoofed source MAC. */
+    n = udp_frame(f, MAC_X, MAC_B, ip_ok, 100);
+    assert_int_equal(fdrv_send(&s, f, n, NULL), 0);
+    expect_silence(&r);
+    assert_int_equal(port_drop(&e, "s", DROP_SPOOF), 1);
+    /* Spoofed source IP. */
+    n = udp_frame(f, MAC_X, MAC_A, ip_bad, 100);
+    assert_int_equal(fdrv_send(&s, f, n, NULL), 0);
+    expect_silence(&r);
+    assert_int_equal(port_drop(&e, "s", DROP_SPOOF), 2);
+    /* Legitimate 1500-byte frame with a partial checksum: r needs 4 buffers of 512
+     * (12 + 1500 bytes) and a completed checksum; g may get the partial one. */
+    n = udp_frame(f, MAC_X, MAC_A, ip_ok, 1500 - 42);
+    h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h.csum_start = 34;
+    h.csum_offset = 6;
+    assert_int_equal(fdrv_send(&s, f, n, &h), 0);
+    got = recv1(&r, &h, &nb);
+    assert_int_equal(got, (int)n);
+    assert_int_equal(nb, 3);
+    assert_int_equal(h.num_buffers, 3);
+    assert_false(h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM);
+    assert_true(udp_csum_valid(rxbuf, n));
+    assert_memory_equal(rxbuf + 42, f + 42, n - 42);
+    got = recv1(&g, &h, &nb);
+    assert_int_equal(got, (int)n);
+    assert_int_equal(nb, 1);
+    if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+        assert_int_equal(h.csum_start, 34);
+        assert_int_equal(h.csum_offset, 6);
+    } else {
+        assert_true(h.flags & VIRTIO_NET_HDR_F_DATA_VALID);
+        assert_true(udp_csum_valid(rxbuf, n));
+    }
+    expect_silence(&s);
+
+    fdrv_close(&s);
+    fdrv_close(&r);
+    fdrv_close(&g);
+    env_stop(&e);
+}
+
+static void test_api_and_state(void **state)
+{
+    struct env e, e2;
+    json_object *cfg;
+    long status = 0;
+    char *body = NULL;
+    char url_err[64];
+    (void)state;
+
+    env_start(&e);
+    assert_int_equal(card_api_start(&e.card, &e.httpd), 0);
+    /* Errors name the object and the reason, with the right status. */
+    assert_int_equal(
+        httpc_unix(e.api, "POST", "/api/v1/switches", "{\"name\":\"sw\"}", &status, &body), 0);
+    assert_int_equal(status, 201);
+    free(body);
+    assert_int_equal(
+        httpc_unix(e.api, "POST", "/api/v1/switches", "{\"name\":\"sw\"}", &status, &body), 0);
+    assert_int_equal(status, 409);
+    assert_non_null(strstr(body, "already exists"));
+    free(body);
+    assert_int_equal(httpc_unix(e.api, "POST", "/api/v1/ports",
+                                "{\"name\":\"p1\",\"switch\":\"nope\"}", &status, &body),
+                     0);
+    assert_int_equal(status, 404);
+    free(body);
+    assert_int_equal(httpc_unix(e.api, "POST", "/api/v1/ports",
+                                "{\"name\":\"p1\",\"switch\":\"sw\",\"bogus\":1}", &status, &body),
+                     0);
+    assert_int_equal(status, 400);
+    assert_non_null(strstr(body, "bogus"));
+    free(body);
+    assert_int_equal(httpc_unix(e.api, "POST", "/api/v1/ports",
+                                "{\"name\":\"p1\",\"switch\":\"sw\",\"vlan\":{\"mode\":\"access\","
+                                "\"tag\":5000}}",
+                                &status, &body),
+                     0);
+    assert_int_equal(status, 400);
+    free(body);
+    assert_int_equal(httpc_unix(e.api, "POST", "/api/v1/ports", "not json", &status, &body), 0);
+    assert_int_equal(status, 400);
+    free(body);
+    assert_int_equal(httpc_unix(e.api, "POST", "/api/v1/ports",
+                                "{\"name\":\"p1\",\"switch\":\"sw\",\"vlan\":{\"mode\":\"trunk\","
+                                "\"allowed\":\"100-110\",\"native\":1}}",
+                                &status, &body),
+                     0);
+    assert_int_equal(status, 201);
+    free(body);
+    assert_int_equal(httpc_unix(e.api, "PUT", "/api/v1/ports/p1/policy",
+                                "{\"ingress_rate\":{\"rate_bps\":1000000},\"coalescing\":true}",
+                                &status, &body),
+                     0);
+    assert_int_equal(status, 204);
+    free(body);
+    assert_int_equal(httpc_unix(e.api, "GET", "/api/v1/ports/p1", NULL, &status, &body), 0);
+    assert_int_equal(status, 200);
+    assert_non_null(strstr(body, "\"ingress_rate\""));
+    assert_non_null(strstr(body, "\"queue_stats\""));
+    free(body);
+    assert_int_equal(httpc_unix(e.api, "DELETE", "/api/v1/switches/sw", NULL, &status, &body), 0);
+    assert_int_equal(status, 409); /* still has ports */
+    free(body);
+    snprintf(url_err, sizeof(url_err), "/api/v1/nothing");
+    assert_int_equal(httpc_unix(e.api, "GET", url_err, NULL, &status, &body), 0);
+    assert_int_equal(status, 404);
+    free(body);
+    httpd_stop(e.httpd);
+    e.httpd = NULL;
+
+    /* A second card restores the same configuration from the state file. */
+    memset(&e2, 0, sizeof(e2));
+    {
+        struct card_config c2 = {.cores = 1, .idle_us = 50};
+        c2.socket_dir = e.dir;
+        c2.state_file = e.state;
+        c2.api_socket = e.api;
+        assert_int_equal(card_init(&e2.card, &c2), 0);
+        assert_int_equal(card_load_state(&e2.card), 0);
+        cfg = card_config_json(&e2.card);
+        assert_non_null(strstr(json_object_to_json_string(cfg), "100-110"));
+        assert_non_null(strstr(json_object_to_json_string(cfg), "1000000"));
+        assert_non_null(card_port_find(&e2.card, "p1"));
+        assert_non_null(card_switch_find(&e2.card, "sw"));
+        json_object_put(cfg);
+        card_destroy(&e2.card);
+    }
+    env_stop(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_learning_flooding),
+        cmocka_unit_test(test_vlans),
+        cmocka_unit_test(test_spoofing_mrg_csum),
+        cmocka_unit_test(test_api_and_state),
+    };
+    log_init("test_switch", LOG_LVL_ERROR);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
