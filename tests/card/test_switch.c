@@ -79,6 +79,7 @@ static int jcall(struct card *c, int (*fn)(struct card *, json_object *, char *,
     return ret;
 }
 
+static void add_port(struct env *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void add_port(struct env *e, const char *fmt, ...)
 {
     char buf[512];
