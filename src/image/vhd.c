@@ -359,10 +359,27 @@ static int vhd_locator_path(const struct vhd *v, uint32_t code, const char *raw,
             *c = '/';
     }
     if (code == VHD_PLAT_MACX) {
+        char *w;
+
         if (strncmp(p, "file://localhost/", 17) == 0)
             p += 16;
         else if (strncmp(p, "file://", 7) == 0)
             p += 7;
+        /* percent-decoding, in place */
+        w = p;
+        for (char *r = p; *r; r++) {
+            unsigned hi, lo;
+
+            if (r[0] == '%' && sscanf(r + 1, "%1x%1x", &hi, &lo) == 2 && (hi || lo)) {
+                *w++ = (char)(hi << 4 | lo);
+                r += 2;
+            } else {
+                *w++ = *r;
+            }
+        }
+        *w = '\0';
+        if (!*p)
+            return -ENOENT;
         return vhd_join_dir(v->path, p, out, out_len);
     }
     if (code == VHD_PLAT_W2KU && p[0] && p[1] == ':') {
@@ -380,67 +397,83 @@ static int vhd_locator_path(const struct vhd *v, uint32_t code, const char *raw,
 static int vhd_open_chain(struct vhd **out, int fd, const char *path,
                           const struct vhd_open_opts *opts, struct vhd_chain *chain, bool quiet);
 
+/* Decode locator i of the dynamic header into raw (PATH_MAX bytes). */
+static int vhd_read_locator(const struct vhd *v, const uint8_t *e, unsigned i, char *raw)
+{
+    uint32_t code = rd32(e), dlen = rd32(e + 8);
+    uint64_t doff = rd64(e + 16);
+    uint8_t *data;
+    int ret;
+
+    if (dlen == 0 || dlen > VHD_MAX_LOCATOR || doff > v->file_size || dlen > v->file_size - doff) {
+        vhd_err(v, "parent locator %u: data (%u bytes at %llu) outside the file", i, dlen,
+                (unsigned long long)doff);
+        return -EINVAL;
+    }
+    data = malloc(dlen + 1);
+    if (!data)
+        return -ENOMEM;
+    ret = vhd_pread_full(v->fd, data, dlen, doff);
+    if (ret < 0)
+        goto out;
+    if (code == VHD_PLAT_MACX) { /* UTF-8 URL */
+        data[dlen] = 0;
+        if (memchr(data, 0, dlen) || dlen >= PATH_MAX)
+            ret = -EINVAL;
+        else
+            memcpy(raw, data, dlen + 1);
+    } else {
+        ret = vhd_utf16le_to_utf8(data, dlen, raw, PATH_MAX);
+    }
+out:
+    free(data);
+    if (ret < 0)
+        vhd_err(v, "parent locator %u: unreadable or undecodable path (%d)", i, ret);
+    return ret < 0 ? -EINVAL : 0;
+}
+
 static int vhd_open_parent(struct vhd *v, const uint8_t *dyn, const struct vhd_open_opts *opts,
                            struct vhd_chain *chain)
 {
     static const uint32_t order[] = {VHD_PLAT_W2RU, VHD_PLAT_W2KU, VHD_PLAT_MACX};
     struct vhd_open_opts popts = {0}; /* parent_path applies to this level only */
-    char cand[4][PATH_MAX];
-    char raw[PATH_MAX];
+    char(*cand)[PATH_MAX];            /* heap: this frame recurses per chain level */
+    uint8_t name_le[512];
     unsigned ncand = 0;
+    char *raw;
     int ret;
 
+    cand = calloc(4, PATH_MAX);
+    raw = malloc(PATH_MAX);
+    if (!cand || !raw) {
+        ret = -ENOMEM;
+        goto out;
+    }
     if (opts && opts->parent_path) {
-        snprintf(cand[0], sizeof(cand[0]), "%s", opts->parent_path);
+        snprintf(cand[0], PATH_MAX, "%s", opts->parent_path);
         ncand = 1;
     } else {
         for (size_t o = 0; o < sizeof(order) / sizeof(order[0]); o++) {
             for (unsigned i = 0; i < VHD_NUM_LOCATORS && ncand < 3; i++) {
                 const uint8_t *e = dyn + 576 + 24 * i;
-                uint32_t code = rd32(e), dlen = rd32(e + 8);
-                uint64_t doff = rd64(e + 16);
-                uint8_t *data;
 
-                if (code != order[o])
+                if (rd32(e) != order[o])
                     continue;
-                if (dlen == 0 || dlen > VHD_MAX_LOCATOR || doff > v->file_size ||
-                    dlen > v->file_size - doff) {
-                    vhd_err(v, "parent locator %u: data (%u bytes at %llu) outside the file", i,
-                            dlen, (unsigned long long)doff);
-                    return -EINVAL;
-                }
-                data = malloc(dlen + 1);
-                if (!data)
-                    return -ENOMEM;
-                ret = vhd_pread_full(v->fd, data, dlen, doff);
-                if (ret == 0) {
-                    if (code == VHD_PLAT_MACX) {
-                        data[dlen] = 0;
-                        ret = memchr(data, 0, dlen) || dlen >= sizeof(raw) ? -EINVAL : 0;
-                        if (ret == 0)
-                            memcpy(raw, data, dlen + 1);
-                    } else {
-                        ret = vhd_utf16le_to_utf8(data, dlen, raw, sizeof(raw));
-                    }
-                }
-                free(data);
-                if (ret < 0) {
-                    vhd_err(v, "parent locator %u: undecodable path (%d)", i, ret);
-                    return -EINVAL;
-                }
-                if (vhd_locator_path(v, code, raw, cand[ncand], sizeof(cand[0])) == 0)
+                ret = vhd_read_locator(v, e, i, raw);
+                if (ret < 0)
+                    goto out;
+                if (vhd_locator_path(v, order[o], raw, cand[ncand], PATH_MAX) == 0)
                     ncand++;
             }
         }
         /* Last resort: the parent's file name from the header, beside the child. */
-        uint8_t name_le[512];
-        for (unsigned i = 0; i < 512; i += 2) {
+        for (unsigned i = 0; i < sizeof(name_le); i += 2) {
             name_le[i] = dyn[64 + i + 1];
             name_le[i + 1] = dyn[64 + i];
         }
-        if (vhd_utf16le_to_utf8(name_le, sizeof(name_le), raw, sizeof(raw)) == 0 &&
+        if (vhd_utf16le_to_utf8(name_le, sizeof(name_le), raw, PATH_MAX) == 0 &&
             !strchr(raw, '/') && !strchr(raw, '\\') &&
-            vhd_join_dir(v->path, raw, cand[ncand], sizeof(cand[0])) == 0)
+            vhd_join_dir(v->path, raw, cand[ncand], PATH_MAX) == 0)
             ncand++;
     }
     for (unsigned i = 0; i < ncand; i++) {
@@ -452,19 +485,23 @@ static int vhd_open_parent(struct vhd *v, const uint8_t *dyn, const struct vhd_o
         close(pfd);
         if (ret < 0) {
             vhd_err(v, "cannot open parent '%s' (%d)", cand[i], ret);
-            return ret;
+            goto out;
         }
         if (memcmp(v->parent->uuid, v->parent_uuid, 16) != 0) {
             vhd_err(v, "parent '%s' has a different unique id than the child expects", cand[i]);
             vhd_close(v->parent);
             v->parent = NULL;
-            return -EINVAL;
+            ret = -EINVAL;
         }
-        return 0;
+        goto out;
     }
     vhd_err(v, "differencing disk: parent not found (%u candidate path%s tried%s%s)", ncand,
             ncand == 1 ? "" : "s", ncand ? ", first " : "", ncand ? cand[0] : "");
-    return -ENOENT;
+    ret = -ENOENT;
+out:
+    free(raw);
+    free(cand);
+    return ret;
 }
 
 static int vhd_parse_dynamic(struct vhd *v, const uint8_t *footer, bool footer_at_end,

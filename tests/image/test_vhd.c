@@ -424,6 +424,14 @@ static void test_differencing_chain(void **state)
     assert_int_equal(vhd_open(&v, tpath("top-macx.vhd"), NULL), 0);
     check_content(v, want, size);
     vhd_close(v);
+    /* percent-encoded MacX URL to a parent whose name has a space */
+    assert_int_equal(link(tpath("mid.vhd"), tpath("mid copy.vhd")), 0);
+    top.loc[0] = (struct locator){0x4d616358, "file://mid%20copy.vhd"};
+    td_save(&top, "top-macx2.vhd");
+    assert_int_equal(vhd_open(&v, tpath("top-macx2.vhd"), NULL), 0);
+    assert_string_equal(vhd_get_path(vhd_get_parent(v)), tpath("mid copy.vhd"));
+    check_content(v, want, size);
+    vhd_close(v);
     top.loc[0] = (struct locator){0, NULL};
     top.parent_name = "mid.vhd";
     td_save(&top, "top-name.vhd");
