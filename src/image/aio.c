@@ -2,9 +2,16 @@
 /*
  * io_uring data path. A request is split into extents through the driver's
  * map_io (cached metadata); plain host extents go on the ring, zero extents
- * are filled in place, backing extents are resolved down the chain. Anything
- * that changes metadata (allocating writes) or needs a transform (compressed
- * clusters) runs through the synchronous driver path inline.
+ * are filled in place, backing extents are resolved down the chain.
+ * Allocating writes that need no copy-on-write read reserve a cluster with
+ * write_prepare, write the data on the ring and publish the L2 entry in
+ * write_commit when the data has landed. What remains (copy-on-write from a
+ * backing file or a shared/compressed cluster, compressed reads) runs through
+ * the synchronous driver path.
+ *
+ * Completions (callbacks) are delivered only from qtimg_aio_poll(), never
+ * from inside qtimg_aio_submit(). Ring submissions are batched: submit
+ * queues, poll submits and reaps.
  */
 #include "image/img_internal.h"
 #include "common/log.h"
@@ -18,10 +25,20 @@ struct aio_req {
     struct qtimg_aio *aio;
     qtimg_aio_cb cb;
     void *opaque;
-    unsigned pending; /* ring operations not yet completed */
+    unsigned pending; /* ring operations not yet completed (+1 while submitting) */
     int ret;
-    bool submitted_all;
-    struct aio_req *next_free;
+    struct aio_req *next; /* free list or done list */
+};
+
+/* One ring operation. */
+struct aio_op {
+    struct aio_req *req;
+    struct qtimg *img; /* for the commit */
+    struct img_ticket t;
+    bool has_ticket;
+    uint8_t *zero_tail; /* short read: zero from here */
+    uint64_t want;
+    struct aio_op *next_free;
 };
 
 struct qtimg_aio {
@@ -30,12 +47,19 @@ struct qtimg_aio {
     unsigned depth;
     unsigned inflight; /* requests */
     unsigned sqes_queued;
+    unsigned ops_on_ring;
     struct aio_req *reqs;
     struct aio_req *free_list;
+    struct aio_req *done_head, *done_tail;
+    struct aio_op *ops;
+    struct aio_op *free_ops;
 };
+
+#define AIO_OPS_PER_REQ 8
 
 int qtimg_aio_init(struct qtimg *img, unsigned depth, struct qtimg_aio **out)
 {
+    unsigned nops = depth * AIO_OPS_PER_REQ, entries;
     struct qtimg_aio *aio;
     int ret;
 
@@ -46,22 +70,29 @@ int qtimg_aio_init(struct qtimg *img, unsigned depth, struct qtimg_aio **out)
         return -ENOMEM;
     aio->img = img;
     aio->depth = depth;
-    /* a request may split into several ring operations */
-    ret = io_uring_queue_init(depth * 4 < 64 ? 64 : depth * 4, &aio->ring, 0);
+    entries = nops < 64 ? 64 : nops;
+    ret = io_uring_queue_init(entries, &aio->ring, 0);
     if (ret < 0) {
         log_err("image '%s': io_uring setup: %s", img->path, strerror(-ret));
         free(aio);
         return ret;
     }
     aio->reqs = calloc(depth, sizeof(*aio->reqs));
-    if (!aio->reqs) {
+    aio->ops = calloc(nops, sizeof(*aio->ops));
+    if (!aio->reqs || !aio->ops) {
         io_uring_queue_exit(&aio->ring);
+        free(aio->reqs);
+        free(aio->ops);
         free(aio);
         return -ENOMEM;
     }
     for (unsigned i = 0; i < depth; i++) {
-        aio->reqs[i].next_free = aio->free_list;
+        aio->reqs[i].next = aio->free_list;
         aio->free_list = &aio->reqs[i];
+    }
+    for (unsigned i = 0; i < nops; i++) {
+        aio->ops[i].next_free = aio->free_ops;
+        aio->free_ops = &aio->ops[i];
     }
     *out = aio;
     return 0;
@@ -76,6 +107,7 @@ void qtimg_aio_fini(struct qtimg_aio *aio)
             break;
     io_uring_queue_exit(&aio->ring);
     free(aio->reqs);
+    free(aio->ops);
     free(aio);
 }
 
@@ -84,42 +116,40 @@ unsigned qtimg_aio_inflight(const struct qtimg_aio *aio)
     return aio->inflight;
 }
 
-static void aio_req_done(struct aio_req *r)
+/* The request finished: queue it for delivery from poll. */
+static void aio_req_finish(struct aio_req *r)
 {
     struct qtimg_aio *aio = r->aio;
-    qtimg_aio_cb cb = r->cb;
-    void *opaque = r->opaque;
-    int ret = r->ret;
 
-    r->next_free = aio->free_list;
-    aio->free_list = r;
-    aio->inflight--;
-    if (cb)
-        cb(opaque, ret);
+    r->next = NULL;
+    if (aio->done_tail)
+        aio->done_tail->next = r;
+    else
+        aio->done_head = r;
+    aio->done_tail = r;
 }
 
-static int aio_queue_rw(struct qtimg_aio *aio, struct aio_req *r, int fd, bool write, void *buf,
-                        uint64_t len, uint64_t off)
+static int aio_deliver(struct qtimg_aio *aio)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&aio->ring);
+    int n = 0;
 
-    if (!sqe) {
-        int ret = io_uring_submit(&aio->ring);
-        if (ret < 0)
-            return ret;
-        aio->sqes_queued = 0;
-        sqe = io_uring_get_sqe(&aio->ring);
-        if (!sqe)
-            return -EAGAIN;
+    while (aio->done_head) {
+        struct aio_req *r = aio->done_head;
+        qtimg_aio_cb cb = r->cb;
+        void *opaque = r->opaque;
+        int ret = r->ret;
+
+        aio->done_head = r->next;
+        if (!aio->done_head)
+            aio->done_tail = NULL;
+        r->next = aio->free_list;
+        aio->free_list = r;
+        aio->inflight--;
+        n++;
+        if (cb)
+            cb(opaque, ret);
     }
-    if (write)
-        io_uring_prep_write(sqe, fd, buf, (unsigned)len, off);
-    else
-        io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
-    io_uring_sqe_set_data(sqe, r);
-    r->pending++;
-    aio->sqes_queued++;
-    return 0;
+    return n;
 }
 
 static bool aio_dio_ok(const void *buf, uint64_t len, uint64_t off)
@@ -128,36 +158,69 @@ static bool aio_dio_ok(const void *buf, uint64_t len, uint64_t off)
            off % IMG_DIO_ALIGN == 0;
 }
 
+/* Queues one read or write; NULL op pool or ring: caller does it synchronously. */
+static struct aio_op *aio_queue_rw(struct qtimg_aio *aio, struct aio_req *r, struct qtimg *img,
+                                   bool write, void *buf, uint64_t len, uint64_t host)
+{
+    struct aio_op *op = aio->free_ops;
+    struct io_uring_sqe *sqe;
+    int fd = (img->data_fd != img->fd && aio_dio_ok(buf, len, host)) ? img->data_fd : img->fd;
+
+    if (!op)
+        return NULL;
+    sqe = io_uring_get_sqe(&aio->ring);
+    if (!sqe) {
+        if (io_uring_submit(&aio->ring) < 0)
+            return NULL;
+        aio->sqes_queued = 0;
+        sqe = io_uring_get_sqe(&aio->ring);
+        if (!sqe)
+            return NULL;
+    }
+    aio->free_ops = op->next_free;
+    memset(op, 0, sizeof(*op));
+    op->req = r;
+    op->img = img;
+    op->want = len;
+    op->zero_tail = write ? NULL : buf;
+    if (write)
+        io_uring_prep_write(sqe, fd, buf, (unsigned)len, host);
+    else
+        io_uring_prep_read(sqe, fd, buf, (unsigned)len, host);
+    io_uring_sqe_set_data(sqe, op);
+    r->pending++;
+    aio->sqes_queued++;
+    aio->ops_on_ring++;
+    return op;
+}
+
 /* Queues the reads for [off, off+len) of img (resolving the backing chain). */
 static int aio_read_chain(struct qtimg_aio *aio, struct aio_req *r, struct qtimg *img, uint8_t *buf,
                           uint64_t len, uint64_t off)
 {
     while (len) {
         struct img_ext ext;
+        uint64_t n = len;
         int ret;
 
         if (!img || off >= img->size) {
             memset(buf, 0, len);
             return 0;
         }
-        {
-            uint64_t n = len;
-            if (n > img->size - off)
-                n = img->size - off;
-            ret = img->drv->map_io(img, off, n, false, &ext);
-        }
+        if (n > img->size - off)
+            n = img->size - off;
+        ret = img->drv->map_io(img, off, n, false, &ext);
         if (ret < 0)
             return ret;
-        if (ext.len == 0)
+        if (ext.len == 0 || ext.len > n)
             return -EIO;
         switch (ext.kind) {
-        case IMG_EXT_HOST: {
-            int fd = (img->data_fd != img->fd && aio_dio_ok(buf, ext.len, ext.host_off))
-                         ? img->data_fd
-                         : img->fd;
-            ret = aio_queue_rw(aio, r, fd, false, buf, ext.len, ext.host_off);
+        case IMG_EXT_HOST:
+            if (aio_queue_rw(aio, r, img, false, buf, ext.len, ext.host_off))
+                ret = 0;
+            else
+                ret = img_data_pread(img, buf, ext.len, ext.host_off);
             break;
-        }
         case IMG_EXT_ZERO:
             memset(buf, 0, ext.len);
             ret = 0;
@@ -178,6 +241,19 @@ static int aio_read_chain(struct qtimg_aio *aio, struct aio_req *r, struct qtimg
     return 0;
 }
 
+static int aio_reap(struct qtimg_aio *aio, bool wait);
+
+/* Waits for every operation on the ring (completions are delivered later, from poll). */
+static int aio_drain_others(struct qtimg_aio *aio)
+{
+    while (aio->ops_on_ring) {
+        int ret = aio_reap(aio, true);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
 static int aio_write(struct qtimg_aio *aio, struct aio_req *r, uint8_t *buf, uint64_t len,
                      uint64_t off)
 {
@@ -185,18 +261,49 @@ static int aio_write(struct qtimg_aio *aio, struct aio_req *r, uint8_t *buf, uin
 
     while (len) {
         struct img_ext ext;
+        struct img_ticket t = {0};
+        bool has_ticket = false;
         int ret = img->drv->map_io(img, off, len, true, &ext);
+
         if (ret < 0)
             return ret;
-        if (ext.len == 0)
+        if (ext.len == 0 || ext.len > len)
             return -EIO;
+        if (ext.kind != IMG_EXT_HOST && img->drv->write_prepare && aio->free_ops) {
+            ret = img->drv->write_prepare(img, off, len, &ext, &t);
+            if (ret == -EBUSY) {
+                /* the cluster is being allocated by an earlier request */
+                ret = aio_drain_others(aio);
+                if (ret < 0)
+                    return ret;
+                continue;
+            }
+            if (ret < 0)
+                return ret;
+            has_ticket = ext.kind == IMG_EXT_HOST;
+        }
         if (ext.kind == IMG_EXT_HOST) {
-            int fd = (img->data_fd != img->fd && aio_dio_ok(buf, ext.len, ext.host_off))
-                         ? img->data_fd
-                         : img->fd;
-            ret = aio_queue_rw(aio, r, fd, true, buf, ext.len, ext.host_off);
+            struct aio_op *op = aio_queue_rw(aio, r, img, true, buf, ext.len, ext.host_off);
+            if (op) {
+                op->t = t;
+                op->has_ticket = has_ticket;
+                ret = 0;
+            } else {
+                ret = img_data_pwrite(img, buf, ext.len, ext.host_off);
+                if (has_ticket) {
+                    int c = img->drv->write_commit(img, &t, ret);
+                    if (ret == 0)
+                        ret = c;
+                }
+            }
         } else {
-            /* allocation or metadata change: synchronous path */
+            /* copy-on-write or metadata change: synchronous path; earlier
+             * allocations must be published first */
+            if (img->drv->write_prepare) {
+                ret = aio_drain_others(aio);
+                if (ret < 0)
+                    return ret;
+            }
             ret = qtimg_pwrite(img, buf, ext.len, off);
         }
         if (ret < 0)
@@ -224,7 +331,7 @@ int qtimg_aio_submit(struct qtimg_aio *aio, enum qtimg_aio_op op, void *buf, uin
     }
     if (op == QTIMG_AIO_WRITE && img->read_only)
         return -EROFS;
-    aio->free_list = r->next_free;
+    aio->free_list = r->next;
     memset(r, 0, sizeof(*r));
     r->aio = aio;
     r->cb = cb;
@@ -239,53 +346,69 @@ int qtimg_aio_submit(struct qtimg_aio *aio, enum qtimg_aio_op op, void *buf, uin
         ret = aio_write(aio, r, buf, len, off);
         break;
     default:
-        /* drain what is on the ring, then flush metadata and data */
-        while (aio->inflight > 1) {
-            ret = qtimg_aio_poll(aio, true);
-            if (ret < 0)
-                break;
-        }
-        ret = qtimg_flush(img);
+        /* everything before the flush completes first */
+        ret = aio_drain_others(aio);
+        if (ret == 0)
+            ret = qtimg_flush(img);
         break;
     }
     if (ret < 0)
         r->ret = ret;
-    if (aio->sqes_queued) {
-        int sr = io_uring_submit(&aio->ring);
-        if (sr < 0 && r->ret == 0)
-            r->ret = sr;
+    if (--r->pending == 0)
+        aio_req_finish(r);
+    return 0;
+}
+
+static void aio_op_done(struct qtimg_aio *aio, struct aio_op *op, int res)
+{
+    struct aio_req *r = op->req;
+    int ret = res < 0 ? res : 0;
+
+    if (res >= 0 && (uint64_t)res < op->want) {
+        if (op->zero_tail) /* read past the end of the file: zeroes */
+            memset(op->zero_tail + res, 0, op->want - (uint64_t)res);
+        else
+            ret = -EIO; /* short write */
+    }
+    if (op->has_ticket) {
+        int c = op->img->drv->write_commit(op->img, &op->t, ret);
+        if (ret == 0)
+            ret = c;
+    }
+    if (ret < 0 && r->ret == 0)
+        r->ret = ret;
+    op->next_free = aio->free_ops;
+    aio->free_ops = op;
+    aio->ops_on_ring--;
+    if (--r->pending == 0)
+        aio_req_finish(r);
+}
+
+static int aio_reap(struct qtimg_aio *aio, bool wait)
+{
+    struct io_uring_cqe *cqe;
+    int ret;
+
+    if (aio->sqes_queued || (wait && aio->ops_on_ring)) {
+        ret = io_uring_submit_and_wait(&aio->ring, wait && aio->ops_on_ring ? 1 : 0);
+        if (ret < 0 && ret != -EINTR)
+            return ret;
         aio->sqes_queued = 0;
     }
-    if (--r->pending == 0)
-        aio_req_done(r);
+    while (io_uring_peek_cqe(&aio->ring, &cqe) == 0) {
+        struct aio_op *op = io_uring_cqe_get_data(cqe);
+        int res = cqe->res;
+        io_uring_cqe_seen(&aio->ring, cqe);
+        if (op)
+            aio_op_done(aio, op, res);
+    }
     return 0;
 }
 
 int qtimg_aio_poll(struct qtimg_aio *aio, bool wait)
 {
-    struct io_uring_cqe *cqe;
-    int done = 0, ret;
-
-    if (!aio->inflight)
-        return 0;
-    if (wait) {
-        ret = io_uring_wait_cqe(&aio->ring, &cqe);
-        if (ret < 0)
-            return ret;
-    }
-    while (io_uring_peek_cqe(&aio->ring, &cqe) == 0) {
-        struct aio_req *r = io_uring_cqe_get_data(cqe);
-        int res = cqe->res;
-        io_uring_cqe_seen(&aio->ring, cqe);
-        if (!r)
-            continue;
-        if (res < 0 && r->ret == 0)
-            r->ret = res;
-        /* short transfers: the file ends (reads past EOF are zero in qcow2) */
-        if (--r->pending == 0) {
-            aio_req_done(r);
-            done++;
-        }
-    }
-    return done;
+    int ret = aio_reap(aio, wait && !aio->done_head);
+    if (ret < 0)
+        return ret;
+    return aio_deliver(aio);
 }

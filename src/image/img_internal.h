@@ -21,6 +21,15 @@ struct img_ext {
     uint64_t host_off;
 };
 
+/* An allocation reserved by write_prepare, published by write_commit. */
+struct img_ticket {
+    uint64_t gc;    /* guest cluster */
+    uint64_t l2off; /* L2 table holding its entry */
+    uint64_t host;  /* host cluster */
+    uint32_t mask;  /* subclusters the write covers */
+    bool new_cluster;
+};
+
 struct img_driver {
     const char *name;
     enum qtimg_fmt fmt;
@@ -38,6 +47,14 @@ struct img_driver {
     int (*map_io)(struct qtimg *img, uint64_t off, uint64_t len, bool for_write,
                   struct img_ext *ext);
     int (*create)(const char *path, const struct qtimg_create_opts *opts);
+    /* Asynchronous allocating writes (optional). write_prepare reserves host
+     * space for [off, off+ext->len) when no copy-on-write read is needed and
+     * returns ext->kind HOST with *t filled (the caller writes the data, then
+     * calls write_commit with the result), SLOW when the synchronous path
+     * must run, or -EBUSY while the cluster has an allocation in flight. */
+    int (*write_prepare)(struct qtimg *img, uint64_t off, uint64_t len, struct img_ext *ext,
+                         struct img_ticket *t);
+    int (*write_commit)(struct qtimg *img, const struct img_ticket *t, int result);
 };
 
 struct qtimg {

@@ -1563,8 +1563,6 @@ static int cmd_bench(struct cli *cli, int argc, char **argv)
     while (b.done < b.count && !b.err) {
         while (b.submitted < b.count && qtimg_aio_inflight(b.aio) < b.depth) {
             uint8_t *buf = b.bufs[b.next_buf++ % b.depth];
-            if (b.offset + b.size > b.img_size)
-                b.offset = b.start % b.img_size;
             ret = qtimg_aio_submit(b.aio, b.write ? QTIMG_AIO_WRITE : QTIMG_AIO_READ, buf, b.size,
                                    b.offset, bench_cb, &b);
             if (ret == -EAGAIN)
@@ -1574,7 +1572,8 @@ static int cmd_bench(struct cli *cli, int argc, char **argv)
                 break;
             }
             b.submitted++;
-            b.offset += b.step;
+            /* the same offset sequence as qemu-img bench (7.2): wrap modulo the size */
+            b.offset = b.img_size ? (b.offset + b.step) % b.img_size : 0;
             if (b.flush_interval && b.write && b.submitted % b.flush_interval == 0) {
                 ret = qtimg_aio_submit(b.aio, QTIMG_AIO_FLUSH, NULL, 0, 0, NULL, NULL);
                 if (ret < 0)

@@ -602,23 +602,6 @@ static int qcow2_defer_dec(struct qcow2 *s, uint64_t cluster)
     return 0;
 }
 
-/* Keeps the file covering every allocated cluster (partial writes past EOF). */
-static int qcow2_extend_file(struct qcow2 *s, uint64_t end)
-{
-    if (end <= s->phys_size)
-        return 0;
-    {
-        struct stat st;
-        if (fstat(s->img->fd, &st) < 0)
-            return -errno;
-        s->phys_size = (uint64_t)st.st_size;
-    }
-    if (end > s->phys_size && ftruncate(s->img->fd, (off_t)end) < 0)
-        return -errno;
-    s->phys_size = end > s->phys_size ? end : s->phys_size;
-    return 0;
-}
-
 /* ---- L1 / header ---- */
 
 int qcow2_write_l1(struct qcow2 *s)
@@ -1296,9 +1279,6 @@ static int qcow2_write_in_cluster(struct qcow2 *s, uint64_t gc, const uint8_t *d
             goto out;
         if (host + s->cluster_size > s->zero_above)
             s->zero_above = host + s->cluster_size;
-        ret = qcow2_extend_file(s, host + s->cluster_size);
-        if (ret < 0)
-            goto out;
         ne.type = L2E_NORMAL;
         ne.copied = true;
         ne.host = host;
@@ -1823,6 +1803,135 @@ static int qcow2_map_io(struct qtimg *img, uint64_t off, uint64_t len, bool for_
     return 0;
 }
 
+/* ---- asynchronous allocation (used by aio.c) ---- */
+
+static bool qcow2_inflight_has(const struct qcow2 *s, uint64_t gc)
+{
+    for (unsigned i = 0; i < s->ninflight; i++)
+        if (s->inflight[i] == gc)
+            return true;
+    return false;
+}
+
+static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, struct img_ext *ext,
+                               struct img_ticket *t)
+{
+    struct qcow2 *s = img->priv;
+    uint64_t gc = off >> s->cluster_bits, coff = off & (s->cluster_size - 1);
+    uint64_t n = s->cluster_size - coff, scs = 1ull << s->sc_bits, l2off, host;
+    uint32_t first, last, touched;
+    struct qcow2_l2e e;
+    bool aligned;
+    int ret;
+
+    if (n > len)
+        n = len;
+    ext->len = n;
+    ext->kind = IMG_EXT_SLOW;
+    memset(t, 0, sizeof(*t));
+    if (s->crypto || (s->incompat & QCOW2_INCOMPAT_CORRUPT))
+        return 0;
+    if (qcow2_inflight_has(s, gc))
+        return -EBUSY;
+    first = (uint32_t)(coff >> s->sc_bits);
+    last = (uint32_t)((coff + n - 1) >> s->sc_bits);
+    touched = sc_mask(first, last);
+    aligned = !(coff & (scs - 1)) && !((coff + n) & (scs - 1));
+    ret = qcow2_mark_dirty(s);
+    if (ret < 0)
+        return ret;
+    ret = qcow2_l2_for_write(s, gc >> s->l2_bits, &l2off);
+    if (ret < 0)
+        return ret;
+    ret = qcow2_get_entry(s, gc, &e);
+    if (ret < 0)
+        return ret;
+    if (e.type == L2E_NORMAL && e.copied) {
+        if (!aligned && (e.alloc & touched) != touched)
+            return 0; /* partial subcluster needs a fill: synchronous */
+        host = e.host;
+        t->new_cluster = false;
+    } else if (e.type == L2E_UNALLOC) {
+        bool zero_fill = false;
+        if (!aligned) {
+            /* only a fresh cluster with nothing below it can skip the fill */
+            if (s->nb_sc != 1 || img->backing || e.zero)
+                return 0;
+            zero_fill = true;
+        }
+        ret = qcow2_alloc_clusters(s, 1, &host);
+        if (ret < 0)
+            return ret;
+        if (zero_fill && host < s->zero_above) {
+            /* a reused cluster: clear what the write does not cover */
+            ret = img_pwrite_full(img->fd, s->zbuf, coff, host);
+            if (ret == 0)
+                ret =
+                    img_pwrite_full(img->fd, s->zbuf, s->cluster_size - coff - n, host + coff + n);
+            if (ret < 0) {
+                qcow2_refcount_add(s, host >> s->cluster_bits, -1);
+                return ret;
+            }
+        }
+        if (host + s->cluster_size > s->zero_above)
+            s->zero_above = host + s->cluster_size;
+        t->new_cluster = true;
+    } else {
+        return 0; /* shared or compressed: copy-on-write runs synchronously */
+    }
+    if (s->ninflight == s->capinflight) {
+        unsigned cap = s->capinflight ? s->capinflight * 2 : 64;
+        uint64_t *p = realloc(s->inflight, cap * sizeof(*p));
+        if (!p) {
+            if (t->new_cluster)
+                qcow2_refcount_add(s, host >> s->cluster_bits, -1);
+            return -ENOMEM;
+        }
+        s->inflight = p;
+        s->capinflight = cap;
+    }
+    s->inflight[s->ninflight++] = gc;
+    t->gc = gc;
+    t->l2off = l2off;
+    t->host = host;
+    t->mask = s->nb_sc == 1 ? 1 : touched;
+    ext->kind = IMG_EXT_HOST;
+    ext->host_off = host + coff;
+    return 0;
+}
+
+static int qcow2_write_commit(struct qtimg *img, const struct img_ticket *t, int result)
+{
+    struct qcow2 *s = img->priv;
+    struct qcow2_l2e e;
+    int ret;
+
+    for (unsigned i = 0; i < s->ninflight; i++) {
+        if (s->inflight[i] == t->gc) {
+            s->inflight[i] = s->inflight[--s->ninflight];
+            break;
+        }
+    }
+    if (result < 0) {
+        /* the new cluster was never referenced */
+        return t->new_cluster ? qcow2_refcount_add(s, t->host >> s->cluster_bits, -1) : 0;
+    }
+    ret = qcow2_get_entry(s, t->gc, &e);
+    if (ret < 0)
+        return ret;
+    if (e.type == L2E_UNALLOC) {
+        e.type = L2E_NORMAL;
+        e.host = t->host;
+        e.copied = true;
+    } else if (e.type != L2E_NORMAL || e.host != t->host) {
+        return qcow2_signal_corrupt(s, "L2 entry of guest cluster %llu changed during a write",
+                                    (unsigned long long)t->gc);
+    }
+    e.alloc |= t->mask;
+    e.zero &= ~t->mask;
+    return qcow2_set_entry(s, t->l2off, t->gc, &e);
+}
+
 /* ---- open ---- */
 
 static int qcow2_parse_exts(struct qcow2 *s, const uint8_t *hdr, uint64_t start, uint64_t end)
@@ -1993,6 +2102,7 @@ static void qcow2_free(struct qcow2 *s)
     free(s->backing_file);
     free(s->backing_fmt);
     free(s->dec);
+    free(s->inflight);
     free(s->zbuf);
     free(s->dcache);
     for (unsigned i = 0; i < s->next; i++)
@@ -2018,7 +2128,6 @@ static int qcow2_open(struct qtimg *img, const struct qtimg_open_opts *opts)
         goto fail;
     }
     s->file_size = (uint64_t)st.st_size;
-    s->phys_size = s->file_size;
     s->zero_above = s->file_size;
     hdr = calloc(1, 1u << QCOW2_MAX_CLUSTER_BITS);
     if (!hdr) {
@@ -2457,4 +2566,6 @@ const struct img_driver img_qcow2_driver = {
     .map = qcow2_map,
     .map_io = qcow2_map_io,
     .create = qcow2_create,
+    .write_prepare = qcow2_write_prepare,
+    .write_commit = qcow2_write_commit,
 };

@@ -134,7 +134,6 @@ struct qcow2 {
     uint64_t free_hint;  /* cluster index */
     uint64_t zero_above; /* every file byte at or above this reads as zero */
     uint64_t file_size;  /* end of the last cluster in use or allocated */
-    uint64_t phys_size;  /* known size of the file on disk (lower bound) */
 
     uint64_t *dec; /* deferred refcount decrements (cluster indexes) */
     size_t ndec, capdec;
@@ -146,7 +145,9 @@ struct qcow2 {
     uint64_t dcache_key; /* last decompressed cluster */
     bool dirty_set;
     bool corrupt_signalled;
-    void *crypto; /* LUKS context when encrypted */
+    void *crypto;       /* LUKS context when encrypted */
+    uint64_t *inflight; /* guest clusters with an asynchronous allocation in flight */
+    unsigned ninflight, capinflight;
 };
 
 static inline uint64_t qcow2_cluster_of(const struct qcow2 *s, uint64_t off)

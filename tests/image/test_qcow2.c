@@ -409,6 +409,87 @@ static void test_compressed(void **state)
     free(r);
 }
 
+static void aio_count_cb(void *opaque, int ret)
+{
+    int *c = opaque;
+    assert_int_equal(ret, 0);
+    (*c)++;
+}
+
+/* Queue depth 16 of mixed writes (new clusters, same cluster twice while its
+ * allocation is in flight, partial clusters over a backing file) and reads. */
+static void test_aio(void **state)
+{
+    struct qtimg_create_opts co = {.fmt = QTIMG_FMT_QCOW2, .size = 16 << 20};
+    uint8_t *bufs[32], *r = malloc(1 << 20);
+    struct qtimg *base, *img;
+    struct qtimg_aio *aio;
+    int done = 0, sub = 0;
+    char bp[256], p[256];
+
+    path_of(bp, sizeof(bp), "aiobase.qcow2");
+    path_of(p, sizeof(p), "aio.qcow2");
+    assert_int_equal(qtimg_create(bp, &co), 0);
+    assert_int_equal(qtimg_open(bp, NULL, &base), 0);
+    memset(r, 0x99, 1 << 20);
+    assert_int_equal(qtimg_pwrite(base, r, 1 << 20, 8 << 20), 0);
+    assert_int_equal(qtimg_close(base), 0);
+    co.backing_file = "aiobase.qcow2";
+    assert_int_equal(qtimg_create(p, &co), 0);
+    if (qtimg_open(p, &(struct qtimg_open_opts){.flags = QTIMG_O_DIRECT}, &img) < 0)
+        assert_int_equal(qtimg_open(p, NULL, &img), 0); /* no O_DIRECT on this fs */
+    assert_int_equal(qtimg_aio_init(img, 16, &aio), 0);
+    for (int i = 0; i < 32; i++) {
+        assert_int_equal(posix_memalign((void **)&bufs[i], 4096, 65536), 0);
+        memset(bufs[i], 0x10 + i, 65536);
+    }
+    /* i < 16: 4k writes, two per cluster (second hits an in-flight allocation);
+     * i >= 16: 4k writes into the backing file's data range (copy-on-write) */
+    for (int i = 0; i < 32; i++) {
+        uint64_t off = i < 16 ? (uint64_t)(i / 2) * 65536 + (uint64_t)(i % 2) * 8192
+                              : (8ull << 20) + (uint64_t)(i - 16) * 65536 + 4096;
+        while (qtimg_aio_submit(aio, QTIMG_AIO_WRITE, bufs[i], 4096, off, aio_count_cb, &done) ==
+               -EAGAIN)
+            assert_true(qtimg_aio_poll(aio, true) >= 0);
+        sub++;
+    }
+    assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_FLUSH, NULL, 0, 0, aio_count_cb, &done), 0);
+    sub++;
+    while (done < sub)
+        assert_true(qtimg_aio_poll(aio, true) >= 0);
+    /* read back through the ring */
+    done = sub = 0;
+    assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_READ, r, 1 << 20, 0, aio_count_cb, &done), 0);
+    sub++;
+    while (done < sub)
+        assert_true(qtimg_aio_poll(aio, true) >= 0);
+    for (int i = 0; i < 16; i++) {
+        uint64_t off = (uint64_t)(i / 2) * 65536 + (uint64_t)(i % 2) * 8192;
+        assert_int_equal(r[off], 0x10 + i);
+        assert_int_equal(r[off + 4095], 0x10 + i);
+        assert_int_equal(r[off + 4096], 0);
+    }
+    assert_int_equal(
+        qtimg_aio_submit(aio, QTIMG_AIO_READ, r, 1 << 20, 8 << 20, aio_count_cb, &done), 0);
+    sub++;
+    while (done < sub)
+        assert_true(qtimg_aio_poll(aio, true) >= 0);
+    for (int i = 16; i < 32; i++) {
+        uint64_t off = (uint64_t)(i - 16) * 65536;
+        assert_int_equal(r[off], 0x99);
+        assert_int_equal(r[off + 4096], 0x10 + i);
+        assert_int_equal(r[off + 8192], 0x99);
+    }
+    qtimg_aio_fini(aio);
+    expect_clean(img);
+    assert_int_equal(qtimg_close(img), 0);
+    for (int i = 0; i < 32; i++)
+        free(bufs[i]);
+    free(r);
+    unlink(p);
+    unlink(bp);
+}
+
 static int teardown(void **state)
 {
     rmdir(tmpdir);
@@ -421,7 +502,7 @@ int main(void)
         cmocka_unit_test(test_refcount_packing),    cmocka_unit_test(test_l2_decode),
         cmocka_unit_test(test_header_hostile),      cmocka_unit_test(test_roundtrip_variants),
         cmocka_unit_test(test_backing_cow_discard), cmocka_unit_test(test_snapshots_resize),
-        cmocka_unit_test(test_compressed),
+        cmocka_unit_test(test_compressed),          cmocka_unit_test(test_aio),
     };
     log_init("test_qcow2", LOG_LVL_ERROR);
     if (!mkdtemp(tmpdir))
