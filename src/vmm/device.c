@@ -2,6 +2,8 @@
 #include "vmm/device.h"
 #include "common/log.h"
 
+#include <string.h>
+
 #define MAX_DEVICE_TYPES 64
 
 /* Filled by constructors before main(); read-only afterwards. */
@@ -46,4 +48,12 @@ void vmm_devices_stats(struct vm *vm, json_object *devices)
     for (int i = 0; i < n_device_types; i++)
         if (device_types[i]->stats)
             device_types[i]->stats(vm, devices);
+}
+
+const struct vmm_device_type *vmm_device_type_find(const char *name)
+{
+    for (int i = 0; i < n_device_types; i++)
+        if (strcmp(device_types[i]->name, name) == 0)
+            return device_types[i];
+    return NULL;
 }

@@ -13,8 +13,14 @@
 struct vm;
 struct vm_config;
 
-enum dev_level { DEV_LEVEL_CORE = 0, DEV_LEVEL_LEGACY, DEV_LEVEL_PCI, DEV_LEVEL_VIRTIO,
-                 DEV_LEVEL_LATE, DEV_LEVEL_MAX };
+enum dev_level {
+    DEV_LEVEL_CORE = 0,
+    DEV_LEVEL_LEGACY,
+    DEV_LEVEL_PCI,
+    DEV_LEVEL_VIRTIO,
+    DEV_LEVEL_LATE,
+    DEV_LEVEL_MAX
+};
 
 struct vmm_device_type {
     const char *name;
@@ -30,6 +36,8 @@ void vmm_device_type_register(const struct vmm_device_type *t);
 int vmm_devices_init(struct vm *vm, const struct vm_config *cfg);
 void vmm_devices_exit(struct vm *vm);
 void vmm_devices_stats(struct vm *vm, json_object *devices);
+/* The registered type with this name, or NULL (tests initialise single types). */
+const struct vmm_device_type *vmm_device_type_find(const char *name);
 
 #define VMM_DEVICE(tag, lvl, init_fn, exit_fn, stats_fn)                                           \
     static const struct vmm_device_type vmm_dev_##tag = {                                          \

@@ -332,6 +332,8 @@ int vm_msi_route_alloc(struct vm *vm, uint64_t addr, uint32_t data, uint32_t *gs
 {
     int ret = -ENOSPC;
 
+    if (!vm->routing)
+        return -ENOTSUP;
     pthread_mutex_lock(&vm->irq_lock);
     for (uint32_t g = VM_GSI_MSI_BASE; g < vm->routing_max && g < VM_MAX_MSI_ROUTES; g++) {
         if (vm->gsi_used[g])
@@ -355,6 +357,8 @@ int vm_msi_route_update(struct vm *vm, uint32_t gsi, uint64_t addr, uint32_t dat
     struct kvm_irq_routing_entry *e, saved;
     int ret;
 
+    if (!vm->routing)
+        return -ENOTSUP;
     pthread_mutex_lock(&vm->irq_lock);
     e = routing_find(vm, gsi);
     if (!e) {
@@ -375,6 +379,8 @@ void vm_msi_route_free(struct vm *vm, uint32_t gsi)
 {
     struct kvm_irq_routing_entry *e;
 
+    if (!vm->routing)
+        return;
     pthread_mutex_lock(&vm->irq_lock);
     e = routing_find(vm, gsi);
     if (e) {

@@ -105,6 +105,19 @@ def main():
     rc, out, err = run(q, ["--kernel", g, "--memory", "size=3G", "--serial", "tty", "--cmdline", "p"])
     check(rc == 0, f"3 GiB guest (RAM above 4 GiB) boots (status {rc}) {err[-200:]}")
 
+    # Hugepage-backed RAM (only where the host has 2 MiB pages free).
+    free_huge = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("HugePages_Free:"):
+                free_huge = int(line.split()[1])
+    if free_huge >= 32:
+        rc, out, err = run(q, ["--kernel", g, "--memory", "size=64M,hugepages=on", "--serial",
+                               "tty", "--cmdline", "p huge"])
+        check(rc == 0 and "p huge" in out, f"hugepages=on boots (status {rc}) {err[-160:]}")
+    else:
+        print("skip hugepages=on: fewer than 32 free 2 MiB pages")
+
     # Bad images are refused before any vCPU runs (no 'Q' on the serial line).
     junk = os.path.join(tmp, "junk.bin")
     with open(junk, "wb") as f:
