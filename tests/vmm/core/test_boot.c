@@ -439,6 +439,67 @@ static void test_bzimage_initrd_limits(void **state)
     assert_non_null(strstr(f->err, "overlapping"));
 }
 
+/*
+ * Hostile images: thousands of seeded mutations of the good ELF and bzImage
+ * (header bytes flipped, lengths truncated). The loaders must never crash or
+ * write outside RAM (ASan checks in make check), and whatever they accept
+ * must describe an entry and boot structures inside guest RAM.
+ */
+static uint64_t mutate_rng(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void test_mutations(void **state)
+{
+    struct fixture *f = *state;
+    static uint8_t good_elf_buf[0x1000], good_bz_buf[BZ_SETUP_SIZE + BZ_PAYLOAD];
+    static uint8_t img_buf[BZ_SETUP_SIZE + BZ_PAYLOAD], initrd[3000];
+    struct elf_spec es = good_elf(true);
+    struct bz_spec bs = good_bz();
+    size_t elf_len = make_elf(good_elf_buf, &es), bz_len = make_bzimage(good_bz_buf, &bs);
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    int accepted = 0;
+
+    for (int iter = 0; iter < 20000; iter++) {
+        bool use_bz = iter & 1;
+        const uint8_t *src = use_bz ? good_bz_buf : good_elf_buf;
+        size_t len = use_bz ? bz_len : elf_len;
+        size_t hdr = use_bz ? SETUP_HEADER_END : ELF_CODE_OFF;
+        struct boot_images img = {.kernel = img_buf, .cmdline = "x", .rsdp = 0xe0000};
+        struct boot_info bi;
+        int flips = 1 + (int)(mutate_rng(&seed) % 6);
+
+        memcpy(img_buf, src, len);
+        for (int k = 0; k < flips; k++)
+            img_buf[mutate_rng(&seed) % hdr] = (uint8_t)mutate_rng(&seed);
+        if (mutate_rng(&seed) % 4 == 0)
+            len = mutate_rng(&seed) % (len + 1);
+        img.kernel_len = len;
+        if (mutate_rng(&seed) % 3 == 0) {
+            img.initrd = initrd;
+            img.initrd_len = sizeof(initrd);
+        }
+        if (boot_load(&f->gm, &img, &bi, f->err, sizeof(f->err)) == 0) {
+            accepted++;
+            assert_non_null(guest_mem_ptr(&f->gm, bi.entry, 1));
+            assert_non_null(guest_mem_ptr(&f->gm, bi.params, 1));
+            assert_true(bi.kernel_start >= 0x100000 && bi.kernel_end <= RAM_SIZE);
+            if (bi.initrd_size)
+                assert_true(bi.initrd_start >= bi.kernel_end &&
+                            bi.initrd_start + bi.initrd_size <= RAM_SIZE);
+        } else {
+            assert_true(f->err[0] != 0); /* every refusal says why */
+        }
+        f->err[0] = 0;
+    }
+    /* Some mutations hit harmless bytes: the good paths were exercised too. */
+    assert_true(accepted > 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +510,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bzimage_good, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bzimage_bad, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bzimage_initrd_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mutations, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
