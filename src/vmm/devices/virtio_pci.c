@@ -175,7 +175,11 @@ static void virtio_dev_activate(struct virtio_dev *vdev)
 static void virtio_status_write(struct virtio_dev *vdev, uint8_t val)
 {
     uint8_t old = virtio_dev_status(vdev);
-    uint8_t set = val & ~old;
+    uint8_t set;
+
+    /* Only a write of 0 (reset) clears status bits (virtio 1.2, 2.1.1). */
+    val |= old;
+    set = val & ~old;
 
     if ((set & VIRTIO_STATUS_FEATURES_OK)) {
         uint64_t f = vdev->guest_features;
@@ -197,8 +201,7 @@ static void virtio_status_write(struct virtio_dev *vdev, uint8_t val)
     /* NEEDS_RESET belongs to the device: the driver cannot clear it. */
     val |= old & VIRTIO_STATUS_NEEDS_RESET;
     __atomic_store_n(&vdev->status, val, __ATOMIC_RELEASE);
-    if ((set & VIRTIO_STATUS_DRIVER_OK) && (val & VIRTIO_STATUS_DRIVER_OK) &&
-        !(val & VIRTIO_STATUS_NEEDS_RESET))
+    if ((set & VIRTIO_STATUS_DRIVER_OK) && !(val & VIRTIO_STATUS_NEEDS_RESET) && !vdev->active)
         virtio_dev_activate(vdev);
 }
 

@@ -252,11 +252,13 @@ int fake_vm_access(struct vm *vm, enum vm_io_space space, uint64_t addr, void *d
 
 uint32_t fake_vm_read(struct vm *vm, enum vm_io_space space, uint64_t addr, uint32_t len)
 {
-    uint32_t v = 0;
+    uint64_t v = 0;
 
+    if (len > 8)
+        return 0;
     if (fake_vm_access(vm, space, addr, &v, len, false) < 0)
-        return 0xffffffffu >> (32 - 8 * len);
-    return v;
+        return len >= 4 ? 0xffffffffu : (uint32_t)((1ull << (8 * len)) - 1);
+    return (uint32_t)v;
 }
 
 void fake_vm_write(struct vm *vm, enum vm_io_space space, uint64_t addr, uint32_t len, uint64_t val)
