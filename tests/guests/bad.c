@@ -68,14 +68,17 @@ static void case_straddle(struct bad_ctx *c, struct virtq *vq)
     virtq_publish(vq, 0);
 }
 
-/* 0 -> 1 -> 0 ... */
+/*
+ * 0 -> 1 -> 0 ...: a write request whose descriptors are all device-readable, so that only
+ * the loop is wrong.
+ */
 static void case_loop(struct bad_ctx *c, struct virtq *vq)
 {
     bad_hdr(c, &vq->desc[0]);
+    c->b.slots[0].hdr.type = VIRTIO_BLK_T_OUT;
     vq->desc[0].flags = VIRTQ_DESC_F_NEXT;
     vq->desc[0].next = 1;
-    vq->desc[1] =
-        (struct virtq_desc){(uint64_t)c->buf, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0};
+    vq->desc[1] = (struct virtq_desc){(uint64_t)c->buf, 512, VIRTQ_DESC_F_NEXT, 0};
     virtq_publish(vq, 0);
 }
 
@@ -164,14 +167,14 @@ static void case_indirect_nested(struct bad_ctx *c, struct virtq *vq)
     virtq_publish(vq, 0);
 }
 
-/* indirect chain longer than the queue (loop inside the table) */
+/* loop inside an indirect table (a write request: every descriptor device-readable) */
 static void case_indirect_loop(struct bad_ctx *c, struct virtq *vq)
 {
     bad_hdr(c, &c->indirect[0]);
+    c->b.slots[0].hdr.type = VIRTIO_BLK_T_OUT;
     c->indirect[0].flags = VIRTQ_DESC_F_NEXT;
     c->indirect[0].next = 1;
-    c->indirect[1] =
-        (struct virtq_desc){(uint64_t)c->buf, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0};
+    c->indirect[1] = (struct virtq_desc){(uint64_t)c->buf, 512, VIRTQ_DESC_F_NEXT, 0};
     vq->desc[0] = (struct virtq_desc){(uint64_t)c->indirect, 2 * 16, VIRTQ_DESC_F_INDIRECT, 0};
     virtq_publish(vq, 0);
 }

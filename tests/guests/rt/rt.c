@@ -6,6 +6,7 @@
 struct hvm_start_info rt_start_info;
 uint64_t rt_ram_top;
 extern uint32_t rt_start_info_pa;
+extern uint64_t rt_entry_tsc;
 extern const uint64_t trap_stubs[32];
 
 struct idt_entry {
@@ -112,6 +113,8 @@ void rt_main(void)
         printf("WARN: ACPI not found (%d): power-off will not work\n", ret);
     cmdline_init();
     printf("READY\nguest %s cmdline \"%s\"\n", guest_name, cmdline_raw());
+    printf("runtime up %lu us after the first instruction (tsc %lu kHz)\n",
+           (rdtsc() - rt_entry_tsc) * 1000 / tsc_khz(), tsc_khz());
     ret = guest_main();
     if (ret == 0)
         printf("PASS %s\n", guest_name);

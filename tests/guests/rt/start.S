@@ -39,6 +39,9 @@ pvh_start:
     cli
     cld
     movl %ebx, %ebp                /* hvm_start_info, kept across the setup */
+    rdtsc
+    movl %eax, rt_entry_tsc
+    movl %edx, rt_entry_tsc + 4
 
     /* Zero .bss (page tables, stacks and buffers live there). */
     movl $__bss_start, %edi
@@ -213,6 +216,9 @@ gdt_desc:
     .globl rt_start_info_pa
 rt_start_info_pa:
     .long 0
+    .globl rt_entry_tsc
+rt_entry_tsc:
+    .quad 0
 ap_next_stack:
     .long 0
 
@@ -228,6 +234,9 @@ pd:
 boot_stack:
     .skip 32768
 boot_stack_top:
+
+    /* Not zeroed at start-up: zeroing costs time on emulating hypervisors. */
+    .section .noinit, "aw", @nobits
     .balign 16
 ap_stacks:
     .skip (AP_MAX + 1) * AP_STACK_SIZE
