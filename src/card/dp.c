@@ -553,8 +553,9 @@ static void worker_flush_pending(struct worker *w, uint64_t now, bool force)
         pthread_spin_lock(&q->rx_lock);
         if (q->co_pending && q->rx_running) {
             if (force || coalesce_poll(&q->co, now)) {
-                virtq_signal(&p->dev.vr[2 * q->qpair].vq);
-                q->st.notifications++;
+                /* Held completions: signal if the driver still asks for it (event idx). */
+                if (virtq_notify(&p->dev.vr[2 * q->qpair].vq))
+                    q->st.notifications++;
                 q->co_pending = false;
             } else {
                 done = false;

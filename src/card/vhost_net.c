@@ -113,6 +113,8 @@ static void vhost_net_queue_start(void *opaque, struct vu_dev *dev, unsigned qid
         pthread_spin_lock(&q->rx_lock);
         coalesce_init(&q->co, &pol->coalesce_cfg);
         q->co_pending = false;
+        /* We deliver on our own schedule: the driver never needs to kick a receive queue. */
+        virtq_disable_kicks(&dev->vr[qidx].vq);
         __atomic_store_n(&q->rx_running, true, __ATOMIC_RELEASE);
         pthread_spin_unlock(&q->rx_lock);
         log_info("port '%s': receive queue %u running (size %u)", p->name, qidx / 2,
