@@ -68,9 +68,12 @@ static const char *cli_secret(struct cli *cli, const char *id)
     return NULL;
 }
 
-static int open_image(const char *path, const char *fmt, uint32_t flags, struct qtimg **out)
+/* Opens an image; the first --object secret is the passphrase of encrypted images. */
+static int open_image(struct cli *cli, const char *path, const char *fmt, uint32_t flags,
+                      struct qtimg **out)
 {
-    struct qtimg_open_opts o = {.flags = flags};
+    struct qtimg_open_opts o = {.flags = flags,
+                                .key_secret = cli->nsecrets ? cli->secrets[0].data : NULL};
     if (fmt && qtimg_fmt_parse(fmt, &o.fmt) < 0) {
         fprintf(stderr, "qtimg: unknown format '%s'\n", fmt);
         return -EINVAL;
@@ -127,6 +130,8 @@ static int parse_create_opts(struct cli *cli, const char *s, struct qtimg_create
         *bfmt = strdup(v);
     if ((v = opts_get(&o, "encrypt.format")))
         co->encrypt_format = strdup(v);
+    if (opts_get_u64(&o, "encrypt.iter-time", &u) == 0)
+        co->encrypt_iter_time_ms = (uint32_t)u;
     if ((v = opts_get(&o, "encrypt.key-secret"))) {
         co->key_secret = cli_secret(cli, v);
         if (!co->key_secret) {
@@ -370,7 +375,7 @@ static int cmd_info(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "qtimg info: missing filename\n");
         return 1;
     }
-    ret = open_image(argv[optind], fmt, QTIMG_O_RDONLY | QTIMG_O_CHECK, &img);
+    ret = open_image(cli, argv[optind], fmt, QTIMG_O_RDONLY | QTIMG_O_CHECK, &img);
     if (ret < 0) {
         fprintf(stderr, "qtimg info: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         return 1;
@@ -484,7 +489,7 @@ static int cmd_check(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "qtimg check: missing filename\n");
         return 1;
     }
-    ret = open_image(argv[optind], fmt,
+    ret = open_image(cli, argv[optind], fmt,
                      QTIMG_O_NO_BACKING | QTIMG_O_CHECK | (fix ? 0 : QTIMG_O_RDONLY), &img);
     if (ret < 0) {
         fprintf(stderr, "qtimg check: cannot open '%s': %s\n", argv[optind], strerror(-ret));
@@ -654,7 +659,7 @@ static int cmd_map(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "qtimg map: missing filename\n");
         return 1;
     }
-    ret = open_image(argv[optind], fmt, QTIMG_O_RDONLY, &img);
+    ret = open_image(cli, argv[optind], fmt, QTIMG_O_RDONLY, &img);
     if (ret < 0) {
         fprintf(stderr, "qtimg map: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         return 1;
@@ -765,8 +770,8 @@ static int cmd_compare(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "qtimg compare: two filenames needed\n");
         return 2;
     }
-    if ((ret = open_image(argv[optind], fmt1, QTIMG_O_RDONLY, &a)) < 0 ||
-        (ret = open_image(argv[optind + 1], fmt2, QTIMG_O_RDONLY, &b)) < 0) {
+    if ((ret = open_image(cli, argv[optind], fmt1, QTIMG_O_RDONLY, &a)) < 0 ||
+        (ret = open_image(cli, argv[optind + 1], fmt2, QTIMG_O_RDONLY, &b)) < 0) {
         fprintf(stderr, "qtimg compare: cannot open: %s\n", strerror(-ret));
         rc = 2;
         goto out;
@@ -896,7 +901,7 @@ static int cmd_convert(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "qtimg convert: -c needs -O qcow2\n");
         return 1;
     }
-    ret = open_image(argv[optind], fmt, QTIMG_O_RDONLY, &src);
+    ret = open_image(cli, argv[optind], fmt, QTIMG_O_RDONLY, &src);
     if (ret < 0) {
         fprintf(stderr, "qtimg convert: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         goto out;
@@ -913,7 +918,7 @@ static int cmd_convert(struct cli *cli, int argc, char **argv)
         goto out;
     }
     {
-        struct qtimg_open_opts oo = {.fmt = co.fmt};
+        struct qtimg_open_opts oo = {.fmt = co.fmt, .key_secret = co.key_secret};
         ret = qtimg_open(argv[optind + 1], &oo, &dst);
         if (ret < 0)
             goto out;
@@ -1014,7 +1019,7 @@ static int cmd_resize(struct cli *cli, int argc, char **argv)
     sz = argv[optind + 1];
     if (parse_size_arg(sz[0] == '+' || sz[0] == '-' ? sz + 1 : sz, &v) < 0)
         return 1;
-    ret = open_image(argv[optind], fmt, 0, &img);
+    ret = open_image(cli, argv[optind], fmt, 0, &img);
     if (ret < 0) {
         fprintf(stderr, "qtimg resize: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         return 1;
@@ -1090,7 +1095,7 @@ static int cmd_snapshot(struct cli *cli, int argc, char **argv)
     }
     if (!op)
         op = 'l';
-    ret = open_image(argv[optind], fmt, op == 'l' ? QTIMG_O_RDONLY : 0, &img);
+    ret = open_image(cli, argv[optind], fmt, op == 'l' ? QTIMG_O_RDONLY : 0, &img);
     if (ret < 0) {
         fprintf(stderr, "qtimg snapshot: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         return 1;
@@ -1157,7 +1162,7 @@ static int cmd_commit(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "qtimg commit: missing filename\n");
         return 1;
     }
-    ret = open_image(argv[optind], fmt, 0, &top);
+    ret = open_image(cli, argv[optind], fmt, 0, &top);
     if (ret < 0) {
         fprintf(stderr, "qtimg commit: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         return 1;
@@ -1276,7 +1281,7 @@ static int cmd_rebase(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "qtimg rebase: -b and a filename are needed\n");
         return 1;
     }
-    ret = open_image(argv[optind], fmt, unsafe ? QTIMG_O_NO_BACKING : 0, &top);
+    ret = open_image(cli, argv[optind], fmt, unsafe ? QTIMG_O_NO_BACKING : 0, &top);
     if (ret < 0) {
         fprintf(stderr, "qtimg rebase: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         return 1;
@@ -1404,7 +1409,7 @@ static int cmd_amend(struct cli *cli, int argc, char **argv)
         return 1;
     }
     opts_free(&o);
-    ret = open_image(argv[optind], fmt, 0, &img);
+    ret = open_image(cli, argv[optind], fmt, 0, &img);
     if (ret < 0) {
         fprintf(stderr, "qtimg amend: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         return 1;
@@ -1529,7 +1534,7 @@ static int cmd_bench(struct cli *cli, int argc, char **argv)
     }
     if (!step_set)
         b.step = b.size;
-    ret = open_image(argv[optind], fmt,
+    ret = open_image(cli, argv[optind], fmt,
                      (b.write ? 0 : QTIMG_O_RDONLY) | (direct ? QTIMG_O_DIRECT : 0), &img);
     if (ret < 0) {
         fprintf(stderr, "qtimg bench: cannot open '%s': %s\n", argv[optind], strerror(-ret));
@@ -1659,7 +1664,8 @@ static int io_one(struct qtimg *img, const char *cmd)
 
 static int cmd_io(struct cli *cli, int argc, char **argv)
 {
-    static const struct option lo[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"help", no_argument, 0, 'h'}, {"object", required_argument, 0, 256}, {0, 0, 0, 0}};
     const char *fmt = NULL, *cmds[64];
     int ncmd = 0, c, ret = 0;
     struct qtimg *img;
@@ -1673,6 +1679,10 @@ static int cmd_io(struct cli *cli, int argc, char **argv)
             if (ncmd < 64)
                 cmds[ncmd++] = optarg;
             break;
+        case 256:
+            if (parse_object(cli, optarg) < 0)
+                return 1;
+            break;
         default:
             printf("usage: qtimg io [-f fmt] -c 'write [-P pattern|-z] off len' -c 'read [-P "
                    "pattern] off len' -c 'discard off len' -c flush ... filename\n");
@@ -1683,7 +1693,7 @@ static int cmd_io(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "qtimg io: missing filename\n");
         return 1;
     }
-    ret = open_image(argv[optind], fmt, 0, &img);
+    ret = open_image(cli, argv[optind], fmt, 0, &img);
     if (ret < 0) {
         fprintf(stderr, "qtimg io: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         return 1;

@@ -1099,6 +1099,41 @@ out:
     return ret;
 }
 
+/* Guest data in host clusters: encrypted with sector = host offset / 512. */
+static int qcow2_host_read(struct qcow2 *s, void *buf, uint64_t len, uint64_t host)
+{
+    int ret = img_data_pread(s->img, buf, len, host);
+    if (ret < 0 || !s->crypt_method)
+        return ret;
+    if (!s->crypto)
+        return -EACCES;
+    if ((len | host) & 511)
+        return -EINVAL;
+    return luks_cipher_decrypt(s->crypto, host / 512, buf, len);
+}
+
+static int qcow2_host_write(struct qcow2 *s, const void *buf, uint64_t len, uint64_t host)
+{
+    uint8_t *tmp;
+    int ret;
+
+    if (!s->crypt_method)
+        return img_data_pwrite(s->img, buf, len, host);
+    if (!s->crypto)
+        return -EACCES;
+    if ((len | host) & 511)
+        return -EINVAL;
+    tmp = qcow2_alloc_buf(len);
+    if (!tmp)
+        return -ENOMEM;
+    memcpy(tmp, buf, len);
+    ret = luks_cipher_encrypt(s->crypto, host / 512, tmp, len);
+    if (ret == 0)
+        ret = img_data_pwrite(s->img, tmp, len, host);
+    free(tmp);
+    return ret;
+}
+
 /* Reads [coff, coff+n) of guest cluster gc described by e. */
 static int qcow2_read_in_cluster(struct qcow2 *s, const struct qcow2_l2e *e, uint64_t gc,
                                  uint8_t *buf, uint64_t coff, uint64_t n)
@@ -1133,7 +1168,7 @@ static int qcow2_read_in_cluster(struct qcow2 *s, const struct qcow2_l2e *e, uin
         if (run > n)
             run = n;
         if (kind == 1)
-            ret = img_data_pread(s->img, buf, run, e->host + coff);
+            ret = qcow2_host_read(s, buf, run, e->host + coff);
         else if (kind == 2) {
             memset(buf, 0, run);
             ret = 0;
@@ -1155,8 +1190,14 @@ static int qcow2_pread(struct qtimg *img, void *vbuf, uint64_t len, uint64_t off
     uint8_t *buf = vbuf;
     int ret;
 
-    if (s->crypto)
-        return -ENOTSUP;
+    if (s->crypt_method && !s->crypto) {
+        log_err("image '%s': encrypted; a key secret is needed to read it", img->path);
+        return -EACCES;
+    }
+    if (s->crypt_method && ((off | len) & 511)) {
+        log_err("image '%s': encrypted images need 512-byte aligned requests", img->path);
+        return -EINVAL;
+    }
     while (len) {
         uint64_t gc = off >> s->cluster_bits, coff = off & (s->cluster_size - 1);
         uint64_t n = s->cluster_size - coff;
@@ -1226,9 +1267,9 @@ static int qcow2_write_in_cluster(struct qcow2 *s, uint64_t gc, const uint8_t *d
             if (ret < 0)
                 goto out;
             memcpy(tmp + (coff - span_lo), data, n);
-            ret = img_data_pwrite(s->img, tmp, span_hi - span_lo, e.host + span_lo);
+            ret = qcow2_host_write(s, tmp, span_hi - span_lo, e.host + span_lo);
         } else {
-            ret = img_data_pwrite(s->img, data, n, e.host + coff);
+            ret = qcow2_host_write(s, data, n, e.host + coff);
         }
         if (ret < 0)
             goto out;
@@ -1261,10 +1302,11 @@ static int qcow2_write_in_cluster(struct qcow2 *s, uint64_t gc, const uint8_t *d
             return ret;
         fresh = host >= s->zero_above;
         if (coff == span_lo && coff + n == span_hi) {
-            ret = img_data_pwrite(s->img, data, n, host + coff);
-        } else if (fresh && keep == 0 && !s->img->backing && e.zero == 0 && s->nb_sc == 1) {
+            ret = qcow2_host_write(s, data, n, host + coff);
+        } else if (fresh && keep == 0 && !s->img->backing && e.zero == 0 && s->nb_sc == 1 &&
+                   !s->crypt_method) {
             /* beyond the end of the file: the rest already reads as zero */
-            ret = img_data_pwrite(s->img, data, n, host + coff);
+            ret = qcow2_host_write(s, data, n, host + coff);
         } else {
             tmp = qcow2_alloc_buf(span_hi - span_lo);
             if (!tmp)
@@ -1273,7 +1315,7 @@ static int qcow2_write_in_cluster(struct qcow2 *s, uint64_t gc, const uint8_t *d
             if (ret < 0)
                 goto out;
             memcpy(tmp + (coff - span_lo), data, n);
-            ret = img_data_pwrite(s->img, tmp, span_hi - span_lo, host + span_lo);
+            ret = qcow2_host_write(s, tmp, span_hi - span_lo, host + span_lo);
         }
         if (ret < 0)
             goto out;
@@ -1307,8 +1349,14 @@ static int qcow2_pwrite(struct qtimg *img, const void *vbuf, uint64_t len, uint6
     const uint8_t *buf = vbuf;
     int ret;
 
-    if (s->crypto)
-        return -ENOTSUP;
+    if (s->crypt_method && !s->crypto) {
+        log_err("image '%s': encrypted; a key secret is needed to write it", img->path);
+        return -EACCES;
+    }
+    if (s->crypt_method && ((off | len) & 511)) {
+        log_err("image '%s': encrypted images need 512-byte aligned requests", img->path);
+        return -EINVAL;
+    }
     if (s->incompat & QCOW2_INCOMPAT_CORRUPT) {
         log_err("image '%s': marked corrupt, refusing to write", img->path);
         return -EIO;
@@ -1340,7 +1388,7 @@ int qtimg_pwrite_compressed(struct qtimg *img, const void *buf, uint64_t len, ui
     z_stream zs;
     int ret;
 
-    if (img->drv != &img_qcow2_driver || s->crypto)
+    if (img->drv != &img_qcow2_driver || s->crypt_method)
         return qtimg_pwrite(img, buf, len, off);
     if ((off & (s->cluster_size - 1)) || len > s->cluster_size ||
         (len < s->cluster_size && off + len != img->size))
@@ -1696,7 +1744,7 @@ static int qcow2_map(struct qtimg *img, uint64_t off, uint64_t len, struct qtimg
         int kind, ret = qcow2_get_entry(s, gc, &e);
         if (ret < 0)
             return ret;
-        if (e.type == L2E_NORMAL)
+        if (e.type == L2E_NORMAL && !s->crypt_method)
             host = e.host + coff; /* also for zero/unallocated subclusters, as QEMU */
         if (e.type == L2E_COMPRESSED) {
             kind = QTIMG_MAP_COMPRESSED;
@@ -1722,7 +1770,7 @@ static int qcow2_map(struct qtimg *img, uint64_t off, uint64_t len, struct qtimg
     }
     out->len = done;
     out->host_zero = false;
-    if (out->kind == QTIMG_MAP_DATA) {
+    if (out->kind == QTIMG_MAP_DATA && out->host_off != UINT64_MAX) {
         /* holes in the host file read as zero: report them as QEMU does */
         off_t d = lseek(img->fd, (off_t)out->host_off, SEEK_DATA);
         if (d < 0 || (uint64_t)d > out->host_off) {
@@ -1752,7 +1800,7 @@ static int qcow2_map_io(struct qtimg *img, uint64_t off, uint64_t len, bool for_
         n = len;
     ext->len = n;
     ext->host_off = 0;
-    if (s->crypto) {
+    if (s->crypt_method) {
         ext->kind = IMG_EXT_SLOW;
         return 0;
     }
@@ -1829,7 +1877,7 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
     ext->len = n;
     ext->kind = IMG_EXT_SLOW;
     memset(t, 0, sizeof(*t));
-    if (s->crypto || (s->incompat & QCOW2_INCOMPAT_CORRUPT))
+    if (s->crypt_method || (s->incompat & QCOW2_INCOMPAT_CORRUPT))
         return 0;
     if (qcow2_inflight_has(s, gc))
         return -EBUSY;
@@ -2086,6 +2134,45 @@ int qcow2_parse_snapshots(struct qcow2 *s)
     return 0;
 }
 
+static int qcow2_luks_read(void *opaque, uint64_t off, void *buf, size_t len)
+{
+    struct qcow2 *s = opaque;
+    if (off + len > s->crypto_len)
+        return -EINVAL;
+    return img_pread_full(s->img->fd, buf, len, s->crypto_off + off);
+}
+
+/* Validates the encryption header pointer; unlocks when a passphrase is given. */
+static int qcow2_open_luks(struct qcow2 *s, const char *pass)
+{
+    int ret;
+
+    if (!s->crypto_off || !s->crypto_len) {
+        log_err("image '%s': LUKS encryption without a header extension", s->img->path);
+        return -EINVAL;
+    }
+    if ((s->crypto_off & (s->cluster_size - 1)) || s->crypto_len > LUKS_MAX_HEADER_SIZE ||
+        s->crypto_off + s->crypto_len > s->file_size || s->crypto_off < s->cluster_size) {
+        log_err("image '%s': LUKS header at 0x%llx (+%llu) out of bounds", s->img->path,
+                (unsigned long long)s->crypto_off, (unsigned long long)s->crypto_len);
+        return -EINVAL;
+    }
+    if (!pass) {
+        /* metadata (info, check, map) works without the key */
+        s->luks = NULL;
+        return 0;
+    }
+    ret = luks_load(&s->luks, qcow2_luks_read, s, s->crypto_len, pass, strlen(pass), s->img->path);
+    if (ret < 0)
+        return ret;
+    ret = luks_cipher_new(s->luks, &s->crypto);
+    if (ret < 0) {
+        luks_close(s->luks);
+        s->luks = NULL;
+    }
+    return ret;
+}
+
 static int qcow2_probe(const uint8_t *buf, size_t len)
 {
     return (len >= 4 && rd32(buf) == QCOW2_MAGIC) ? 100 : 0;
@@ -2103,6 +2190,8 @@ static void qcow2_free(struct qcow2 *s)
     free(s->backing_fmt);
     free(s->dec);
     free(s->inflight);
+    luks_cipher_free(s->crypto);
+    luks_close(s->luks);
     free(s->zbuf);
     free(s->dcache);
     for (unsigned i = 0; i < s->next; i++)
@@ -2214,9 +2303,9 @@ static int qcow2_open(struct qtimg *img, const struct qtimg_open_opts *opts)
     if (ret < 0)
         goto fail;
     if (s->crypt_method == 2) {
-        log_err("image '%s': LUKS-encrypted qcow2 is not supported by this build", img->path);
-        ret = -ENOTSUP;
-        goto fail;
+        ret = qcow2_open_luks(s, opts->key_secret);
+        if (ret < 0)
+            goto fail;
     }
     {
         uint64_t per_l2 = s->cluster_size << s->l2_bits;
@@ -2453,10 +2542,18 @@ static int qcow2_create(const char *path, const struct qtimg_create_opts *o)
         log_err("image '%s': extended_l2 needs a cluster size of at least 16K", path);
         return -EINVAL;
     }
-    if (o->encrypt_format) {
-        log_err("image '%s': encryption format '%s' is not supported by this build", path,
+    if (o->encrypt_format && strcmp(o->encrypt_format, "luks")) {
+        log_err("image '%s': encryption format '%s' is not supported (only luks)", path,
                 o->encrypt_format);
         return -ENOTSUP;
+    }
+    if (o->encrypt_format && !o->key_secret) {
+        log_err("image '%s': encrypt.format=luks needs encrypt.key-secret", path);
+        return -EINVAL;
+    }
+    if (o->encrypt_format && version < 3) {
+        log_err("image '%s': LUKS encryption needs compat=1.1", path);
+        return -EINVAL;
     }
     if (o->backing_file) {
         struct qtimg *b = NULL;
@@ -2533,6 +2630,33 @@ static int qcow2_create(const char *path, const struct qtimg_create_opts *o)
             ret = -ENOMEM;
             goto out;
         }
+    }
+    if (o->encrypt_format) {
+        struct luks_create_opts lo = {.iter_time_ms = o->encrypt_iter_time_ms};
+        struct luks *l = NULL;
+        void *area = NULL;
+        size_t area_len = 0;
+        uint64_t hoff;
+        ret = luks_create(&l, &lo, o->key_secret, strlen(o->key_secret), &area, &area_len, path);
+        if (ret < 0)
+            goto out;
+        ret = qcow2_alloc_clusters(s, (area_len + cs - 1) / cs, &hoff);
+        if (ret == 0)
+            ret = img_pwrite_full(img->fd, area, area_len, hoff);
+        free(area);
+        if (ret == 0)
+            ret = qcow2_flush_meta(s);
+        if (ret < 0) {
+            luks_close(l);
+            goto out;
+        }
+        s->crypt_method = 2;
+        s->crypto_off = hoff;
+        s->crypto_len = area_len;
+        s->luks = l;
+        ret = luks_cipher_new(l, &s->crypto);
+        if (ret < 0)
+            goto out;
     }
     ret = qcow2_write_header(s);
     if (ret < 0)

@@ -4,6 +4,7 @@
 #define QT_IMAGE_QCOW2_H
 
 #include "image/img_internal.h"
+#include "image/luks.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -145,8 +146,9 @@ struct qcow2 {
     uint64_t dcache_key; /* last decompressed cluster */
     bool dirty_set;
     bool corrupt_signalled;
-    void *crypto;       /* LUKS context when encrypted */
-    uint64_t *inflight; /* guest clusters with an asynchronous allocation in flight */
+    struct luks *luks;          /* LUKS volume when encrypted and unlocked */
+    struct luks_cipher *crypto; /* its cipher; NULL: no key given (no data access) */
+    uint64_t *inflight;         /* guest clusters with an asynchronous allocation in flight */
     unsigned ninflight, capinflight;
 };
 

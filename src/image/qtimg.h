@@ -106,6 +106,7 @@ struct qtimg_create_opts {
     /* encryption (qcow2 + LUKS) */
     const char *encrypt_format; /* "luks" or NULL */
     const char *key_secret;
+    uint32_t encrypt_iter_time_ms; /* PBKDF2 time per key slot; 0: 2000 ms as qemu-img */
 };
 int qtimg_create(const char *path, const struct qtimg_create_opts *opts);
 

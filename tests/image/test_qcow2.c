@@ -490,6 +490,53 @@ static void test_aio(void **state)
     unlink(bp);
 }
 
+static void test_luks_qcow2(void **state)
+{
+    struct qtimg_create_opts co = {.fmt = QTIMG_FMT_QCOW2,
+                                   .size = 4 << 20,
+                                   .encrypt_format = "luks",
+                                   .key_secret = "pass",
+                                   .encrypt_iter_time_ms = 10};
+    uint8_t *w = malloc(65536), *r = malloc(65536);
+    struct qtimg *img;
+    int fd;
+    char p[256];
+
+    path_of(p, sizeof(p), "luks.qcow2");
+    assert_int_equal(qtimg_create(p, &co), 0);
+    assert_int_equal(qtimg_open(p, &(struct qtimg_open_opts){.key_secret = "pass"}, &img), 0);
+    memset(w, 0x3c, 65536);
+    assert_int_equal(qtimg_pwrite(img, w, 4096, 8192), 0);
+    assert_int_equal(qtimg_pwrite(img, w, 100, 0), -EINVAL); /* sector alignment */
+    assert_int_equal(qtimg_close(img), 0);
+    /* the plaintext is not in the file */
+    fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    for (off_t off = 0;; off += 65536) {
+        ssize_t n = pread(fd, r, 65536, off);
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i + 64 <= n; i += 64)
+            assert_false(memcmp(r + i, w, 64) == 0);
+    }
+    close(fd);
+    assert_int_equal(qtimg_open(p, NULL, &img), 0); /* metadata only */
+    assert_int_equal(qtimg_pread(img, r, 4096, 8192), -EACCES);
+    expect_clean(img);
+    assert_int_equal(qtimg_close(img), 0);
+    assert_int_equal(qtimg_open(p, &(struct qtimg_open_opts){.key_secret = "wrong"}, &img),
+                     -EACCES);
+    assert_int_equal(qtimg_open(p, &(struct qtimg_open_opts){.key_secret = "pass"}, &img), 0);
+    assert_int_equal(qtimg_pread(img, r, 65536, 0), 0);
+    assert_memory_equal(r + 8192, w, 4096);
+    assert_int_equal(r[0], 0);
+    assert_int_equal(r[12288], 0);
+    assert_int_equal(qtimg_close(img), 0);
+    unlink(p);
+    free(w);
+    free(r);
+}
+
 static int teardown(void **state)
 {
     rmdir(tmpdir);
@@ -503,6 +550,7 @@ int main(void)
         cmocka_unit_test(test_header_hostile),      cmocka_unit_test(test_roundtrip_variants),
         cmocka_unit_test(test_backing_cow_discard), cmocka_unit_test(test_snapshots_resize),
         cmocka_unit_test(test_compressed),          cmocka_unit_test(test_aio),
+        cmocka_unit_test(test_luks_qcow2),
     };
     log_init("test_qcow2", LOG_LVL_ERROR);
     if (!mkdtemp(tmpdir))
