@@ -44,11 +44,17 @@ static int vm_setup_memory(struct vm *vm)
                 strerror(errno));
         goto fail_fd;
     }
-    base = mmap(NULL, cfg->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    /*
+     * hugetlb pages are reserved at mmap time (no MAP_NORESERVE), so a short
+     * pool fails here instead of as SIGBUS when the guest touches the memory.
+     */
+    base = mmap(NULL, cfg->mem_size, PROT_READ | PROT_WRITE,
+                MAP_SHARED | (cfg->hugepages ? 0 : MAP_NORESERVE), fd, 0);
     if (base == MAP_FAILED) {
         ret = -errno;
-        log_err("guest RAM: mmap of %llu bytes failed: %s", (unsigned long long)cfg->mem_size,
-                strerror(errno));
+        log_err("guest RAM: mmap of %llu bytes failed: %s%s", (unsigned long long)cfg->mem_size,
+                strerror(errno),
+                cfg->hugepages ? " (not enough free 2 MiB hugepages? see /proc/meminfo)" : "");
         goto fail_fd;
     }
     vm->mem_map_size = cfg->mem_size;
@@ -544,6 +550,9 @@ int vm_create(struct vm **out, const struct vm_config *cfg)
         log_err("KVM_GET_VCPU_MMAP_SIZE failed: %s", strerror(errno));
         return -ENOTSUP;
     }
+    if (kvm_check_cap(vm, KVM_CAP_IMMEDIATE_EXIT) <= 0)
+        log_warn("KVM lacks KVM_CAP_IMMEDIATE_EXIT: a pause or stop racing a vCPU entry "
+                 "waits for that vCPU's next exit");
     ret = vm_setup_irqchip(vm);
     if (ret)
         return ret;

@@ -80,7 +80,7 @@ struct serial_dev {
     struct termios tty_saved;
     pthread_t in_thread;
     bool in_thread_started;
-    uint64_t tx_bytes, rx_bytes, rx_dropped;
+    uint64_t tx_bytes, tx_dropped, rx_bytes, rx_dropped;
 };
 
 /* Called with the lock held. */
@@ -127,8 +127,18 @@ static void serial_tx(struct serial_dev *s, uint8_t c)
         return;
     }
     s->tx_bytes++;
-    if (s->out_fd >= 0 && write(s->out_fd, &c, 1) < 0 && s->mode == SERIAL_SOCKET &&
-        (errno == EPIPE || errno == ECONNRESET)) {
+    if (s->out_fd < 0) {
+        if (s->mode == SERIAL_SOCKET)
+            s->tx_dropped++; /* no client connected */
+        return;
+    }
+    if (write(s->out_fd, &c, 1) == 1)
+        return;
+    if (s->mode != SERIAL_SOCKET)
+        return; /* tty or file: nothing better to do than lose the byte */
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        s->tx_dropped++; /* a slow client never stalls the vCPU */
+    } else {
         close(s->out_fd);
         s->out_fd = -1; /* the client left; the input thread accepts the next one */
     }
@@ -286,7 +296,7 @@ static void *serial_input_thread(void *arg)
         if (!p[1].revents)
             continue;
         if (p[1].fd == s->listen_fd) {
-            int c = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            int c = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
             if (c >= 0) {
                 pthread_mutex_lock(&s->lock);
@@ -468,6 +478,7 @@ static void serial_stats(struct vm *vm, json_object *devices)
     json_object_object_add(o, "type", json_object_new_string("16550a"));
     pthread_mutex_lock(&s->lock);
     json_object_object_add(o, "tx_bytes", json_object_new_int64((int64_t)s->tx_bytes));
+    json_object_object_add(o, "tx_dropped", json_object_new_int64((int64_t)s->tx_dropped));
     json_object_object_add(o, "rx_bytes", json_object_new_int64((int64_t)s->rx_bytes));
     json_object_object_add(o, "rx_dropped", json_object_new_int64((int64_t)s->rx_dropped));
     pthread_mutex_unlock(&s->lock);

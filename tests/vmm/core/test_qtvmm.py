@@ -167,6 +167,22 @@ def main():
         p.wait()
     check(p.returncode == 0, f"SIGTERM: exit status {p.returncode}")
 
+    # SIGTERM while paused: parked vCPUs are released and joined.
+    sock = os.path.join(tmp, "api-term.sock")
+    p = subprocess.Popen([q] + base + ["--cpus", "boot=2", "--cmdline", "h", "--api-socket", sock],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        check(wait_for(lambda: can_connect(sock)), "API socket (pause + SIGTERM) accepts")
+        st, body = api(sock, "PUT", "/api/v1/vm/pause")
+        check(st == 200 and body["state"] == "paused", "paused before SIGTERM")
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=10)
+        check(p.returncode == 0, f"SIGTERM while paused: exit status {p.returncode}")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
     # Control API against a halted guest.
     sock = os.path.join(tmp, "api.sock")
     p = subprocess.Popen([q] + base + ["--cpus", "boot=2", "--cmdline", "h", "--api-socket", sock],
