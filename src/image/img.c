@@ -13,7 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const struct img_driver *const img_drivers[] = {&img_qcow2_driver, &img_raw_driver};
+static const struct img_driver *const img_drivers[] = {&img_qcow2_driver, &img_vhd_driver,
+                                                       &img_raw_driver};
 
 const char *qtimg_fmt_name(enum qtimg_fmt fmt)
 {
@@ -347,7 +348,7 @@ int qtimg_write_zeroes(struct qtimg *img, uint64_t off, uint64_t len)
     int ret = img_check_req(img, off, len, true);
     if (ret < 0 || !len)
         return ret;
-    return img->drv->discard(img, off, len, true);
+    return img->drv->discard ? img->drv->discard(img, off, len, true) : -ENOTSUP;
 }
 
 int qtimg_resize(struct qtimg *img, uint64_t new_size, uint32_t flags)

@@ -74,6 +74,7 @@ struct qtimg {
 
 extern const struct img_driver img_raw_driver;
 extern const struct img_driver img_qcow2_driver;
+extern const struct img_driver img_vhd_driver;
 
 /* Helpers shared by the drivers. */
 int img_pread_full(int fd, void *buf, size_t len, uint64_t off);

@@ -324,6 +324,20 @@ def case_luks():
     run("qemu-io", "-f", "raw", "-c", "read -P 0x52 5M 1M", "-c", "read -P 0x51 4k 12k", "e2.raw")
 
 
+def case_vhd():
+    """VHD (vpc) dynamic and fixed images made by qemu-img convert to qcow2 with qtimg."""
+    make_raw("v.raw", 10 << 20, 5)
+    for sub in ["dynamic", "fixed"]:
+        run("qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=" + sub,
+            "v.raw", "v.vhd")
+        q("convert", "-f", "vpc", "-O", "qcow2", "v.vhd", "v.qcow2")
+        qemu_check("v.qcow2")
+        compare("v.qcow2", "v.vhd", "qcow2", "vpc")
+        a = json.loads(q("info", "--output", "json", "-f", "vpc", "v.vhd"))
+        b = json.loads(run("qemu-img", "info", "--output", "json", "-f", "vpc", "v.vhd"))
+        assert a["virtual-size"] == b["virtual-size"], (a, b)
+
+
 CASES = {n[5:]: f for n, f in globals().items() if n.startswith("case_")}
 
 
