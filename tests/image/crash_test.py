@@ -119,7 +119,9 @@ def main():
             rb = rnd.choice([1, 2, 4, 8, 16, 16, 64])
             ext = cs >= 16384 and rnd.random() < 0.4
             backing = rnd.random() < 0.4
-            opts = "cluster_size=%d,refcount_bits=%d,extended_l2=%s" % (cs, rb, "on" if ext else "off")
+            lazy = rnd.random() < 0.25
+            opts = "cluster_size=%d,refcount_bits=%d,extended_l2=%s,lazy_refcounts=%s" % (
+                cs, rb, "on" if ext else "off", "on" if lazy else "off")
             args = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", opts]
             if backing:
                 b = os.path.join(tmp, "base.raw")
