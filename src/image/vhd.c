@@ -149,6 +149,12 @@ static uint32_t vhd_checksum(const uint8_t *buf, size_t len, size_t csum_off)
     return ~sum;
 }
 
+static void wr32_csum(uint8_t *p, uint32_t v, size_t off)
+{
+    v = htobe32(v);
+    memcpy(p + off, &v, sizeof(v));
+}
+
 static bool vhd_footer_ok(const uint8_t *f)
 {
     return memcmp(f, "conectix", 8) == 0 && vhd_checksum(f, VHD_FOOTER_SIZE, 64) == rd32(f + 64);
@@ -900,16 +906,36 @@ int vhd_fuzz_one(const uint8_t *data, size_t size)
     struct vhd *v;
     uint8_t *buf;
     uint64_t off = 0, budget = VHD_FUZZ_READ_MAX;
+    uint8_t *img = malloc(size ? size : 1);
     int fd = memfd_create("vhd-fuzz", MFD_CLOEXEC);
 
-    if (fd < 0)
+    if (fd < 0 || !img) {
+        if (fd >= 0)
+            close(fd);
+        free(img);
         return 0;
-    if (write(fd, data, size) != (ssize_t)size ||
+    }
+    memcpy(img, data, size);
+    /* Even-sized inputs get valid checksums so mutations reach the deeper
+     * checks; odd-sized ones keep exercising the checksum rejection. */
+    if (size % 2 == 0 && size >= VHD_FOOTER_SIZE) {
+        uint8_t *tail = img + size - VHD_FOOTER_SIZE;
+        uint64_t dyn_off;
+
+        wr32_csum(tail, vhd_checksum(tail, VHD_FOOTER_SIZE, 64), 64);
+        wr32_csum(img, vhd_checksum(img, VHD_FOOTER_SIZE, 64), 64);
+        dyn_off = rd64(tail + 16);
+        if (dyn_off <= size && size - dyn_off >= VHD_DYN_SIZE)
+            wr32_csum(img + dyn_off, vhd_checksum(img + dyn_off, VHD_DYN_SIZE, 36), 36);
+    }
+    if (write(fd, img, size) != (ssize_t)size ||
         vhd_open_chain(&v, fd, "fuzz", &opts, &chain, true) < 0) {
         close(fd);
+        free(img);
         return 0;
     }
     close(fd);
+    free(img);
     buf = malloc(65536);
     /* Walk the disk by status runs, reading a bounded amount of data. */
     while (buf && off < v->virtual_size && budget) {
