@@ -128,8 +128,13 @@ static int parse_create_opts(struct cli *cli, const char *s, struct qtimg_create
         *bfile = strdup(v);
     if ((v = opts_get(&o, "backing_fmt")))
         *bfmt = strdup(v);
-    if ((v = opts_get(&o, "encrypt.format")))
-        co->encrypt_format = strdup(v);
+    if ((v = opts_get(&o, "encrypt.format"))) {
+        if (strcmp(v, "luks")) {
+            fprintf(stderr, "qtimg: encrypt.format '%s' not supported (only luks)\n", v);
+            ret = -EINVAL;
+        }
+        co->encrypt_format = "luks";
+    }
     if (opts_get_u64(&o, "encrypt.iter-time", &u) == 0)
         co->encrypt_iter_time_ms = (uint32_t)u;
     if ((v = opts_get(&o, "encrypt.key-secret"))) {
