@@ -159,8 +159,14 @@ static void api_handle(void *opaque, const struct http_request *req, struct http
             return;
         }
     }
-    if (!strcmp(parts[0], "bonds") || !strcmp(parts[0], "tunnels")) {
-        http_error(resp, 501, "%s are not implemented in this qtcard version", parts[0]);
+    if (!strcmp(parts[0], "bonds")) {
+        http_error(resp, 501, "bonds are not implemented in this qtcard version");
+        return;
+    }
+    if (!strcmp(parts[0], "tunnels")) {
+        http_error(resp, 404,
+                   "VXLAN tunnels are ports: POST /api/v1/ports with \"type\": "
+                   "\"vxlan\"");
         return;
     }
     http_error(resp, (!strcmp(parts[0], "switches") || !strcmp(parts[0], "ports")) ? 405 : 404,

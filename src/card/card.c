@@ -9,6 +9,7 @@
 #include "card/port_host.h"
 #include "common/log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -581,11 +582,80 @@ static void port_free(struct port *p)
     free(p);
 }
 
+/* VXLAN tunnel port settings; fills p->vx_* and creates the VTEP table. */
+static int port_vxlan_parse(struct port *p, json_object *j, char *err, size_t errlen)
+{
+    const char *lip = j_str(j, "local_ip"), *nh = j_str(j, "nexthop_mac");
+    const char *lmac = j_str(j, "local_mac");
+    uint64_t vni = 0, udp = VXLAN_PORT;
+    json_object *rips;
+    int ret;
+
+    if (j_u64(j, "vni", &vni) != 1 || vni == 0 || vni > VXLAN_VNI_MAX) {
+        ERR("port '%s': 'vni' (1..16777215) is required for vxlan ports", p->name);
+        return -EINVAL;
+    }
+    if (j_u64(j, "udp_port", &udp) < 0 || udp == 0 || udp > 65535) {
+        ERR("port '%s': udp_port must be 1..65535", p->name);
+        return -EINVAL;
+    }
+    if (!lip || inet_pton(AF_INET, lip, p->vx_tun.local_ip) != 1) {
+        ERR("port '%s': 'local_ip' (IPv4 of this VTEP) is required", p->name);
+        return -EINVAL;
+    }
+    if (!nh || parse_mac(nh, p->vx_tun.nexthop_mac)) {
+        ERR("port '%s': 'nexthop_mac' (MAC of the underlay next hop) is required; qtcard "
+            "does not resolve it by ARP",
+            p->name);
+        return -EINVAL;
+    }
+    if (lmac && parse_mac(lmac, p->vx_tun.local_mac)) {
+        ERR("port '%s': local_mac '%s' is not aa:bb:cc:dd:ee:ff", p->name, lmac);
+        return -EINVAL;
+    }
+    p->vx_tun.dst_port = (uint16_t)udp;
+    p->vx_vni = (uint32_t)vni;
+    p->vx_vtep = calloc(1, sizeof(*p->vx_vtep));
+    if (!p->vx_vtep)
+        return -ENOMEM;
+    ret = vxlan_vtep_init(p->vx_vtep, 4096, MAC_TABLE_DEFAULT_AGING_NS,
+                          card_now_ns() ^ (uint64_t)rand());
+    if (ret) {
+        free(p->vx_vtep);
+        p->vx_vtep = NULL;
+        ERR("port '%s': VTEP table: %s", p->name, strerror(-ret));
+        return ret;
+    }
+    vxlan_vtep_add_vni(p->vx_vtep, p->vx_vni);
+    if (json_object_object_get_ex(j, "remote_ips", &rips)) {
+        if (!json_object_is_type(rips, json_type_array)) {
+            ERR("port '%s': remote_ips must be an array of IPv4 addresses", p->name);
+            return -EINVAL;
+        }
+        for (size_t i = 0; i < json_object_array_length(rips); i++) {
+            json_object *a = json_object_array_get_idx(rips, i);
+            const char *sa =
+                json_object_is_type(a, json_type_string) ? json_object_get_string(a) : "";
+            uint8_t ip[4];
+            if (inet_pton(AF_INET, sa, ip) != 1 ||
+                vxlan_vtep_add_flood(p->vx_vtep, p->vx_vni, ip) < 0) {
+                ERR("port '%s': remote VTEP '%s' is not a usable unicast IPv4 address (or the "
+                    "list is full)",
+                    p->name, sa);
+                return -EINVAL;
+            }
+        }
+    }
+    return 0;
+}
+
 int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
 {
     static const char *const keys[] = {
-        "name",   "switch", "type",          "queues",       "mode",          "socket",     "mac",
-        "ifname", "vlan",   "anti_spoofing", "ingress_rate", "storm_control", "coalescing", NULL};
+        "name",         "switch",        "type",       "queues",   "mode",
+        "socket",       "mac",           "ifname",     "vlan",     "anti_spoofing",
+        "ingress_rate", "storm_control", "coalescing", "vni",      "local_ip",
+        "remote_ips",   "nexthop_mac",   "local_mac",  "udp_port", NULL};
     const char *name, *swname, *type, *mode, *sock, *mac;
     struct vswitch *sw;
     struct port *p = NULL;
@@ -612,8 +682,9 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
     }
     if (!type)
         type = "vhost";
-    if (strcmp(type, "vhost") && strcmp(type, "tap") && strcmp(type, "afpacket")) {
-        ERR("port '%s': type '%s' is not vhost, tap or afpacket", name, type);
+    if (strcmp(type, "vhost") && strcmp(type, "tap") && strcmp(type, "afpacket") &&
+        strcmp(type, "vxlan")) {
+        ERR("port '%s': type '%s' is not vhost, tap, afpacket or vxlan", name, type);
         return -EINVAL;
     }
     if (j_u64(j, "queues", &queues) < 0 || queues == 0 || queues > CARD_MAX_QPAIRS) {
@@ -638,7 +709,10 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
         p->q[i].qpair = i;
         p->q[i].worker = -1;
     }
-    p->type = !strcmp(type, "vhost") ? PORT_VHOST : !strcmp(type, "tap") ? PORT_TAP : PORT_AFPACKET;
+    p->type = !strcmp(type, "vhost")      ? PORT_VHOST
+              : !strcmp(type, "tap")      ? PORT_TAP
+              : !strcmp(type, "afpacket") ? PORT_AFPACKET
+                                          : PORT_VXLAN;
     p->n_qpairs = p->type == PORT_VHOST ? (unsigned)queues : 1;
     if (mac) {
         if (parse_mac(mac, p->mac) || pkt_mac_is_multicast(p->mac) || pkt_mac_is_zero(p->mac)) {
@@ -682,6 +756,8 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
             goto fail_free;
         }
         snprintf(p->ifname, sizeof(p->ifname), "%s", ifn);
+        if (p->type == PORT_VXLAN && port_vxlan_parse(p, j, err, errlen))
+            goto fail_free;
     }
 
     pthread_mutex_lock(&c->lock);
@@ -718,7 +794,9 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
             }
         }
     } else {
-        ret = p->type == PORT_TAP ? port_tap_open(p) : port_afpacket_open(p);
+        ret = p->type == PORT_TAP     ? port_tap_open(p)
+              : p->type == PORT_VXLAN ? port_vxlan_open(p)
+                                      : port_afpacket_open(p);
         if (ret) {
             ERR("port '%s': cannot open %s interface '%s': %s", name, type, p->ifname,
                 strerror(-ret));
@@ -764,6 +842,7 @@ fail_unlock:
 fail_free:
     if (p->listen_fd >= 0)
         close(p->listen_fd);
+    port_host_close(p);
     port_free(p);
     if (!err[0])
         ERR("port '%s': invalid configuration", name);
@@ -891,7 +970,7 @@ static const char *const drop_names[DROP__MAX] = {"malformed", "gso",   "vlan", 
 
 json_object *card_port_json(struct card *c, const struct port *p, bool with_stats)
 {
-    static const char *const types[] = {"vhost", "tap", "afpacket"};
+    static const char *const types[] = {"vhost", "tap", "afpacket", "vxlan"};
     json_object *o = json_object_new_object();
     char mac[18];
 
@@ -910,6 +989,22 @@ json_object *card_port_json(struct card *c, const struct port *p, bool with_stat
         json_object_object_add(o, "connects", json_object_new_int64((int64_t)p->n_connects));
     } else {
         json_object_object_add(o, "ifname", json_object_new_string(p->ifname));
+    }
+    if (p->type == PORT_VXLAN && p->vx_vtep) {
+        json_object *vx = json_object_new_object(), *bad = json_object_new_object();
+        json_object_object_add(vx, "vni", json_object_new_int64(p->vx_vni));
+        json_object_object_add(vx, "encap_packets",
+                               json_object_new_int64((int64_t)p->vx_tx_st.encap_pkts));
+        json_object_object_add(vx, "decap_packets",
+                               json_object_new_int64((int64_t)p->vx_rx_st.decap_pkts));
+        for (unsigned i = 0; i < VXLAN_BAD__MAX; i++)
+            if (p->vx_rx_st.bad[i])
+                json_object_object_add(bad, vxlan_bad_name(i),
+                                       json_object_new_int64((int64_t)p->vx_rx_st.bad[i]));
+        json_object_object_add(vx, "bad", bad);
+        json_object_object_add(vx, "remote_macs",
+                               json_object_new_int64((int64_t)mac_table_count(p->vx_vtep->macs)));
+        json_object_object_add(o, "vxlan", vx);
     }
     {
         json_object *pol = json_object_new_object();

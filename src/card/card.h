@@ -21,6 +21,7 @@
 #include "card/net/policer.h"
 #include "card/net/security.h"
 #include "card/net/vlan.h"
+#include "card/net/vxlan.h"
 
 #include <json-c/json.h>
 #include <pthread.h>
@@ -58,7 +59,7 @@ struct virtio_net_hdr_v1 {
     uint16_t num_buffers;
 };
 
-enum port_type { PORT_VHOST = 0, PORT_TAP, PORT_AFPACKET };
+enum port_type { PORT_VHOST = 0, PORT_TAP, PORT_AFPACKET, PORT_VXLAN };
 
 /* Per-queue counters. Each field has one writer (the worker polling the
  * queue for tx_*, the holder of the receive lock for rx_*). */
@@ -166,6 +167,13 @@ struct port {
     size_t ring_size;
     unsigned ring_blocks, ring_block_size, ring_cur;
     pthread_mutex_t tx_mutex; /* host ports: serialise writers */
+    /* VXLAN tunnel port: an AF_PACKET underlay on ifname plus the VTEP. */
+    struct vxlan_tunnel vx_tun;
+    uint32_t vx_vni;
+    struct vxlan_vtep_table *vx_vtep;
+    struct vxlan_stats vx_rx_st; /* owned by the polling worker */
+    struct vxlan_stats vx_tx_st; /* under tx_mutex */
+    uint8_t *vx_scratch;         /* encapsulation buffer, under tx_mutex */
     uint64_t drops[DROP__MAX];
     struct port_queue q[CARD_MAX_QPAIRS];
 };

@@ -7,6 +7,7 @@
  */
 #include "card/card.h"
 #include "card/dp.h"
+#include "card/port_host.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -290,6 +291,14 @@ static void host_output(struct worker *w, struct port *p, struct pkt **pk, const
     struct port_queue *q = &p->q[0];
     (void)w;
     pthread_mutex_lock(&p->tx_mutex);
+    if (p->type == PORT_VXLAN) {
+        for (unsigned i = 0; i < n; i++) {
+            pkt_finish_csum(pk[i]);
+            port_vxlan_output(p, pk[i], tagged[i], &q->st);
+        }
+        pthread_mutex_unlock(&p->tx_mutex);
+        return;
+    }
     for (unsigned i = 0; i < n; i++) {
         struct frame_out fo;
         struct iovec iov[3];
@@ -495,6 +504,7 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
             break;
         }
         popped++;
+        pk->data = pk->buf + DP_HEADROOM;
         memset(&pk->vh, 0, sizeof(pk->vh));
         if (e->out_len < hl + PKT_ETH_HLEN || e->out_len - hl > PKT_MAX_FRAME) {
             p->drops[DROP_MALFORMED]++;

@@ -114,8 +114,86 @@ fail:
     return ret;
 }
 
+int port_vxlan_open(struct port *p)
+{
+    struct ifreq ifr = {0};
+    int s, ret;
+
+    if (pkt_mac_is_zero(p->vx_tun.local_mac)) {
+        s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (s < 0)
+            return -errno;
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", p->ifname);
+        ret = ioctl(s, SIOCGIFHWADDR, &ifr) < 0 ? -errno : 0;
+        close(s);
+        if (ret)
+            return ret;
+        memcpy(p->vx_tun.local_mac, ifr.ifr_hwaddr.sa_data, 6);
+    }
+    p->vx_scratch = malloc(DP_HEADROOM + PKT_MAX_FRAME + 64);
+    if (!p->vx_scratch)
+        return -ENOMEM;
+    return port_afpacket_open(p);
+}
+
+void port_vxlan_output(struct port *p, struct pkt *pk, bool tagged, struct queue_stats *st)
+{
+    const struct vxlan_vni *v;
+    uint8_t remote[4];
+    uint8_t *inner = p->vx_scratch + DP_HEADROOM;
+    uint32_t hash = pkt_hash(&pk->m, PKT_HASH_L4, 0);
+    size_t len = 0;
+    struct {
+        uint8_t ip[4];
+    } dests[VXLAN_MAX_FLOOD];
+    unsigned nd = 0;
+
+    /* Inner frame with the egress VLAN decision applied. */
+    memcpy(inner, pk->data, 12);
+    len = 12;
+    if (tagged) {
+        pkt_put_be16(inner + 12, PKT_ETHERTYPE_VLAN);
+        pkt_put_be16(inner + 14, (uint16_t)((pk->pcp << PKT_VLAN_PCP_SHIFT) | pk->out_vid));
+        len += 4;
+    }
+    memcpy(inner + len, pk->data + 12 + pk->tag_len, pk->len - 12 - pk->tag_len);
+    len += pk->len - 12 - pk->tag_len;
+    if (!pkt_mac_is_multicast(pk->m.dst_mac) &&
+        vxlan_vtep_lookup(p->vx_vtep, p->vx_vni, pk->m.dst_mac, remote) == 0) {
+        memcpy(dests[0].ip, remote, 4);
+        nd = 1;
+    } else if ((v = vxlan_vtep_get_vni(p->vx_vtep, p->vx_vni))) {
+        for (uint32_t i = 0; i < v->n_flood && nd < VXLAN_MAX_FLOOD; i++)
+            memcpy(dests[nd++].ip, v->flood[i], 4);
+    }
+    for (unsigned i = 0; i < nd; i++) {
+        uint8_t *f = inner;
+        size_t flen = len;
+        ssize_t r;
+        if (vxlan_encap(&p->vx_tun, &f, &flen, DP_HEADROOM, dests[i].ip, p->vx_vni, hash,
+                        &p->vx_tx_st)) {
+            st->rx_dropped++;
+            continue;
+        }
+        r = send(p->fd, f, flen, 0);
+        if (r == (ssize_t)flen) {
+            st->rx_packets++;
+            st->rx_bytes += len;
+        } else {
+            st->rx_dropped++;
+        }
+    }
+}
+
 void port_host_close(struct port *p)
 {
+    if (p->vx_vtep) {
+        vxlan_vtep_destroy(p->vx_vtep);
+        free(p->vx_vtep);
+        p->vx_vtep = NULL;
+    }
+    free(p->vx_scratch);
+    p->vx_scratch = NULL;
     if (p->ring)
         munmap(p->ring, p->ring_size);
     p->ring = NULL;
@@ -136,6 +214,34 @@ static void pkt_mark_partial_csum(struct pkt *pk)
     pk->vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
     pk->vh.csum_start = m.l4_ofs;
     pk->vh.csum_offset = m.l4_proto == PKT_IPPROTO_TCP ? 16 : 6;
+}
+
+/* An underlay frame on a VXLAN port: keep it (true) when it is VXLAN for our VTEP and VNI,
+ * with pk reduced to the inner frame and its source learned; host traffic is ignored. */
+static bool vxlan_rx_frame(struct port *p, struct pkt *pk, struct port_queue *q, uint64_t now)
+{
+    struct vxlan_decap_result r;
+    struct pkt_meta m;
+
+    if (pkt_parse(pk->data, pk->len, &m) || m.l3 != PKT_L3_IPV4 ||
+        memcmp(m.ip4.dst, p->vx_tun.local_ip, 4) != 0 || m.l4_proto != PKT_IPPROTO_UDP ||
+        !(m.flags & PKT_F_L4) || m.dport != p->vx_tun.dst_port)
+        return false; /* not for this VTEP: the host stack's business */
+    if (vxlan_decap(pk->data, pk->len, p->vx_tun.dst_port, &r, &p->vx_rx_st)) {
+        p->drops[DROP_MALFORMED]++;
+        q->st.tx_dropped++;
+        return false;
+    }
+    if (r.vni != p->vx_vni) {
+        p->vx_rx_st.bad[VXLAN_BAD_VNI]++;
+        q->st.tx_dropped++;
+        return false;
+    }
+    pk->data += r.inner_ofs;
+    pk->len = (uint32_t)r.inner_len;
+    if (pk->len >= PKT_ETH_HLEN && !pkt_mac_is_multicast(pk->data + 6))
+        vxlan_vtep_learn(p->vx_vtep, p->vx_vni, pk->data + 6, r.remote_ip, now);
+    return true;
 }
 
 /* Read up to a few blocks of the TPACKET_V3 ring, switching every CARD_BURST frames. */
@@ -164,6 +270,7 @@ static unsigned afp_rx(struct worker *w, struct port *p, struct port_queue *q, s
                 (uint8_t *)h + h->tp_mac + h->tp_snaplen <= end) {
                 struct pkt *pk = &w->pkts[n];
                 const uint8_t *f = (uint8_t *)h + h->tp_mac;
+                pk->data = pk->buf + DP_HEADROOM;
                 uint32_t len = h->tp_snaplen;
                 memset(&pk->vh, 0, sizeof(pk->vh));
                 if (h->tp_status & TP_STATUS_VLAN_VALID) {
@@ -178,8 +285,12 @@ static unsigned afp_rx(struct worker *w, struct port *p, struct port_queue *q, s
                     memcpy(pk->data, f, len);
                 }
                 pk->len = len;
-                if (h->tp_status & TP_STATUS_CSUMNOTREADY)
+                if (p->type == PORT_VXLAN) {
+                    if (!vxlan_rx_frame(p, pk, q, *now ? *now : card_now_ns()))
+                        goto next;
+                } else if (h->tp_status & TP_STATUS_CSUMNOTREADY) {
                     pkt_mark_partial_csum(pk);
+                }
                 pkts[n++] = pk;
                 q->st.tx_packets++;
                 q->st.tx_bytes += len;
@@ -193,6 +304,7 @@ static unsigned afp_rx(struct worker *w, struct port *p, struct port_queue *q, s
                 p->drops[DROP_MALFORMED]++;
                 q->st.tx_dropped++;
             }
+        next:
             if (!off_next)
                 break;
             h = (void *)((uint8_t *)h + off_next);
@@ -214,7 +326,9 @@ static unsigned tap_rx_burst(struct worker *w, struct port *p, struct port_queue
     unsigned n = 0;
     while (n < CARD_BURST) {
         struct pkt *pk = &w->pkts[n];
-        ssize_t r = read(p->fd, pk->data, PKT_MAX_FRAME);
+        ssize_t r;
+        pk->data = pk->buf + DP_HEADROOM;
+        r = read(p->fd, pk->data, PKT_MAX_FRAME);
         if (r < 0)
             break;
         if (r < PKT_ETH_HLEN) {
@@ -238,7 +352,7 @@ unsigned dp_host_rx_burst(struct worker *w, struct port *p, struct port_queue *q
 
     if (!__atomic_load_n(&q->rx_running, __ATOMIC_ACQUIRE) || p->fd < 0)
         return 0;
-    if (p->type == PORT_AFPACKET)
+    if (p->type == PORT_AFPACKET || p->type == PORT_VXLAN)
         return afp_rx(w, p, q, pkts, now);
     n = tap_rx_burst(w, p, q, pkts);
     if (n) {

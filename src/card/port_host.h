@@ -8,6 +8,11 @@
 /* Open p->ifname; set p->fd (and the rx ring for AF_PACKET). 0 or -errno. */
 int port_tap_open(struct port *p);
 int port_afpacket_open(struct port *p);
+/* VXLAN tunnel port: p->vx_* configured by the caller; opens the underlay. */
+int port_vxlan_open(struct port *p);
+/* Encapsulate and send one frame (unicast to the learned VTEP or head-end
+ * replication to the flood list). Caller holds p->tx_mutex. */
+void port_vxlan_output(struct port *p, struct pkt *pk, bool tagged, struct queue_stats *st);
 /* Close what the open functions set up (no-op for VM ports). */
 void port_host_close(struct port *p);
 
