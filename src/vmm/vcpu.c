@@ -73,7 +73,7 @@ static void cpuid_set_topology_leaf(struct kvm_cpuid_entry2 *e, uint32_t fn, uin
  * Adapt KVM's supported CPUID to this vCPU: one package of n cores with one
  * thread each, APIC ID = vCPU index, hypervisor bit and the KVM signature.
  */
-static void cpuid_patch(struct kvm_cpuid2 *c, uint32_t apic_id, uint32_t n, uint32_t max)
+void vcpu_cpuid_patch(struct kvm_cpuid2 *c, uint32_t apic_id, uint32_t n, uint32_t max)
 {
     uint32_t pow2 = 1u << bits_for(n), out = 0, max_basic = 0;
 
@@ -134,7 +134,7 @@ static int vcpu_setup_cpuid(struct vcpu *v, const struct kvm_cpuid2 *supported)
     if (!c)
         return -ENOMEM;
     memcpy(c, supported, sizeof(*c) + supported->nent * sizeof(supported->entries[0]));
-    cpuid_patch(c, (uint32_t)v->index, (uint32_t)v->vm->n_vcpus, CPUID_MAX_ENTRIES);
+    vcpu_cpuid_patch(c, (uint32_t)v->index, (uint32_t)v->vm->n_vcpus, CPUID_MAX_ENTRIES);
     if (ioctl(v->fd, KVM_SET_CPUID2, c) < 0) {
         ret = -errno;
         log_err("vCPU %d: KVM_SET_CPUID2 (%u entries) failed: %s", v->index, c->nent,

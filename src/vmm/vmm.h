@@ -115,6 +115,12 @@ void vm_request_exit(struct vm *vm, enum vm_exit_kind kind);
 int vm_power_button(struct vm *vm);
 
 /* vcpu.c */
+struct kvm_cpuid2;
+/*
+ * Turn KVM's supported CPUID into vCPU apic_id's view of an n-vCPU VM (one
+ * package of n single-thread cores); c has room for max entries.
+ */
+void vcpu_cpuid_patch(struct kvm_cpuid2 *c, uint32_t apic_id, uint32_t n, uint32_t max);
 int vcpu_create_all(struct vm *vm);
 int vcpu_start_all(struct vm *vm);
 /* Stop and join every vCPU thread. */
