@@ -359,6 +359,20 @@ static void test_create_unlock(void **state)
     luks_close(l);
     free(area);
 
+    /* time-based iteration count (calibrated PBKDF2, 20 ms budget) */
+    {
+        struct luks_create_opts t = {.iter_time_ms = 20};
+
+        assert_int_equal(luks_create(&l, &t, "timed", 5, &area, &len, "timed"), 0);
+        luks_close(l);
+        assert_int_equal(luks_open(&l, area, len, "timed"), 0);
+        assert_int_equal(luks_unlock(l, area, len, "timed", 5, &slot), 0);
+        luks_close(l);
+        free(area);
+        t.iter_time_ms = 700000;
+        assert_int_equal(luks_create(&l, &t, "x", 1, &area, &len, "too long"), -EINVAL);
+    }
+
     /* bad options */
     o.iterations = 10;
     assert_int_equal(luks_create(&l, &o, "s", 1, &area, &len, "bad"), -EINVAL);
