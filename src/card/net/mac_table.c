@@ -59,6 +59,15 @@ struct mac_table {
     struct mac_table_stats stats;
 };
 
+static inline void mac_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield" ::: "memory");
+#endif
+}
+
 static uint64_t mac_to_u64(const uint8_t mac[6])
 {
     return ((uint64_t)mac[0] << 40) | ((uint64_t)mac[1] << 32) | ((uint64_t)mac[2] << 24) |
@@ -150,8 +159,10 @@ static int mac_bucket_find(const struct mac_bucket *b, uint32_t domain, uint64_t
     struct mac_bucket *mb = (struct mac_bucket *)b; /* atomics need non-const */
     for (;;) {
         uint32_t s1 = atomic_load_explicit(&mb->seq, memory_order_acquire);
-        if (s1 & 1)
+        if (s1 & 1) {
+            mac_cpu_relax(); /* a writer is mid-update: a few stores */
             continue;
+        }
         int found = -1;
         uint64_t v = 0;
         for (int i = 0; i < MAC_BUCKET_SLOTS; i++) {
