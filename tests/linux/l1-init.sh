@@ -10,7 +10,7 @@
 #                                    hang (L2 init never finishes)
 #   lab.cpus=N lab.mem=MiB           L2 size (default 2 and 256)
 #   lab.timeout=SECONDS              limit for each L2 run (default 240)
-#   lab.hangtimeout=SECONDS          limit for the hang step (default 30)
+#   lab.hangtimeout=SECONDS          limit for the hang step (default 45)
 #   lab.quiet=1                      boot L2 with "quiet"
 # Output, per run N:
 #   LAB-L1 begin run=N vmm=V step=S
@@ -44,7 +44,7 @@ plan=$(arg plan qemu:boot)
 cpus=$(arg cpus 2)
 mem=$(arg mem 256)
 limit=$(arg timeout 240)
-hang_limit=$(arg hangtimeout 30)
+hang_limit=$(arg hangtimeout 45)
 quiet=$(arg quiet 0)
 mac=52:54:00:12:34:56
 l1_ip=10.0.2.1

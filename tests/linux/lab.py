@@ -586,8 +586,10 @@ def test_panic(vmm, qtvmm):
           and "the L2 init never started" in r.reasons() and r.console,
           "missing L2 kernel: reported as a VMM error with its message")
     r = runs.get("hang")
+    # (on a loaded machine L2 may not even reach its init within the hang
+    # step's limit: a guest stuck anywhere must be reported the same way)
     check(r is not None and any(w.startswith("L2 timed out") for w in r.reasons())
-          and any("hanging on purpose" in line for line in r.console),
+          and r.console,
           "hung L2 guest: reported as timed out, its console attached")
 
     paths = fetch()
@@ -636,15 +638,18 @@ def cmd_bench(a):
     if not a.json or not lab.verdict():
         lab.report(out=sys.stderr if a.json else sys.stdout, tail=15)
     rows = []
-    for metric, key, label in (("boot_to_init", "init_ms",
-                                "L2 VMM start to L2 init"),
-                               ("boot_to_exit", "total_ms",
-                                "L2 VMM start to VMM exit (poweroff)")):
+    for metric, key, how, label in (
+            ("boot_to_init", "init_ms", statistics.median,
+             "L2 VMM start to L2 init, median"),
+            ("boot_to_init_min", "init_ms", min,
+             "L2 VMM start to L2 init, best"),
+            ("boot_to_exit", "total_ms", statistics.median,
+             "L2 VMM start to VMM exit, median")):
         col = {}
         for vmm in ("qtvmm", "qemu"):
             vals = [r.relay[key] for r in lab.runs
                     if r.vmm == vmm and not r.reasons()]
-            col[vmm] = statistics.median(vals) if vals else None
+            col[vmm] = how(vals) if vals else None
         ratio = (round(col["qtvmm"] / col["qemu"], 3)
                  if col["qtvmm"] and col["qemu"] else None)
         rows.append({"bench": "lab-boot", "metric": metric, "unit": "ms",
@@ -656,16 +661,17 @@ def cmd_bench(a):
             r.pop("label")
             print(json.dumps(r))
     else:
-        print(f"lab-boot: Linux {lab.runs[0].step if lab.runs else ''} in the "
-              f"nested lab (L1 = QEMU-TCG + SVM, L2 under KVM), median of "
-              f"{a.runs} runs each, same L1 boot")
+        print(f"lab-boot: Linux (2 vCPUs, 256 MiB, quiet) in the nested lab "
+              f"(L1 = QEMU-TCG + SVM, L2 under KVM), {a.runs} runs of each "
+              f"VMM, alternating in one L1 boot; host load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
         def fmt(v):
             return "FAIL" if v is None else f"{v:.0f}"
-        print(f"{'metric':<40} {'qtvmm':>10} {'qemu-microvm':>13} "
+        print(f"{'metric':<42} {'qtvmm':>10} {'qemu-microvm':>13} "
               f"{'ratio':>7}")
         for r in rows:
-            print(f"{r['label'] + ' (ms)':<40} {fmt(r['ours']):>10} "
+            print(f"{r['label'] + ' (ms)':<42} {fmt(r['ours']):>10} "
                   f"{fmt(r['peer']):>13} "
                   f"{'-' if r['ratio'] is None else r['ratio']:>7}")
     return 0 if all(r["ratio"] is not None for r in rows) else 1
