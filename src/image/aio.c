@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct aio_cow;
+
 struct aio_req {
     struct qtimg_aio *aio;
     qtimg_aio_cb cb;
@@ -28,6 +30,16 @@ struct aio_req {
     unsigned pending; /* ring operations not yet completed (+1 while submitting) */
     int ret;
     struct aio_req *next; /* free list or done list */
+    struct aio_cow *cow;  /* set: the fill reads of a copy-on-write */
+};
+
+/* An allocating write that needs the data around it: fill reads, then one write. */
+struct aio_cow {
+    struct aio_req sub; /* the fill reads */
+    struct aio_req *parent;
+    struct qtimg *img;
+    struct img_ticket t;
+    uint8_t *bounce;
 };
 
 /* One ring operation. */
@@ -38,6 +50,7 @@ struct aio_op {
     bool has_ticket;
     uint8_t *zero_tail; /* short read: zero from here */
     uint64_t want;
+    uint8_t *free_buf; /* bounce buffer to free on completion */
     struct aio_op *next_free;
 };
 
@@ -243,6 +256,88 @@ static int aio_read_chain(struct qtimg_aio *aio, struct aio_req *r, struct qtimg
 
 static int aio_reap(struct qtimg_aio *aio, bool wait);
 
+static void aio_cow_free(struct aio_cow *c)
+{
+    free(c->bounce);
+    free(c);
+}
+
+/* The fill reads are done: write the whole span, then publish. */
+static void aio_cow_reads_done(struct qtimg_aio *aio, struct aio_cow *c)
+{
+    struct aio_req *r = c->parent;
+    uint64_t len = c->t.cow_hi - c->t.cow_lo, host = c->t.host + c->t.cow_lo;
+    struct aio_op *op;
+    int ret = c->sub.ret;
+
+    if (ret == 0) {
+        op = aio_queue_rw(aio, r, c->img, true, c->bounce, len, host);
+        if (op) {
+            op->t = c->t;
+            op->has_ticket = true;
+            op->free_buf = c->bounce;
+            c->bounce = NULL;
+            aio_cow_free(c);
+            if (--r->pending == 0) /* the write op holds the request now */
+                aio_req_finish(r);
+            return;
+        }
+        ret = img_data_pwrite(c->img, c->bounce, len, host);
+    }
+    {
+        int cr = c->img->drv->write_commit(c->img, &c->t, ret);
+        if (ret == 0)
+            ret = cr;
+    }
+    if (ret < 0 && r->ret == 0)
+        r->ret = ret;
+    aio_cow_free(c);
+    if (--r->pending == 0)
+        aio_req_finish(r);
+}
+
+/* Starts a copy-on-write allocation: user data into a bounce buffer, fill
+ * reads queued; the write follows in aio_cow_reads_done. */
+static int aio_cow_start(struct qtimg_aio *aio, struct aio_req *r, struct qtimg *img,
+                         const struct img_ticket *t, const uint8_t *buf, uint64_t off, uint64_t n)
+{
+    uint64_t coff = off - t->guest_base, span = t->cow_hi - t->cow_lo;
+    struct aio_cow *c = calloc(1, sizeof(*c));
+    int ret = 0;
+
+    if (!c || posix_memalign((void **)&c->bounce, IMG_DIO_ALIGN, span)) {
+        free(c);
+        return -ENOMEM;
+    }
+    c->parent = r;
+    c->img = img;
+    c->t = *t;
+    c->sub.aio = aio;
+    c->sub.cow = c;
+    c->sub.pending = 1; /* held while queueing */
+    r->pending++;       /* the copy-on-write as a whole */
+    memcpy(c->bounce + (coff - t->cow_lo), buf, n);
+    if (coff > t->cow_lo) {
+        if (t->head_zero)
+            memset(c->bounce, 0, coff - t->cow_lo);
+        else
+            ret = aio_read_chain(aio, &c->sub, img->backing, c->bounce, coff - t->cow_lo,
+                                 t->guest_base + t->cow_lo);
+    }
+    if (ret == 0 && coff + n < t->cow_hi) {
+        if (t->tail_zero)
+            memset(c->bounce + (coff + n - t->cow_lo), 0, t->cow_hi - coff - n);
+        else
+            ret = aio_read_chain(aio, &c->sub, img->backing, c->bounce + (coff + n - t->cow_lo),
+                                 t->cow_hi - coff - n, t->guest_base + coff + n);
+    }
+    if (ret < 0 && c->sub.ret == 0)
+        c->sub.ret = ret;
+    if (--c->sub.pending == 0)
+        aio_cow_reads_done(aio, c);
+    return 0;
+}
+
 /* Waits for every operation on the ring (completions are delivered later, from poll). */
 static int aio_drain_others(struct qtimg_aio *aio)
 {
@@ -282,7 +377,9 @@ static int aio_write(struct qtimg_aio *aio, struct aio_req *r, uint8_t *buf, uin
                 return ret;
             has_ticket = ext.kind == IMG_EXT_HOST;
         }
-        if (ext.kind == IMG_EXT_HOST) {
+        if (has_ticket && t.cow) {
+            ret = aio_cow_start(aio, r, img, &t, buf, off, ext.len);
+        } else if (ext.kind == IMG_EXT_HOST) {
             struct aio_op *op = aio_queue_rw(aio, r, img, true, buf, ext.len, ext.host_off);
             if (op) {
                 op->t = t;
@@ -377,11 +474,16 @@ static void aio_op_done(struct qtimg_aio *aio, struct aio_op *op, int res)
     }
     if (ret < 0 && r->ret == 0)
         r->ret = ret;
+    free(op->free_buf);
     op->next_free = aio->free_ops;
     aio->free_ops = op;
     aio->ops_on_ring--;
-    if (--r->pending == 0)
-        aio_req_finish(r);
+    if (--r->pending == 0) {
+        if (r->cow)
+            aio_cow_reads_done(aio, r->cow);
+        else
+            aio_req_finish(r);
+    }
 }
 
 static int aio_reap(struct qtimg_aio *aio, bool wait)

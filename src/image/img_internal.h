@@ -28,6 +28,12 @@ struct img_ticket {
     uint64_t host;  /* host cluster */
     uint32_t mask;  /* subclusters the write covers */
     bool new_cluster;
+    /* copy-on-write: the caller writes [cow_lo, cow_hi) of the cluster, the
+     * parts around its data filled from zeroes or the backing file */
+    bool cow;
+    bool head_zero, tail_zero;
+    uint64_t cow_lo, cow_hi;
+    uint64_t guest_base; /* guest offset of the cluster */
 };
 
 struct img_driver {

@@ -1869,7 +1869,6 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
     uint64_t n = s->cluster_size - coff, scs = 1ull << s->sc_bits, l2off, host;
     uint32_t first, last, touched;
     struct qcow2_l2e e;
-    bool aligned;
     int ret;
 
     if (n > len)
@@ -1884,7 +1883,6 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
     first = (uint32_t)(coff >> s->sc_bits);
     last = (uint32_t)((coff + n - 1) >> s->sc_bits);
     touched = sc_mask(first, last);
-    aligned = !(coff & (scs - 1)) && !((coff + n) & (scs - 1));
     ret = qcow2_mark_dirty(s);
     if (ret < 0)
         return ret;
@@ -1894,17 +1892,24 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
     ret = qcow2_get_entry(s, gc, &e);
     if (ret < 0)
         return ret;
+    /* partial subclusters without data of their own need a fill */
+    {
+        bool head = (coff & (scs - 1)) && !(e.type == L2E_NORMAL && (e.alloc & (1u << first)));
+        bool tail = ((coff + n) & (scs - 1)) && !(e.type == L2E_NORMAL && (e.alloc & (1u << last)));
+        t->cow_lo = head ? (uint64_t)first << s->sc_bits : coff;
+        t->cow_hi = tail ? (uint64_t)(last + 1) << s->sc_bits : coff + n;
+        t->head_zero = !img->backing || (e.zero & (1u << first));
+        t->tail_zero = !img->backing || (e.zero & (1u << last));
+        t->cow = head || tail;
+    }
     if (e.type == L2E_NORMAL && e.copied) {
-        if (!aligned && (e.alloc & touched) != touched)
-            return 0; /* partial subcluster needs a fill: synchronous */
         host = e.host;
         t->new_cluster = false;
     } else if (e.type == L2E_UNALLOC) {
         bool zero_fill = false;
-        if (!aligned) {
-            /* only a fresh cluster with nothing below it can skip the fill */
-            if (s->nb_sc != 1 || img->backing || e.zero)
-                return 0;
+        if (t->cow && s->nb_sc == 1 && !img->backing && !e.zero) {
+            /* a fresh cluster with nothing below it: no fill unless reused */
+            t->cow = false;
             zero_fill = true;
         }
         ret = qcow2_alloc_clusters(s, 1, &host);
@@ -1939,6 +1944,7 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
         s->capinflight = cap;
     }
     s->inflight[s->ninflight++] = gc;
+    t->guest_base = gc << s->cluster_bits;
     t->gc = gc;
     t->l2off = l2off;
     t->host = host;

@@ -5,7 +5,8 @@
 usage: crash_test.py CRASH_WRITER [ITERATIONS] [SEED]
 
 Each iteration creates a qcow2 image (random cluster size, refcount width,
-extended L2, with or without a raw backing file), runs crash_writer twice on
+extended L2, lazy refcounts, with or without a raw backing file; the writer
+uses the synchronous API or the io_uring one), runs crash_writer twice on
 it, killing it after a random delay each time. After every kill:
   - `qemu-img check` must report a clean image or leaked clusters only
     (exit 0 or 3), never corruption;
@@ -120,6 +121,7 @@ def main():
             ext = cs >= 16384 and rnd.random() < 0.4
             backing = rnd.random() < 0.4
             lazy = rnd.random() < 0.25
+            use_aio = rnd.random() < 0.5
             opts = "cluster_size=%d,refcount_bits=%d,extended_l2=%s,lazy_refcounts=%s" % (
                 cs, rb, "on" if ext else "off", "on" if lazy else "off")
             args = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", opts]
@@ -131,10 +133,11 @@ def main():
                 args += ["-b", b, "-F", "raw"]
             run(*args, img, str(SIZE))
             model = Model(backing)
-            desc = "iter %d: %s backing=%s" % (it, opts, backing)
+            desc = "iter %d: %s backing=%s aio=%s" % (it, opts, backing, use_aio)
             ok = True
             for phase in range(2):
-                p = subprocess.Popen([writer, img, jour, str(rnd.getrandbits(31))],
+                mode = ["aio"] if use_aio else []
+                p = subprocess.Popen([writer, img, jour, str(rnd.getrandbits(31))] + mode,
                                      stderr=subprocess.PIPE)
                 time.sleep(rnd.uniform(0.05, 0.5))
                 rc = p.poll()
