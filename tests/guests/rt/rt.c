@@ -100,6 +100,7 @@ __attribute__((weak)) void ap_main(void)
 void rt_main(void)
 {
     const struct hvm_start_info *si = (const void *)(uint64_t)rt_start_info_pa;
+    uint64_t t_long = rdtsc(), t_acpi, t_ready;
     int ret;
 
     idt_init();
@@ -108,13 +109,19 @@ void rt_main(void)
     else
         printf("WARN: no hvm_start_info (ebx 0x%x)\n", rt_start_info_pa);
     rt_find_ram_top();
+    cmdline_init();
     ret = acpi_init();
+    t_acpi = rdtsc();
     if (ret < 0)
         printf("WARN: ACPI not found (%d): power-off will not work\n", ret);
-    cmdline_init();
-    printf("READY\nguest %s cmdline \"%s\"\n", guest_name, cmdline_raw());
-    printf("runtime up %lu us after the first instruction (tsc %lu kHz)\n",
-           (rdtsc() - rt_entry_tsc) * 1000 / tsc_khz(), tsc_khz());
+    serial_puts("READY\n");
+    t_ready = rdtsc();
+    /* Timings after READY: calibrating the TSC takes a while and must not delay it. */
+    printf("guest %s cmdline \"%s\"\n", guest_name, cmdline_raw());
+    printf("boot: long mode %lu us, ACPI parsed %lu us, READY %lu us after the first "
+           "instruction (tsc %lu kHz)\n",
+           (t_long - rt_entry_tsc) * 1000 / tsc_khz(), (t_acpi - rt_entry_tsc) * 1000 / tsc_khz(),
+           (t_ready - rt_entry_tsc) * 1000 / tsc_khz(), tsc_khz());
     ret = guest_main();
     if (ret == 0)
         printf("PASS %s\n", guest_name);

@@ -13,6 +13,8 @@
 #define AP_STACK_SIZE    8192
 #define AP_MAX           64
 
+#define PDPT_1G_END 64 /* 1 GiB pages map 4 GiB up to here (64-bit BARs) */
+
 #define SEL_CODE64 0x08
 #define SEL_DATA   0x10
 #define SEL_CODE32 0x18
@@ -43,7 +45,7 @@ pvh_start:
     movl %eax, rt_entry_tsc
     movl %edx, rt_entry_tsc + 4
 
-    /* Zero .bss (page tables, stacks and buffers live there). */
+    /* Zero .bss (stacks and large buffers live in .noinit instead). */
     movl $__bss_start, %edi
     movl $__bss_end, %ecx
     subl %edi, %ecx
@@ -54,55 +56,24 @@ pvh_start:
     movl $boot_stack_top, %esp
     movl %ebp, rt_start_info_pa
 
-    /* PML4[0] -> PDPT */
-    movl $pdpt, %eax
-    orl $0x3, %eax
-    movl %eax, pml4
-
-    /* PDPT[0..3] -> PD[0..3] */
-    xorl %ecx, %ecx
-1:  movl %ecx, %eax
-    shll $12, %eax
-    addl $pd, %eax
-    orl $0x3, %eax
-    movl %eax, pdpt(, %ecx, 8)
-    incl %ecx
-    cmpl $4, %ecx
-    jb 1b
-
-    /* PD entries: 2048 x 2 MiB, present | rw | ps; cache-disable above 3 GiB (MMIO). */
-    xorl %ecx, %ecx
-2:  movl %ecx, %eax
-    shll $21, %eax
-    orl $0x83, %eax
-    cmpl $0x600, %ecx
-    jb 3f
-    orl $0x10, %eax
-3:  movl %eax, pd(, %ecx, 8)
-    incl %ecx
-    cmpl $2048, %ecx
-    jb 2b
-
-    /* 1 GiB pages for 4..512 GiB (64-bit BARs) when the CPU supports them. */
+    /*
+     * The page tables are static data (below). Only when the CPU has no 1 GiB
+     * pages are the 4-64 GiB entries removed.
+     */
     movl $0x80000000, %eax
     cpuid
     cmpl $0x80000001, %eax
-    jb 5f
+    jb 4f
     movl $0x80000001, %eax
     cpuid
     btl $26, %edx
-    jnc 5f
-    movl $4, %ecx
-4:  movl %ecx, %eax
-    shll $30, %eax
-    orl $0x93, %eax                /* present | rw | pcd | ps */
-    movl %eax, pdpt(, %ecx, 8)
-    movl %ecx, %eax
-    shrl $2, %eax
-    movl %eax, pdpt + 4(, %ecx, 8)
+    jc 5f
+4:  movl $4, %ecx
+6:  movl $0, pdpt(, %ecx, 8)
+    movl $0, pdpt + 4(, %ecx, 8)
     incl %ecx
-    cmpl $512, %ecx
-    jb 4b
+    cmpl $PDPT_1G_END, %ecx
+    jb 6b
 5:
     lgdt gdt_desc
     call enter_long_mode
@@ -222,21 +193,44 @@ rt_entry_tsc:
 ap_next_stack:
     .long 0
 
-    .section .bss
+/*
+ * Identity map built at assembly time, so that start-up costs nothing even
+ * where the guest's kernel-mode instructions are emulated: 2 MiB pages for
+ * 0-4 GiB (cache-disabled from 3 GiB: MMIO), 1 GiB pages for 4-64 GiB.
+ */
+    .section .data.pagetables, "aw"
     .balign 4096
 pml4:
-    .skip 4096
+    .quad pdpt + 0x3
+    .fill 511, 8, 0
 pdpt:
-    .skip 4096
+    .quad pd + 0x3
+    .quad pd + 0x1000 + 0x3
+    .quad pd + 0x2000 + 0x3
+    .quad pd + 0x3000 + 0x3
+    .set gib, 4
+    .rept PDPT_1G_END - 4
+    .quad (gib << 30) | 0x93       /* present | rw | pcd | ps */
+    .set gib, gib + 1
+    .endr
+    .fill 512 - PDPT_1G_END, 8, 0
 pd:
-    .skip 4 * 4096
+    .set mib2, 0
+    .rept 0x600
+    .quad (mib2 << 21) | 0x83      /* present | rw | ps */
+    .set mib2, mib2 + 1
+    .endr
+    .rept 0x200
+    .quad (mib2 << 21) | 0x93      /* present | rw | pcd | ps */
+    .set mib2, mib2 + 1
+    .endr
+
+    /* Not zeroed at start-up: zeroing costs time on emulating hypervisors. */
+    .section .noinit, "aw", @nobits
     .balign 16
 boot_stack:
     .skip 32768
 boot_stack_top:
-
-    /* Not zeroed at start-up: zeroing costs time on emulating hypervisors. */
-    .section .noinit, "aw", @nobits
     .balign 16
 ap_stacks:
     .skip (AP_MAX + 1) * AP_STACK_SIZE
