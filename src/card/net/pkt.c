@@ -310,12 +310,15 @@ static uint32_t pkt_mix32(uint32_t h)
     return h;
 }
 
-/* Hash n bytes into one word; order-dependent. */
+/* Hash n bytes (n a multiple of 2) into one word, 4 bytes at a time. */
 static uint32_t pkt_hash_bytes(const uint8_t *p, size_t n, uint32_t h)
 {
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 0x01000193u; /* FNV-1a step */
-    return pkt_mix32(h);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        h = pkt_mix32(h ^ pkt_get_be32(p + i)) + 0x9e3779b9u;
+    if (i < n)
+        h = pkt_mix32(h ^ pkt_get_be16(p + i)) + 0x9e3779b9u;
+    return h;
 }
 
 uint32_t pkt_hash(const struct pkt_meta *m, enum pkt_hash_fields fields, uint32_t seed)

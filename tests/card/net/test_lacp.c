@@ -370,8 +370,8 @@ static void test_other_partner_not_selected(void **state)
     lacp_member_set_link(&c, (unsigned)ic, true, 0);
     lacp_member_set_link(&s.a, (unsigned)ia1, true, 0);
     uint8_t f[LACP_FRAME_LEN];
-    /* b has the better system priority than c? no: c has 50 < 200, so the
-     * lead is the member to c and the member to b is the odd one out */
+    /* c's system priority (50) beats b's (200): the member facing c leads
+     * and the member facing b is left unselected */
     while (s.now < 3 * SEC) {
         lacp_run(&c, s.now);
         for (int r = 0; r < 3; r++) {
