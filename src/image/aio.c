@@ -40,6 +40,8 @@ struct aio_cow {
     struct qtimg *img;
     struct img_ticket t;
     uint8_t *bounce;
+    const uint8_t *data; /* the caller's data, copied in after a whole-span read */
+    uint64_t data_off, data_len;
 };
 
 /* One ring operation. */
@@ -270,6 +272,8 @@ static void aio_cow_reads_done(struct qtimg_aio *aio, struct aio_cow *c)
     struct aio_op *op;
     int ret = c->sub.ret;
 
+    if (c->data)
+        memcpy(c->bounce + c->data_off, c->data, c->data_len);
     if (ret == 0) {
         op = aio_queue_rw(aio, r, c->img, true, c->bounce, len, host);
         if (op) {
@@ -316,6 +320,16 @@ static int aio_cow_start(struct qtimg_aio *aio, struct aio_req *r, struct qtimg 
     c->sub.cow = c;
     c->sub.pending = 1; /* held while queueing */
     r->pending++;       /* the copy-on-write as a whole */
+    if (coff > t->cow_lo && coff + n < t->cow_hi && !t->head_zero && !t->tail_zero) {
+        /* both sides come from the backing file: one read of the whole span
+         * (as QEMU does), the data goes over it when the read is done */
+        c->data = buf;
+        c->data_off = coff - t->cow_lo;
+        c->data_len = n;
+        ret =
+            aio_read_chain(aio, &c->sub, img->backing, c->bounce, span, t->guest_base + t->cow_lo);
+        goto queued;
+    }
     memcpy(c->bounce + (coff - t->cow_lo), buf, n);
     if (coff > t->cow_lo) {
         if (t->head_zero)
@@ -331,6 +345,7 @@ static int aio_cow_start(struct qtimg_aio *aio, struct aio_req *r, struct qtimg 
             ret = aio_read_chain(aio, &c->sub, img->backing, c->bounce + (coff + n - t->cow_lo),
                                  t->cow_hi - coff - n, t->guest_base + coff + n);
     }
+queued:
     if (ret < 0 && c->sub.ret == 0)
         c->sub.ret = ret;
     if (--c->sub.pending == 0)
