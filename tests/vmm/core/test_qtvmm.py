@@ -102,8 +102,8 @@ def main():
     # SMP: APs wait for SIPI while the BSP runs and powers off.
     rc, out, err = run(q, base + ["--cpus", "boot=4", "--cmdline", "p"])
     check(rc == 0 and "ready" in out, f"4 vCPUs boot and power off (status {rc})")
-    rc, out, err = run(q, ["--kernel", g, "--memory", "size=3G", "--serial", "tty", "--cmdline", "p"])
-    check(rc == 0, f"3 GiB guest (RAM above 4 GiB) boots (status {rc}) {err[-200:]}")
+    rc, out, err = run(q, ["--kernel", g, "--memory", "size=5G", "--serial", "tty", "--cmdline", "p"])
+    check(rc == 0, f"5 GiB guest (2 GiB of it above 4 GiB) boots (status {rc}) {err[-200:]}")
 
     # Hugepage-backed RAM (only where the host has 2 MiB pages free).
     free_huge = 0
