@@ -8,7 +8,12 @@ int guest_main(void)
 {
     uint64_t t0, t1;
 
+    char token[64];
+
     printf("hello from the qingtian test guest\n");
+    /* The runner passes a random token: proves the command line reached the guest intact. */
+    if (cmdline_get("hello.token", token, sizeof(token)))
+        printf("hello: token %s\n", token);
     printf("start_info: version %u cmdline 0x%lx rsdp 0x%lx memmap %u entries, ram top 0x%lx\n",
            rt_start_info.version, rt_start_info.cmdline_paddr, rt_start_info.rsdp_paddr,
            rt_start_info.memmap_entries, rt_ram_top);
