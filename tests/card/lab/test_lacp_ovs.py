@@ -6,8 +6,10 @@ pairs with lacp=active and lacp-time=fast.
 
 Checks: the bond negotiates on both sides with both members in use; when our
 LACPDUs stop on one member, OVS disables it within 3 s and we see it out of
-sync; when a veth loses carrier both sides drop that member (we at once, OVS
-within 3 s); everything comes back; OVS never sent us a PDU we rejected.
+sync (and the same when OVS's LACPDUs stop); when a veth loses carrier both
+sides drop that member (we at once, OVS within 3 s); everything comes back;
+OVS never sent us a PDU we rejected. Then: our passive + slow side negotiates
+with an active OVS, and passive against passive stays silent.
 
 usage: test_lacp_ovs.py PATH/TO/qt-lacp-peer
 """
@@ -168,6 +170,36 @@ def main():
         for m in ("a0", "a1"):
             assert peer.member(m)["rx_bad"] == 0, f"rejected a PDU from OVS: {peer.member(m)}"
             assert peer.member(m)["rx_pdus"] > 0
+        proc.terminate()
+        proc.wait(timeout=10)
+
+        # 4. active/passive and slow rate: we are passive and slow, OVS active
+        # and slow -> negotiates; both passive -> nobody speaks, nothing comes up
+        lab.vsctl("set", "port", "bond0", "other_config:lacp-time=slow")
+        proc = lab.popen(card, [peer_exe, "--sys-mac", SYS_MAC, "--passive", "--slow",
+                                "--duration", "30", "a0", "a1"],
+                         stdout=subprocess.PIPE, text=True)
+        peer = PeerState(proc)
+        up = netlab.wait_for(lambda: (peer.last() or {}).get("enabled") == 2 and
+                             ovs_member_enabled(lab, "o0") and ovs_member_enabled(lab, "o1"), 15)
+        assert up, f"passive/slow side did not negotiate with active OVS: {peer.last()}"
+        assert "lacp_time: slow" in lab.appctl("lacp/show", "bond0")
+        netlab.log("passive + slow against active OVS: negotiated", peer.last())
+        proc.terminate()
+        proc.wait(timeout=10)
+
+        lab.vsctl("set", "port", "bond0", "lacp=passive")
+        proc = lab.popen(card, [peer_exe, "--sys-mac", SYS_MAC, "--passive", "--duration", "6",
+                                "a0", "a1"], stdout=subprocess.PIPE, text=True)
+        peer = PeerState(proc)
+        proc.wait(timeout=20)
+        peer.t.join(timeout=5)
+        last = peer.last()
+        assert last["enabled"] == 0, f"passive/passive came up: {last}"
+        # neither side sends a single LACPDU (OVS may still list the members
+        # as enabled from the previous partner until its 90 s slow timeout)
+        assert all(m["tx"] == 0 and m["rx_pdus"] == 0 for m in last["members"]), last
+        netlab.log("passive against passive OVS: both silent, not negotiated (as 802.1AX requires)")
         netlab.log("PASS")
         return 0
     finally:
