@@ -41,7 +41,7 @@
 struct mac_table;
 
 struct mac_table_config {
-    uint32_t max_entries; /* capacity, >= 1; the table reserves ~2x slots */
+    uint32_t max_entries; /* capacity, 1..2^26; the table reserves ~2x slots */
     uint64_t aging_ns;    /* entries not seen for this long are removed by age() */
     uint64_t seed;        /* hash seed (randomise in production; fixed in tests) */
 };

@@ -21,12 +21,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PKT_ETH_ALEN    6
-#define PKT_ETH_HLEN    14
-#define PKT_VLAN_HLEN   4
-#define PKT_ETH_MIN_LEN 14   /* a header and nothing else; runt padding is not required */
-#define PKT_MAX_FRAME   9238 /* 9216-byte jumbo MTU + Ethernet + two tags */
-#define PKT_MAX_VLANS   2
+#define PKT_ETH_ALEN  6
+#define PKT_ETH_HLEN  14
+#define PKT_VLAN_HLEN 4
+#define PKT_MAX_FRAME 9238 /* 9216-byte jumbo MTU + Ethernet + two tags */
+#define PKT_MAX_VLANS 2
 
 #define PKT_ETHERTYPE_IPV4 0x0800
 #define PKT_ETHERTYPE_ARP  0x0806
