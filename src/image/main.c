@@ -298,8 +298,8 @@ static json_object *info_json(struct qtimg *img)
             json_object_object_add(o, "snapshots", a);
         }
         free(sn);
-        json_object_object_add(o, "dirty-flag", json_object_new_boolean(in.dirty));
     }
+    json_object_object_add(o, "dirty-flag", json_object_new_boolean(in.dirty));
     return o;
 }
 

@@ -145,6 +145,8 @@ def case_qemu_writes():
         info_agrees("r.qcow2")
         q("convert", "-O", "raw", "r.qcow2", "r.raw")
         compare("r.qcow2", "r.raw", "qcow2", "raw")
+    info_agrees("r.raw")
+    map_agrees("r.raw")
 
 
 def case_backing_chain():
