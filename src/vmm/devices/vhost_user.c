@@ -129,7 +129,7 @@ static int vhost_user_send(struct vhost_user *vu, uint32_t req, uint32_t flags, 
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = size ? 2 : 1};
     ssize_t n;
 
-    if (vu->fd < 0)
+    if (vu->fd < 0 || vu->dead)
         return -ENOTCONN;
     if (nfds > 0) {
         struct cmsghdr *cmsg;
@@ -151,6 +151,9 @@ static int vhost_user_send(struct vhost_user *vu, uint32_t req, uint32_t flags, 
 
         log_err("vhost-user '%s': sending %s failed (%s)", vu->name, vhost_user_req_name(req),
                 n < 0 ? strerror(errno) : "short write");
+        /* The back-end is gone: later messages fail quietly with -ENOTCONN. */
+        if (err == -EPIPE || err == -ECONNRESET)
+            shutdown(vu->fd, SHUT_RDWR), vu->dead = true;
         return err;
     }
     return 0;

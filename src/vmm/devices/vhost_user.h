@@ -49,6 +49,7 @@ enum vhost_user_request {
 
 struct vhost_user {
     int fd;
+    bool dead; /* the connection broke; no more messages are sent */
     char path[108];
     char name[32];
     uint64_t features;          /* offered by the back-end */

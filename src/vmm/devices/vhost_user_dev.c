@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "vmm/config.h"
@@ -52,6 +55,71 @@ static void vu_config_read(struct virtio_dev *vdev, uint32_t off, void *data, ui
     memcpy(data, d->config + off, len);
 }
 
+/*
+ * The back-end reports ring errors on the error eventfds and goes away by
+ * closing the socket; either way the guest must reset the device.
+ */
+static void *vu_monitor(void *arg)
+{
+    struct vhost_user_dev *d = arg;
+    struct pollfd fds[VIRTIO_MAX_QUEUES + 2];
+    int n = 0;
+
+    fds[n++] = (struct pollfd){.fd = d->stop_fd, .events = POLLIN};
+    /* POLLRDHUP only: replies on the socket belong to the vCPU thread. */
+    fds[n++] = (struct pollfd){.fd = d->vu.fd, .events = POLLRDHUP};
+    for (uint16_t q = 0; q < d->vdev.num_queues; q++)
+        if (d->err_fd[q] >= 0)
+            fds[n++] = (struct pollfd){.fd = d->err_fd[q], .events = POLLIN};
+    for (;;) {
+        if (poll(fds, (nfds_t)n, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (fds[0].revents)
+            break;
+        if (fds[1].revents) {
+            log_err("vhost-user '%s': back-end '%s' closed the connection; device needs reset",
+                    d->vdev.name, d->vu.path);
+            virtio_dev_set_needs_reset(&d->vdev);
+            break;
+        }
+        for (int i = 2; i < n; i++) {
+            uint64_t v;
+
+            if (!fds[i].revents)
+                continue;
+            if (read(fds[i].fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+                continue;
+            log_err("vhost-user '%s': back-end reported a ring error; device needs reset",
+                    d->vdev.name);
+            virtio_dev_set_needs_reset(&d->vdev);
+        }
+    }
+    return NULL;
+}
+
+static void vu_monitor_stop(struct vhost_user_dev *d)
+{
+    uint64_t one = 1;
+
+    if (d->monitor_running) {
+        if (write(d->stop_fd, &one, sizeof(one)) != sizeof(one))
+            log_err("vhost-user '%s': cannot stop the monitor thread", d->vdev.name);
+        pthread_join(d->monitor, NULL);
+        d->monitor_running = false;
+    }
+    if (d->stop_fd >= 0)
+        close(d->stop_fd);
+    d->stop_fd = -1;
+    for (uint16_t q = 0; q < VIRTIO_MAX_QUEUES; q++) {
+        if (d->err_fd[q] >= 0)
+            close(d->err_fd[q]);
+        d->err_fd[q] = -1;
+    }
+}
+
 static void vu_stop_queues(struct vhost_user_dev *d)
 {
     bool proto = d->vu.features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
@@ -68,6 +136,7 @@ static void vu_stop_queues(struct vhost_user_dev *d)
             log_debug("vhost-user '%s': queue %u stopped at %u", d->vdev.name, q, base);
         d->started[q] = false;
     }
+    vu_monitor_stop(d);
 }
 
 static int vu_start_queue(struct vhost_user_dev *d, uint16_t q)
@@ -91,6 +160,12 @@ static int vu_start_queue(struct vhost_user_dev *d, uint16_t q)
         (ret = vhost_user_set_vring_kick(&d->vu, q, vq->kick_fd)) < 0 ||
         (ret = vhost_user_set_vring_call(&d->vu, q, virtio_dev_queue_call_fd(&d->vdev, q))) < 0)
         return ret;
+    d->err_fd[q] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (d->err_fd[q] < 0)
+        return -errno;
+    ret = vhost_user_set_vring_err(&d->vu, q, d->err_fd[q]);
+    if (ret < 0)
+        return ret;
     d->started[q] = true;
     if (d->vu.features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES)) {
         ret = vhost_user_set_vring_enable(&d->vu, q, true);
@@ -113,6 +188,11 @@ static int vu_activate(struct virtio_dev *vdev)
     for (uint16_t q = 0; ret == 0 && q < vdev->num_queues; q++)
         if (vdev->queues[q].enabled)
             ret = vu_start_queue(d, q);
+    if (ret == 0) {
+        d->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        ret = d->stop_fd < 0 ? -errno : -pthread_create(&d->monitor, NULL, vu_monitor, d);
+        d->monitor_running = ret == 0;
+    }
     if (ret < 0) {
         log_err("vhost-user '%s': starting the back-end at '%s' failed (%d)", vdev->name,
                 d->vu.path, ret);
@@ -144,6 +224,9 @@ static int vu_create(struct vm *vm, int type, const char *socket, const char *na
     if (!d)
         return -ENOMEM;
     d->type = type;
+    d->stop_fd = -1;
+    for (uint16_t q = 0; q < VIRTIO_MAX_QUEUES; q++)
+        d->err_fd[q] = -1;
     ret = vhost_user_connect(&d->vu, socket, name);
     if (ret < 0)
         goto fail_free;

@@ -4,6 +4,7 @@
 #define QT_VMM_DEVICES_VHOST_USER_DEV_H
 
 #include <json-c/json.h>
+#include <pthread.h>
 
 #include "vmm/devices/vhost_user.h"
 #include "vmm/devices/virtio.h"
@@ -18,6 +19,11 @@ struct vhost_user_dev {
     uint8_t config[VHOST_USER_MAX_CONFIG_SIZE];
     uint32_t config_len;
     bool started[VIRTIO_MAX_QUEUES];
+    int err_fd[VIRTIO_MAX_QUEUES]; /* SET_VRING_ERR eventfds, -1 when none */
+    /* Watches the error eventfds and the socket while the device runs. */
+    pthread_t monitor;
+    bool monitor_running;
+    int stop_fd;
 };
 
 /* Connect and handshake with the back-end; the device is not yet plugged. */

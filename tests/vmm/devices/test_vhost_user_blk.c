@@ -197,6 +197,22 @@ static void test_reset_and_restart(void **state)
     assert_int_equal(request(f, 0, VIRTIO_BLK_T_IN, 1, 512, true), VIRTIO_BLK_S_OK);
 }
 
+static void test_backend_death_needs_reset(void **state)
+{
+    struct fixture *f = *state;
+
+    start(f);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_IN, 0, 512, true), VIRTIO_BLK_S_OK);
+    /* The back-end goes away: the device must tell the driver, not hang. */
+    stop_daemon();
+    for (int i = 0; i < 10000 && !(vdrv_status(&f->d) & 0x40); i++)
+        usleep(1000);
+    assert_true(vdrv_status(&f->d) & 0x40);
+    for (int i = 0; i < 10000 && fake_vm_msi_count(f->vm, 0x50) == 0; i++)
+        usleep(100);
+    assert_int_equal(fake_vm_msi_count(f->vm, 0x50), 1); /* config-change interrupt */
+}
+
 static void test_connect_refused(void **state)
 {
     struct vm *vm = fake_vm_new(1 << 20);
@@ -215,6 +231,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_read_through_backend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_and_restart, setup, teardown),
         cmocka_unit_test(test_connect_refused),
+        /* Last: it stops the daemon. */
+        cmocka_unit_test_setup_teardown(test_backend_death_needs_reset, setup, teardown),
     };
     uint8_t *pattern;
     int fd, ret;
