@@ -152,6 +152,91 @@ static int check_copied(struct check_ctx *c, bool fix)
     return 0;
 }
 
+static uint64_t be64_at(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return be64toh(v);
+}
+
+static uint32_t be32_at(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return be32toh(v);
+}
+
+/* Persistent dirty bitmaps (only while the autoclear bit says they are
+ * valid): the directory, each bitmap table and its data clusters. */
+static int check_bitmaps(struct check_ctx *c)
+{
+    struct qcow2 *s = c->s;
+    const uint8_t *ext = NULL;
+    uint64_t dir_size, dir_off, pos = 0;
+    uint32_t nb;
+    uint8_t *dir = NULL;
+    int ret = 0;
+
+    if (!(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+        return 0;
+    for (unsigned i = 0; i < s->next; i++)
+        if (s->ext[i].type == QCOW2_EXT_BITMAPS && s->ext[i].len >= 24)
+            ext = s->ext[i].data;
+    if (!ext)
+        return 0;
+    nb = be32_at(ext);
+    dir_size = be64_at(ext + 8);
+    dir_off = be64_at(ext + 16);
+    if (nb > 65535 || dir_size > (64u << 20) || (dir_off & (s->cluster_size - 1)) ||
+        dir_off + dir_size > s->file_size) {
+        log_err("image '%s': ERROR bitmap directory (0x%llx, %llu bytes, %u bitmaps) invalid",
+                s->img->path, (unsigned long long)dir_off, (unsigned long long)dir_size, nb);
+        c->res->corruptions++;
+        return 0;
+    }
+    check_ref(c, dir_off, dir_size, "bitmap directory");
+    dir = malloc(dir_size ? dir_size : 1);
+    if (!dir)
+        return -ENOMEM;
+    ret = img_pread_full(s->img->fd, dir, dir_size, dir_off);
+    for (uint32_t i = 0; i < nb && ret == 0; i++) {
+        uint64_t toff, *tbl;
+        uint32_t tsize, extra, nlen;
+        if (pos + 24 > dir_size) {
+            log_err("image '%s': ERROR bitmap directory entry %u truncated", s->img->path, i);
+            c->res->corruptions++;
+            break;
+        }
+        toff = be64_at(dir + pos);
+        tsize = be32_at(dir + pos + 8);
+        nlen = (uint32_t)dir[pos + 18] << 8 | dir[pos + 19];
+        extra = be32_at(dir + pos + 20);
+        pos = (pos + 24 + extra + nlen + 7) & ~7ull;
+        if ((toff & (s->cluster_size - 1)) || (uint64_t)tsize * 8 > (64u << 20) ||
+            toff + (uint64_t)tsize * 8 > s->file_size) {
+            log_err("image '%s': ERROR bitmap %u table (0x%llx, %u entries) invalid", s->img->path,
+                    i, (unsigned long long)toff, tsize);
+            c->res->corruptions++;
+            continue;
+        }
+        check_ref(c, toff, (uint64_t)tsize * 8, "bitmap table");
+        tbl = malloc((size_t)tsize * 8 + 8);
+        if (!tbl) {
+            ret = -ENOMEM;
+            break;
+        }
+        ret = img_pread_full(s->img->fd, tbl, (size_t)tsize * 8, toff);
+        for (uint32_t j = 0; j < tsize && ret == 0; j++) {
+            uint64_t d = be64toh(tbl[j]) & QCOW2_OFFSET_MASK;
+            if (d)
+                check_ref(c, d, s->cluster_size, "bitmap data");
+        }
+        free(tbl);
+    }
+    free(dir);
+    return ret;
+}
+
 int qcow2_check(struct qtimg *img, uint32_t fix, struct qtimg_check_result *res)
 {
     struct qcow2 *s = img->priv;
@@ -213,6 +298,9 @@ int qcow2_check(struct qtimg *img, uint32_t fix, struct qtimg_check_result *res)
     }
     if (s->crypt_method == 2 && s->crypto_len)
         check_ref(&c, s->crypto_off, s->crypto_len, "encryption header");
+    ret = check_bitmaps(&c);
+    if (ret < 0)
+        goto out;
 
     /* compare */
     for (uint64_t cl = 0; cl < c.n; cl++) {
