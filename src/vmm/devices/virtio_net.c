@@ -387,16 +387,18 @@ int virtio_net_create(struct vm *vm, const struct net_config *nc, int index,
     net->config.status = VIRTIO_NET_S_LINK_UP;
     net->config.max_virtqueue_pairs = 1;
     features = (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_STATUS) |
-               (1ull << VIRTIO_NET_F_MRG_RXBUF) |
-               /* The tap completes checksums and segments GSO frames we write. */
-               (1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_HOST_TSO4) |
-               (1ull << VIRTIO_NET_F_HOST_TSO6);
+               (1ull << VIRTIO_NET_F_MRG_RXBUF);
+    /*
+     * Checksum and TSO in either direction only when the tap accepted the
+     * matching TUNSETOFFLOAD: then it both completes what we write and can
+     * hand us partial-checksum / GSO frames.
+     */
     if (net->tap_offloads & TUN_F_CSUM)
-        features |= 1ull << VIRTIO_NET_F_GUEST_CSUM;
+        features |= (1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_GUEST_CSUM);
     if (net->tap_offloads & TUN_F_TSO4)
-        features |= 1ull << VIRTIO_NET_F_GUEST_TSO4;
+        features |= (1ull << VIRTIO_NET_F_HOST_TSO4) | (1ull << VIRTIO_NET_F_GUEST_TSO4);
     if (net->tap_offloads & TUN_F_TSO6)
-        features |= 1ull << VIRTIO_NET_F_GUEST_TSO6;
+        features |= (1ull << VIRTIO_NET_F_HOST_TSO6) | (1ull << VIRTIO_NET_F_GUEST_TSO6);
     snprintf(name, sizeof(name), "net%d", index);
     ret = virtio_dev_init(&net->vdev, vm, name, VIRTIO_ID_NET, 0x020000, features, 2, qsize,
                           sizeof(net->config), &net_ops, net);

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_tun.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -78,6 +79,20 @@ static void test_arp_through_tap(void **state)
     for (int i = 0; i < 6; i++)
         assert_int_equal(vdrv_devcfg_read(&d, (uint32_t)i, 1), our_mac[i]);
     assert_int_equal(vdrv_devcfg_read(&d, 6, 2), VIRTIO_NET_S_LINK_UP);
+    /* Offloads are offered exactly as far as the tap took them. */
+    {
+        uint64_t feat = vdrv_device_features(&d);
+
+        assert_int_equal(!!(feat & (1ull << VIRTIO_NET_F_GUEST_CSUM)),
+                         !!(net->tap_offloads & TUN_F_CSUM));
+        assert_int_equal(!!(feat & (1ull << VIRTIO_NET_F_CSUM)),
+                         !!(net->tap_offloads & TUN_F_CSUM));
+        assert_int_equal(!!(feat & (1ull << VIRTIO_NET_F_GUEST_TSO4)),
+                         !!(net->tap_offloads & TUN_F_TSO4));
+        assert_int_equal(!!(feat & (1ull << VIRTIO_NET_F_HOST_TSO6)),
+                         !!(net->tap_offloads & TUN_F_TSO6));
+        assert_true(feat & (1ull << VIRTIO_NET_F_MRG_RXBUF));
+    }
     want = (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_MRG_RXBUF) |
            (1ull << VIRTIO_NET_F_STATUS) | (1ull << VIRTIO_NET_F_CSUM);
     assert_true(vdrv_negotiate(&d, want) & 0x8);
