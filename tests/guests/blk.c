@@ -200,21 +200,67 @@ static int blk_zeroes(struct vblk *b, uint64_t seed)
     return 0;
 }
 
+/* Every request queue works, and data written through one queue reads back through another. */
+static int blk_mq(struct vblk *b, uint64_t seed)
+{
+    uint64_t want = cmdline_get_u64("blk.queues", 0);
+    uint64_t base = PATTERN_FIRST + PATTERN_COUNT + 64;
+    uint32_t n = 8;
+    uint64_t *w = rt_alloc(n * SECTOR, 4096);
+    int st;
+
+    if (want && b->n_queues != (want < VIRTIO_MAX_QUEUES ? want : VIRTIO_MAX_QUEUES)) {
+        printf("blk: %u request queues in use, expected %lu\n", b->n_queues, want);
+        return -EINVAL;
+    }
+    if (b->n_queues < 2) {
+        printf("blk: single request queue\n");
+        return 0;
+    }
+    for (uint16_t q = 0; q < b->n_queues; q++) {
+        uint64_t first = base + q * n, sum = 0;
+        uint16_t other = (uint16_t)((q + 1) % b->n_queues);
+
+        for (uint32_t i = 0; i < n; i++)
+            blk_fill(w + i * (SECTOR / 8), seed ^ q, first + i);
+        st = vblk_rw_queue(b, q, VIRTIO_BLK_T_OUT, first, w, n * SECTOR);
+        if (st != VIRTIO_BLK_S_OK) {
+            printf("blk: write on queue %u failed (%d)\n", q, st);
+            return -EIO;
+        }
+        memset(w, 0, n * SECTOR);
+        st = vblk_rw_queue(b, other, VIRTIO_BLK_T_IN, first, w, n * SECTOR);
+        if (st != VIRTIO_BLK_S_OK) {
+            printf("blk: read on queue %u failed (%d)\n", other, st);
+            return -EIO;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            if (!blk_check(w + i * (SECTOR / 8), seed ^ q, first + i, &sum)) {
+                printf("blk: sector %lu written on queue %u reads back wrong on queue %u\n",
+                       first + i, q, other);
+                return -EIO;
+            }
+        }
+    }
+    printf("blk: %u request queues: cross-queue write/read ok\n", b->n_queues);
+    return 0;
+}
+
 static int blk_test_rw(uint64_t seed)
 {
     struct vblk b;
     uint8_t *buf;
     int ret, st;
 
-    ret = vblk_open(&b, 0, 128, 0);
+    ret = vblk_open(&b, 0, 128, 1ull << VIRTIO_BLK_F_MQ);
     if (ret == -ENODEV)
         printf("NODEV virtio-blk\n");
     if (ret < 0) {
         printf("blk: no read-write virtio-blk device (%d)\n", ret);
         return ret;
     }
-    printf("blk: disk 0: %lu sectors, features 0x%lx, queue size %u\n", b.capacity, b.vd.features,
-           b.vd.vq[0].size);
+    printf("blk: disk 0: %lu sectors, features 0x%lx, %u queue(s) of %u\n", b.capacity,
+           b.vd.features, b.n_queues, b.vd.vq[0].size);
     if (virtio_has(&b.vd, VIRTIO_BLK_F_RO)) {
         printf("blk: disk 0 is read-only\n");
         return -EINVAL;
@@ -247,7 +293,10 @@ static int blk_test_rw(uint64_t seed)
         printf("blk: device wants a reset after a well-formed request\n");
         return -EIO;
     }
-    return blk_zeroes(&b, seed);
+    ret = blk_zeroes(&b, seed);
+    if (ret < 0)
+        return ret;
+    return blk_mq(&b, seed);
 }
 
 static int blk_test_ro(void)

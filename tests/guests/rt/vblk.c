@@ -13,10 +13,22 @@ int vblk_reinit(struct vblk *b, uint16_t queue_size)
     ret = virtio_init(&b->vd, want);
     if (ret < 0)
         return ret;
-    ret = virtq_setup(&b->vd, 0, queue_size);
-    if (ret < 0) {
-        printf("virtio-blk: queue 0 setup failed (%d)\n", ret);
-        return ret;
+    b->n_queues = 1;
+    if (virtio_has(&b->vd, VIRTIO_BLK_F_MQ) && b->vd.device_cfg_len >= 36) {
+        uint16_t nq = virtio_cfg_read16(&b->vd, 34);
+
+        if (nq == 0) {
+            printf("virtio-blk: VIRTIO_BLK_F_MQ with num_queues 0\n");
+            return -EPROTO;
+        }
+        b->n_queues = nq < VIRTIO_MAX_QUEUES ? nq : VIRTIO_MAX_QUEUES;
+    }
+    for (uint16_t q = 0; q < b->n_queues; q++) {
+        ret = virtq_setup(&b->vd, q, queue_size);
+        if (ret < 0) {
+            printf("virtio-blk: queue %u setup failed (%d)\n", q, ret);
+            return ret;
+        }
     }
     virtio_driver_ok(&b->vd);
     for (int i = 0; i < VBLK_SLOTS; i++)
@@ -47,7 +59,8 @@ int vblk_open(struct vblk *b, int nth, uint16_t queue_size, uint64_t extra_featu
     return 0;
 }
 
-int vblk_submit(struct vblk *b, int slot, uint32_t type, uint64_t sector, void *buf, uint32_t len)
+static int vblk_submit_queue(struct vblk *b, uint16_t q, int slot, uint32_t type, uint64_t sector,
+                             void *buf, uint32_t len)
 {
     struct vblk_slot *s = &b->slots[slot];
     struct virtq_buf bufs[3];
@@ -62,11 +75,16 @@ int vblk_submit(struct vblk *b, int slot, uint32_t type, uint64_t sector, void *
         bufs[n++] = (struct virtq_buf){(uint64_t)buf, len,
                                        type == VIRTIO_BLK_T_IN || type == VIRTIO_BLK_T_GET_ID};
     bufs[n++] = (struct virtq_buf){(uint64_t)&s->status, 1, true};
-    head = virtq_add(&b->vd.vq[0], bufs, n);
+    head = virtq_add(&b->vd.vq[q], bufs, n);
     if (head < 0)
         return head;
     s->head = head;
     return 0;
+}
+
+int vblk_submit(struct vblk *b, int slot, uint32_t type, uint64_t sector, void *buf, uint32_t len)
+{
+    return vblk_submit_queue(b, 0, slot, type, sector, buf, len);
 }
 
 int vblk_reap(struct vblk *b)
@@ -84,10 +102,18 @@ int vblk_reap(struct vblk *b)
     panic("virtio-blk: completion for head %d matches no request", head);
 }
 
-static int vblk_sync(struct vblk *b, int head)
+int vblk_rw_queue(struct vblk *b, uint16_t q, uint32_t type, uint64_t sector, void *buf,
+                  uint32_t len)
 {
-    int ret = virtq_wait(&b->vd, &b->vd.vq[0], head, NULL, VBLK_TIMEOUT_MS);
+    int ret;
 
+    if (q >= b->n_queues)
+        return -EINVAL;
+    ret = vblk_submit_queue(b, q, 0, type, sector, buf, len);
+    if (ret < 0)
+        return ret;
+    virtq_kick(&b->vd, &b->vd.vq[q]);
+    ret = virtq_wait(&b->vd, &b->vd.vq[q], b->slots[0].head, NULL, VBLK_TIMEOUT_MS);
     b->slots[0].head = -1;
     if (ret < 0)
         return ret;
@@ -96,12 +122,7 @@ static int vblk_sync(struct vblk *b, int head)
 
 int vblk_rw(struct vblk *b, uint32_t type, uint64_t sector, void *buf, uint32_t len)
 {
-    int ret = vblk_submit(b, 0, type, sector, buf, len);
-
-    if (ret < 0)
-        return ret;
-    virtq_kick(&b->vd, &b->vd.vq[0]);
-    return vblk_sync(b, b->slots[0].head);
+    return vblk_rw_queue(b, 0, type, sector, buf, len);
 }
 
 int vblk_discard_wz(struct vblk *b, uint32_t type, uint64_t sector, uint32_t n, bool unmap)

@@ -10,6 +10,7 @@
 #define VIRTIO_BLK_F_RO           5
 #define VIRTIO_BLK_F_BLK_SIZE     6
 #define VIRTIO_BLK_F_FLUSH        9
+#define VIRTIO_BLK_F_MQ           12
 #define VIRTIO_BLK_F_DISCARD      13
 #define VIRTIO_BLK_F_WRITE_ZEROES 14
 
@@ -54,6 +55,7 @@ struct vblk {
     uint32_t max_discard_sectors;
     uint32_t max_write_zeroes_sectors;
     uint64_t extra_features;
+    uint16_t n_queues;       /* > 1 only when VIRTIO_BLK_F_MQ was asked for and offered */
     struct vblk_slot *slots; /* VBLK_SLOTS entries */
 };
 
@@ -66,6 +68,9 @@ int vblk_open(struct vblk *b, int nth, uint16_t queue_size, uint64_t extra_featu
 int vblk_reinit(struct vblk *b, uint16_t queue_size);
 /* Synchronous request: returns the virtio-blk status byte (>= 0) or -errno on a transport error. */
 int vblk_rw(struct vblk *b, uint32_t type, uint64_t sector, void *buf, uint32_t len);
+/* The same on request queue q. */
+int vblk_rw_queue(struct vblk *b, uint16_t q, uint32_t type, uint64_t sector, void *buf,
+                  uint32_t len);
 /* Discard or write-zeroes of [sector, sector + n). */
 int vblk_discard_wz(struct vblk *b, uint32_t type, uint64_t sector, uint32_t n, bool unmap);
 
