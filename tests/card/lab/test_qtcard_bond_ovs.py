@@ -3,19 +3,21 @@
 """Interop: a qtcard LACP bond of two AF_PACKET uplinks against Open vSwitch
 (userspace datapath, lacp=active, lacp-time=fast) in another namespace.
 
-  h1 -- p1 [qtcard switch sw] bond0 = a0 + a1 ==== o0 + o1 bond0 [OVS br0] br0 (10.0.50.2)
+  h1 -- p1 [qtcard switch sw] bond0 = a0 + a1 ==== o0 + o1 bond0 [OVS br0] v2 -- h2
+  (10.0.50.1)                                                                  (10.0.50.2)
+
+(h2 sits behind an OVS port in its own namespace: the OVS namespace has no IP
+address, so its kernel never answers for traffic that OVS switches.)
 
 Checks: the bond comes up on both sides, h1 pings OVS's bridge address
 through it, and when the member carrying the traffic loses its carrier (or
 its LACPDUs stop) traffic fails over within 3 s.
 
-Needs the bond API of qtcard (docs/qtcard-net.md "Bonds"):
-  POST /api/v1/bonds {"name", "switch", "mode": "lacp", "hash": "l4",
-                      "lacp": {"active": true, "fast": true}, "members": [ifname...]}
-  GET  /api/v1/bonds/NAME -> {"enabled": n, "members": [{"ifname", "link",
-                              "distributing", "tx_packets", "lacp": {"rx", "mux"}}]}
-Exits 77 while qtcard_exe does not exist, or while qtcard answers 501 (bonds
-not implemented) on POST /bonds.
+qtcard API used (the card's bond ports): POST /ports {"type": "bond",
+"mode": "lacp", "hash": "l4", "lacp": {"active": true, "fast": true},
+"members": [ifname...]}; GET /ports/bond0 -> "bond": {"enabled_members",
+"members": [{"ifname", "link", "enabled", "distributing", "tx_packets"}]}.
+Exits 77 while qtcard_exe does not exist or does not know the bond port type.
 
 usage: test_qtcard_bond_ovs.py PATH/TO/qtcard
 """
@@ -38,7 +40,7 @@ def ovs_member_enabled(lab, member):
 
 
 def bond_state(lab):
-    return lab.api_ok("GET", "bonds/bond0")
+    return lab.api_ok("GET", "ports/bond0")["bond"]
 
 
 def member(lab, ifname):
@@ -62,6 +64,11 @@ def ping_gap(lab, ns, dst, action, settle=2.0, total=8.0):
     return max(gaps), len(stamps)
 
 
+def run_ofctl(lab, *args):
+    return netlab.run(["ovs-ofctl", f"--timeout=10"] + list(args[:1]) +
+                      [f"unix:{lab.ovs_dir}/br0.mgmt"] + list(args[2:]), env=lab.ovs_env).stdout
+
+
 def main():
     exe = sys.argv[1]
     if not os.path.exists(exe):
@@ -73,30 +80,34 @@ def main():
         card = lab.ns("card")
         ovs = lab.ns("ovs")
         h1 = lab.ns("h1")
+        h2 = lab.ns("h2")
         lab.veth(card, "a0", ovs, "o0")
         lab.veth(card, "a1", ovs, "o1")
         lab.veth(card, "p1", h1, "e0")
+        lab.veth(ovs, "v2", h2, "e0")
         lab.sh(h1, "ip addr add 10.0.50.1/24 dev e0")
+        lab.sh(h2, "ip addr add 10.0.50.2/24 dev e0")
 
         lab.ovs_start(ovs)
         lab.vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev")
         lab.vsctl("add-bond", "br0", "bond0", "o0", "o1", "lacp=active", "bond_mode=balance-tcp",
                   "other_config:lacp-time=fast")
-        lab.sh(ovs, "ip addr add 10.0.50.2/24 dev br0 && ip link set br0 up")
+        lab.vsctl("add-port", "br0", "v2")
 
         lab.qtcard_start(exe, card)
         lab.api_ok("POST", "switches", {"name": "sw"})
         lab.api_ok("POST", "ports", {"name": "p1", "switch": "sw", "type": "afpacket",
                                      "ifname": "p1"})
-        st, obj = lab.api("POST", "bonds", {"name": "bond0", "switch": "sw", "mode": "lacp",
-                                            "hash": "l4", "lacp": {"active": True, "fast": True},
+        st, obj = lab.api("POST", "ports", {"name": "bond0", "switch": "sw", "type": "bond",
+                                            "mode": "lacp", "hash": "l4",
+                                            "lacp": {"active": True, "fast": True},
                                             "members": ["a0", "a1"]})
-        if st == 501:
-            netlab.skip(f"qtcard has no bond API yet (HTTP 501: {obj})")
+        if st == 400 and "type 'bond'" in str(obj):
+            netlab.skip(f"this qtcard has no bond ports ({obj})")
         if st // 100 != 2:
-            raise RuntimeError(f"POST bonds: HTTP {st}: {obj}")
+            raise RuntimeError(f"POST ports (bond): HTTP {st}: {obj}")
 
-        up = netlab.wait_for(lambda: bond_state(lab)["enabled"] == 2 and
+        up = netlab.wait_for(lambda: bond_state(lab)["enabled_members"] == 2 and
                              ovs_member_enabled(lab, "o0") and ovs_member_enabled(lab, "o1"), 20)
         assert up, f"bond did not come up: qtcard {bond_state(lab)}\nOVS:\n" + \
             lab.appctl("bond/show", "bond0")
@@ -126,7 +137,7 @@ def main():
         assert not member(lab, victim)["distributing"]
         assert member(lab, other)["distributing"]
         lab.sh(card, f"ip link set {victim} up")
-        assert netlab.wait_for(lambda: bond_state(lab)["enabled"] == 2, 10)
+        assert netlab.wait_for(lambda: bond_state(lab)["enabled_members"] == 2, 10)
 
         # LACPDUs from OVS stop on the busiest member (link stays up): failover
         # by the LACP timeout
@@ -148,6 +159,14 @@ def main():
         return 0
     except Exception:
         netlab.log("qtcard log tail:\n" + lab.qtcard_log())
+        for what in (lambda: lab.api_ok("GET", "ports"),
+                     lambda: lab.appctl("bond/show", "bond0"),
+                     lambda: run_ofctl(lab, "dump-ports", "br0"),
+                     lambda: lab.appctl("fdb/show", "br0")):
+            try:
+                netlab.log(what())
+            except Exception as e:  # diagnostics only
+                netlab.log("diagnostics:", e)
         raise
     finally:
         lab.close()
