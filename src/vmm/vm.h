@@ -54,7 +54,10 @@ int vm_irq_line(struct vm *vm, uint32_t gsi, int level);
 int vm_msi_route_alloc(struct vm *vm, uint64_t addr, uint32_t data, uint32_t *gsi);
 int vm_msi_route_update(struct vm *vm, uint32_t gsi, uint64_t addr, uint32_t data);
 void vm_msi_route_free(struct vm *vm, uint32_t gsi);
-/* Inject one MSI directly (KVM_SIGNAL_MSI). */
+/*
+ * Inject one MSI directly (KVM_SIGNAL_MSI): 0 delivered, -EBUSY when the guest
+ * did not accept it (no destination / masked), other -errno on error.
+ */
 int vm_msi_signal(struct vm *vm, uint64_t addr, uint32_t data);
 
 /* KVM_IRQFD / KVM_IOEVENTFD wrappers. */
