@@ -312,6 +312,11 @@ static void test_vlan_push_pop(void **state)
 
     /* no headroom */
     assert_int_equal(pkt_vlan_push(&p, &len, 3, PKT_ETHERTYPE_VLAN, 1), -ENOSPC);
+    /* a tag would make the frame too big */
+    size_t big = PKT_MAX_FRAME - 2;
+    assert_int_equal(pkt_vlan_push(&p, &big, 4, PKT_ETHERTYPE_VLAN, 1), -EMSGSIZE);
+    size_t tiny = 13;
+    assert_int_equal(pkt_vlan_push(&p, &tiny, 4, PKT_ETHERTYPE_VLAN, 1), -EINVAL);
     /* truncated tag */
     size_t l2 = 15;
     uint8_t tagged[15];

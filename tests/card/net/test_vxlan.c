@@ -51,6 +51,8 @@ static void test_encap_layout(void **state)
     assert_int_equal(vxlan_encap(&t, &f.p, &f.len, 128, remote, 1u << 24, 5, &st), -EINVAL);
     uint8_t mcast[4] = {239, 1, 1, 1};
     assert_int_equal(vxlan_encap(&t, &f.p, &f.len, 128, mcast, 100, 5, &st), -EINVAL);
+    size_t huge = 65535 - 20 - 8 - 8 + 1; /* outer IPv4 length would exceed 65535 */
+    assert_int_equal(vxlan_encap(&t, &f.p, &huge, 128, remote, 100, 5, &st), -EMSGSIZE);
     size_t short_len = 10;
     uint8_t *sp = f.p;
     assert_int_equal(vxlan_encap(&t, &sp, &short_len, 128, remote, 100, 5, &st), -EINVAL);
