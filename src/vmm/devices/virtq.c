@@ -251,6 +251,18 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *elem)
         return vq->broken ? -EIO : 0;
     avail_idx = virtq_load_avail_idx(vq);
     n = (uint16_t)(avail_idx - vq->last_avail_idx);
+    if (n == 0 && vq->event_idx) {
+        /*
+         * About to report empty (and go to sleep): publish avail_event, then
+         * look again. Without the full fence our store could sit in the store
+         * buffer while the driver reads an old avail_event and skips the kick.
+         */
+        __atomic_store_n(&vq->used[USED_AVAIL_EVENT(vq->size)], vq->last_avail_idx,
+                         __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        avail_idx = virtq_load_avail_idx(vq);
+        n = (uint16_t)(avail_idx - vq->last_avail_idx);
+    }
     if (n == 0)
         return 0;
     if (n > vq->size) {
