@@ -456,6 +456,11 @@ static void test_event_idx(void **state)
     assert_true(virtq_should_notify(&f->vq));
     /* Nothing new pushed: no interrupt even though flags allow it. */
     assert_false(virtq_should_notify(&f->vq));
+
+    /* An empty pop also publishes how far the device has read (before it sleeps). */
+    *avail_event = 0;
+    assert_int_equal(virtq_pop(&f->vq, f->elem), 0);
+    assert_int_equal(*avail_event, 3);
 }
 
 static void test_setup_rejects_bad_rings(void **state)
