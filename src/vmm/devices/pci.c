@@ -571,6 +571,7 @@ int pci_bus_add_dev(struct pci_bus *bus, struct pci_dev *dev)
             continue;
         addr = align_up(*next, bar->size);
         if ((bar->type == PCI_BAR_MEM32 && addr + bar->size > bus->mmio32_end) ||
+            (bar->type == PCI_BAR_MEM64 && addr + bar->size > bus->mmio64_end) ||
             (bar->type == PCI_BAR_IO && addr + bar->size > bus->io_end)) {
             log_err("pci device '%s': BAR %d of 0x%llx bytes does not fit the PCI window",
                     dev->name, i, (unsigned long long)bar->size);
@@ -647,7 +648,9 @@ int pci_bus_create(struct vm *vm, struct pci_bus **out)
     bus->mmio32_end = LAYOUT_MMIO32_START + LAYOUT_MMIO32_SIZE;
     ram_top = ram <= LAYOUT_MMIO32_START ? LAYOUT_RAM_HIGH_START
                                          : LAYOUT_RAM_HIGH_START + (ram - LAYOUT_MMIO32_START);
-    bus->mmio64_next = align_up(ram_top, GiB);
+    /* The window the DSDT declares for PCI0 (see layout.h). */
+    bus->mmio64_next = align_up(ram_top, LAYOUT_MMIO64_ALIGN);
+    bus->mmio64_end = bus->mmio64_next + LAYOUT_MMIO64_SIZE;
     bus->io_next = PCI_IO_WINDOW_START;
     bus->io_end = PCI_IO_WINDOW_END;
 

@@ -126,7 +126,7 @@ struct pci_bus {
     struct pci_dev *slots[PCI_MAX_SLOTS];
     struct pci_dev host;
     uint64_t mmio32_next, mmio32_end;
-    uint64_t mmio64_next;
+    uint64_t mmio64_next, mmio64_end;
     uint64_t io_next, io_end;
 };
 
