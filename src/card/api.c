@@ -17,6 +17,7 @@ static int api_status_of(int err)
 {
     switch (err) {
     case -EINVAL:
+    case -ENODEV: /* a named host interface does not exist */
         return 400;
     case -ENOENT:
         return 404;
@@ -160,7 +161,7 @@ static void api_handle(void *opaque, const struct http_request *req, struct http
         }
     }
     if (!strcmp(parts[0], "bonds")) {
-        http_error(resp, 501, "bonds are not implemented in this qtcard version");
+        http_error(resp, 404, "bonds are ports: POST /api/v1/ports with \"type\": \"bond\"");
         return;
     }
     if (!strcmp(parts[0], "tunnels")) {

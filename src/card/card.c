@@ -6,6 +6,7 @@
  */
 #include "card/card.h"
 #include "card/dp.h"
+#include "card/port_bond.h"
 #include "card/port_host.h"
 #include "common/log.h"
 
@@ -655,7 +656,8 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
         "name",         "switch",        "type",       "queues",   "mode",
         "socket",       "mac",           "ifname",     "vlan",     "anti_spoofing",
         "ingress_rate", "storm_control", "coalescing", "vni",      "local_ip",
-        "remote_ips",   "nexthop_mac",   "local_mac",  "udp_port", NULL};
+        "remote_ips",   "nexthop_mac",   "local_mac",  "udp_port", "members",
+        "hash",         "lacp",          NULL};
     const char *name, *swname, *type, *mode, *sock, *mac;
     struct vswitch *sw;
     struct port *p = NULL;
@@ -683,15 +685,15 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
     if (!type)
         type = "vhost";
     if (strcmp(type, "vhost") && strcmp(type, "tap") && strcmp(type, "afpacket") &&
-        strcmp(type, "vxlan")) {
-        ERR("port '%s': type '%s' is not vhost, tap, afpacket or vxlan", name, type);
+        strcmp(type, "vxlan") && strcmp(type, "bond")) {
+        ERR("port '%s': type '%s' is not vhost, tap, afpacket, vxlan or bond", name, type);
         return -EINVAL;
     }
     if (j_u64(j, "queues", &queues) < 0 || queues == 0 || queues > CARD_MAX_QPAIRS) {
         ERR("port '%s': queues must be 1..%d", name, CARD_MAX_QPAIRS);
         return -EINVAL;
     }
-    if (mode && strcmp(mode, "server") && strcmp(mode, "client")) {
+    if (mode && strcmp(type, "bond") && strcmp(mode, "server") && strcmp(mode, "client")) {
         ERR("port '%s': mode '%s' is not server or client", name, mode);
         return -EINVAL;
     }
@@ -712,6 +714,7 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
     p->type = !strcmp(type, "vhost")      ? PORT_VHOST
               : !strcmp(type, "tap")      ? PORT_TAP
               : !strcmp(type, "afpacket") ? PORT_AFPACKET
+              : !strcmp(type, "bond")     ? PORT_BOND
                                           : PORT_VXLAN;
     p->n_qpairs = p->type == PORT_VHOST ? (unsigned)queues : 1;
     if (mac) {
@@ -749,6 +752,8 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
         p->client = mode && !strcmp(mode, "client");
         vhost_net_ops_init(&p->ops, p->n_qpairs);
         vu_dev_init(&p->dev, name, &p->ops, p);
+    } else if (p->type == PORT_BOND) {
+        /* members are opened below, once the port has its id (the LACP key). */
     } else {
         const char *ifn = j_str(j, "ifname");
         if (!ifn || !*ifn || strlen(ifn) >= sizeof(p->ifname)) {
@@ -796,7 +801,10 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
     } else {
         ret = p->type == PORT_TAP     ? port_tap_open(p)
               : p->type == PORT_VXLAN ? port_vxlan_open(p)
+              : p->type == PORT_BOND  ? port_bond_setup(p, j, err, errlen)
                                       : port_afpacket_open(p);
+        if (ret && p->type == PORT_BOND)
+            goto fail_unlock;
         if (ret) {
             ERR("port '%s': cannot open %s interface '%s': %s", name, type, p->ifname,
                 strerror(-ret));
@@ -824,9 +832,16 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
         }
         p->q[0].worker = (int)wid;
         if (c->n_workers) {
-            struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u64 = 0};
-            epoll_ctl(c->workers[wid].epfd, EPOLL_CTL_ADD, p->fd, &ev);
-            worker_poll_update(&c->workers[wid], p, 0, true);
+            /* A bond's members all go to one worker: it owns the bond's policy state. */
+            unsigned nsub = p->type == PORT_BOND ? p->n_members : 1;
+            for (unsigned k = 0; k < nsub; k++) {
+                struct port *sp = p->type == PORT_BOND ? p->members[k] : p;
+                struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u64 = 0};
+                sp->q[0].worker = (int)wid;
+                epoll_ctl(c->workers[wid].epfd, EPOLL_CTL_ADD, sp->fd, &ev);
+                __atomic_store_n(&sp->q[0].rx_running, true, __ATOMIC_RELEASE);
+                worker_poll_update(&c->workers[wid], sp, 0, true);
+            }
             worker_wake(&c->workers[wid]);
         }
         __atomic_store_n(&p->q[0].rx_running, true, __ATOMIC_RELEASE);
@@ -842,6 +857,8 @@ fail_unlock:
 fail_free:
     if (p->listen_fd >= 0)
         close(p->listen_fd);
+    if (p->type == PORT_BOND)
+        port_bond_close(p);
     port_host_close(p);
     port_free(p);
     if (!err[0])
@@ -864,10 +881,15 @@ static void port_remove_locked(struct card *c, struct port *p)
             p->listen_fd = -1;
         }
     } else {
+        unsigned nsub = p->type == PORT_BOND ? p->n_members : 1;
         __atomic_store_n(&p->q[0].rx_running, false, __ATOMIC_RELEASE);
-        if (p->q[0].worker >= 0) {
-            epoll_ctl(c->workers[p->q[0].worker].epfd, EPOLL_CTL_DEL, p->fd, NULL);
-            worker_poll_update(&c->workers[p->q[0].worker], p, 0, false);
+        for (unsigned k = 0; k < nsub; k++) {
+            struct port *sp = p->type == PORT_BOND ? p->members[k] : p;
+            __atomic_store_n(&sp->q[0].rx_running, false, __ATOMIC_RELEASE);
+            if (sp->q[0].worker >= 0) {
+                epoll_ctl(c->workers[sp->q[0].worker].epfd, EPOLL_CTL_DEL, sp->fd, NULL);
+                worker_poll_update(&c->workers[sp->q[0].worker], sp, 0, false);
+            }
         }
     }
     if (sw)
@@ -876,6 +898,8 @@ static void port_remove_locked(struct card *c, struct port *p)
     synchronize_rcu();
     if (sw)
         mac_table_flush(sw->fdb, p->id, MAC_TABLE_ANY, true);
+    if (p->type == PORT_BOND)
+        port_bond_close(p);
     port_host_close(p);
     port_free(p);
 }
@@ -970,7 +994,7 @@ static const char *const drop_names[DROP__MAX] = {"malformed", "gso",   "vlan", 
 
 json_object *card_port_json(struct card *c, const struct port *p, bool with_stats)
 {
-    static const char *const types[] = {"vhost", "tap", "afpacket", "vxlan"};
+    static const char *const types[] = {"vhost", "tap", "afpacket", "vxlan", "bond"};
     json_object *o = json_object_new_object();
     char mac[18];
 
@@ -990,6 +1014,8 @@ json_object *card_port_json(struct card *c, const struct port *p, bool with_stat
     } else {
         json_object_object_add(o, "ifname", json_object_new_string(p->ifname));
     }
+    if (p->type == PORT_BOND && p->bond)
+        json_object_object_add(o, "bond", port_bond_json((struct port *)p));
     if (p->type == PORT_VXLAN && p->vx_vtep) {
         json_object *vx = json_object_new_object(), *bad = json_object_new_object();
         json_object_object_add(vx, "vni", json_object_new_int64(p->vx_vni));
@@ -1247,7 +1273,7 @@ int card_run_control(struct card *c)
 
     while (!__atomic_load_n(&c->stopping, __ATOMIC_ACQUIRE)) {
         struct epoll_event ev[16];
-        int n = epoll_wait(c->ctl_epfd, ev, 16, 500);
+        int n = epoll_wait(c->ctl_epfd, ev, 16, 100);
         uint64_t now;
 
         if (n < 0 && errno != EINTR)
@@ -1256,6 +1282,10 @@ int card_run_control(struct card *c)
         for (int i = 0; i < n; i++)
             ctl_handle(c, ev[i].data.u64);
         now = card_now_ns();
+        /* LACP needs ~100 ms resolution (fast rate: 1 s period, 3 s timeout). */
+        for (unsigned i = 1; i < CARD_MAX_PORTS; i++)
+            if (c->ports[i] && c->ports[i]->type == PORT_BOND)
+                port_bond_run(c->ports[i], now);
         if (now - last_tick > 1000000000ull) {
             last_tick = now;
             for (unsigned i = 1; i < CARD_MAX_SWITCHES; i++)

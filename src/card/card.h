@@ -15,6 +15,7 @@
 #define QT_CARD_CARD_H
 
 #include "card/vhost_user.h"
+#include "card/net/bond.h"
 #include "card/net/coalesce.h"
 #include "card/net/mac_table.h"
 #include "card/net/pkt.h"
@@ -59,7 +60,7 @@ struct virtio_net_hdr_v1 {
     uint16_t num_buffers;
 };
 
-enum port_type { PORT_VHOST = 0, PORT_TAP, PORT_AFPACKET, PORT_VXLAN };
+enum port_type { PORT_VHOST = 0, PORT_TAP, PORT_AFPACKET, PORT_VXLAN, PORT_BOND };
 
 /* Per-queue counters. Each field has one writer (the worker polling the
  * queue for tx_*, the holder of the receive lock for rx_*). */
@@ -174,6 +175,15 @@ struct port {
     struct vxlan_stats vx_rx_st; /* owned by the polling worker */
     struct vxlan_stats vx_tx_st; /* under tx_mutex */
     uint8_t *vx_scratch;         /* encapsulation buffer, under tx_mutex */
+    /* Bond: member uplinks are AF_PACKET sub-ports (not switch ports themselves). */
+    struct bond *bond;
+    pthread_mutex_t bond_lock; /* LACP state machines (control thread + LACPDU rx) */
+    unsigned n_members;
+    struct port *members[BOND_MAX_MEMBERS];
+    struct port *bond_parent; /* set on a member sub-port */
+    unsigned bond_idx;        /* member index in the parent */
+    bool link_up;             /* member: last carrier state seen */
+    uint64_t lacp_rx_frames, lacp_tx_frames, bond_rx_refused;
     uint64_t drops[DROP__MAX];
     struct port_queue q[CARD_MAX_QPAIRS];
 };

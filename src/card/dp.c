@@ -7,6 +7,7 @@
  */
 #include "card/card.h"
 #include "card/dp.h"
+#include "card/port_bond.h"
 #include "card/port_host.h"
 #include "common/log.h"
 
@@ -290,6 +291,12 @@ static void host_output(struct worker *w, struct port *p, struct pkt **pk, const
 {
     struct port_queue *q = &p->q[0];
     (void)w;
+    if (p->type == PORT_BOND) {
+        for (unsigned i = 0; i < n; i++)
+            pkt_finish_csum(pk[i]);
+        port_bond_output(p, pk, tagged, n, &q->st);
+        return;
+    }
     pthread_mutex_lock(&p->tx_mutex);
     if (p->type == PORT_VXLAN) {
         for (unsigned i = 0; i < n; i++) {

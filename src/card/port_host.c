@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "card/port_host.h"
 #include "card/dp.h"
+#include "card/port_bond.h"
 #include "common/log.h"
 
 #include <arpa/inet.h>
@@ -248,6 +249,9 @@ static bool vxlan_rx_frame(struct port *p, struct pkt *pk, struct port_queue *q,
 static unsigned afp_rx(struct worker *w, struct port *p, struct port_queue *q, struct pkt **pkts,
                        uint64_t *now)
 {
+    /* A bond member's frames enter the switch as the bond's. */
+    struct port *in = p->bond_parent ? p->bond_parent : p;
+    struct port_queue *iq = p->bond_parent ? &in->q[0] : q;
     unsigned n = 0, total = 0;
 
     for (unsigned blocks = 0; blocks < 4; blocks++) {
@@ -285,18 +289,25 @@ static unsigned afp_rx(struct worker *w, struct port *p, struct port_queue *q, s
                     memcpy(pk->data, f, len);
                 }
                 pk->len = len;
-                if (p->type == PORT_VXLAN) {
+                if (p->bond_parent) {
+                    if (!port_bond_rx_filter(p, pk->data, pk->len, *now ? *now : card_now_ns()))
+                        goto next;
+                } else if (p->type == PORT_VXLAN) {
                     if (!vxlan_rx_frame(p, pk, q, *now ? *now : card_now_ns()))
                         goto next;
                 } else if (h->tp_status & TP_STATUS_CSUMNOTREADY) {
                     pkt_mark_partial_csum(pk);
                 }
                 pkts[n++] = pk;
-                q->st.tx_packets++;
-                q->st.tx_bytes += len;
+                iq->st.tx_packets++;
+                iq->st.tx_bytes += len;
+                if (iq != q) { /* bond member: its own counters too */
+                    q->st.tx_packets++;
+                    q->st.tx_bytes += len;
+                }
                 if (n == CARD_BURST) {
                     *now = card_now_ns();
-                    dp_switch_burst(w, p, q, pkts, n, *now);
+                    dp_switch_burst(w, in, iq, pkts, n, *now);
                     total += n;
                     n = 0;
                 }
@@ -314,7 +325,7 @@ static unsigned afp_rx(struct worker *w, struct port *p, struct port_queue *q, s
     }
     if (n) {
         *now = card_now_ns();
-        dp_switch_burst(w, p, q, pkts, n, *now);
+        dp_switch_burst(w, in, iq, pkts, n, *now);
         total += n;
     }
     return total;

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Bond ports: LACP (IEEE 802.1AX) or static link aggregation of AF_PACKET
+ * uplinks, using the protocols engineer's net/bond.c and net/lacp.c. The
+ * bond is one switch port; its members are AF_PACKET sub-ports polled by one
+ * worker. LACPDUs received on a member go to the state machines under the
+ * bond's lock; the control thread runs the timers, sends LACPDUs and follows
+ * the members' carrier.
+ */
+#ifndef QT_CARD_PORT_BOND_H
+#define QT_CARD_PORT_BOND_H
+
+#include "card/card.h"
+
+/* Parse "members", "mode", "lacp", "hash" and open the member sockets. */
+int port_bond_setup(struct port *p, json_object *j, char *err, size_t errlen);
+void port_bond_close(struct port *p);
+/* Control thread, frequently (every <= 100 ms): carrier, timers, LACPDU transmission. */
+void port_bond_run(struct port *p, uint64_t now);
+/* Data plane: a frame arrived on member sub-port m. Returns true when it is a
+ * data frame the switch may take (as received on the bond), false when it was
+ * consumed (LACPDU) or refused (member not collecting). */
+bool port_bond_rx_filter(struct port *m, const uint8_t *frame, uint32_t len, uint64_t now);
+/* Data plane: send frames switched to the bond on the member their hash selects. */
+void port_bond_output(struct port *p, struct pkt **pk, const bool *tagged, unsigned n,
+                      struct queue_stats *st);
+json_object *port_bond_json(struct port *p);
+
+#endif

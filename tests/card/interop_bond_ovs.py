@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""qtcard LACP bond against Open vSwitch (userspace datapath) in namespaces.
+
+  card ns:  qtcard; bond0 = AF_PACKET members a0, a1; afpacket port p2 on c2
+  ovs ns:   ovs-vswitchd, br0 (datapath_type=netdev) with bond0 = o0, o1,
+            lacp=active, lacp-time=fast; 10.88.0.2 on the bridge's internal port
+  h ns:     10.88.0.1 on h0 (veth to c2)
+Checks: LACP negotiates on both sides with both members enabled; ping h ->
+OVS crosses the qtcard switch and the bond; when a0 loses carrier both sides
+leave that member within 3 s and traffic flows on the other; when it comes
+back both members are enabled again. (Pings are retried for up to 15 s after
+each change: OVS's SLB bond may hold traffic back briefly after a member
+change; the member-state deadlines are what the test times.)
+
+  interop_bond_ovs.py QTCARD    (exit 77 without root or Open vSwitch)
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "lab"))
+import netlab  # noqa: E402
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+    print("ok:", msg, flush=True)
+
+
+def ovs_member_enabled(lab, member):
+    out = lab.appctl("bond/show", "bond0", check=False)
+    m = re.search(rf"member {member}: (enabled|disabled)", out)
+    return bool(m) and m.group(1) == "enabled"
+
+
+def card_bond(lab):
+    return lab.api_ok("GET", "ports/bond0")["bond"]
+
+
+def ping(lab, ns, ip, count=3):
+    r = subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.2", "-W",
+                        "2", ip], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__)
+        return 2
+    netlab.need_root_and_tools(netlab.OVS_VSWITCHD, netlab.OVSDB_SERVER, "ovs-vsctl")
+    lab = netlab.Lab("bond")
+    try:
+        card, ovs, h = lab.ns("card"), lab.ns("ovs"), lab.ns("h")
+        lab.veth(card, "a0", ovs, "o0")
+        lab.veth(card, "a1", ovs, "o1")
+        lab.veth(card, "c2", h, "h0")
+        lab.sh(h, "ip addr add 10.88.0.1/24 dev h0")
+        lab.ovs_start(ovs)
+        # A fixed bridge MAC: otherwise OVS gives the internal port a member's MAC once the
+        # bond joins, and the host's ARP entry for 10.88.0.2 goes stale.
+        lab.vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev",
+                  "other_config:hwaddr=02:00:00:00:88:02")
+        lab.vsctl("add-bond", "br0", "bond0", "o0", "o1", "lacp=active", "bond_mode=balance-slb",
+                  "other_config:lacp-time=fast")
+        # The members are also kernel interfaces in the OVS namespace: without arp_ignore the
+        # kernel answers ARP for 10.88.0.2 on them too, with their own MACs.
+        lab.sh(ovs, "sysctl -qw net.ipv4.conf.all.arp_ignore=1 && "
+                    "sysctl -qw net.ipv4.conf.o0.arp_ignore=1 && "
+                    "sysctl -qw net.ipv4.conf.o1.arp_ignore=1 && "
+                    "ip addr add 10.88.0.2/24 dev br0 && ip link set br0 up")
+
+        lab.qtcard_start(sys.argv[1], card)
+        lab.api_ok("POST", "switches", {"name": "sw"})
+        st, body = lab.api("POST", "ports", {"name": "bond0", "switch": "sw", "type": "bond",
+                                             "members": ["a0", "nope0"]})
+        check(st == 400 and "nope0" in body["error"], f"a missing member is refused ({body})")
+        lab.api_ok("POST", "ports", {"name": "bond0", "switch": "sw", "type": "bond",
+                                     "members": ["a0", "a1"], "mode": "lacp",
+                                     "lacp": {"active": True, "fast": True}, "hash": "l3"})
+        lab.api_ok("POST", "ports", {"name": "p2", "switch": "sw", "type": "afpacket",
+                                     "ifname": "c2"})
+
+        up = netlab.wait_for(lambda: card_bond(lab)["enabled_members"] == 2 and
+                             ovs_member_enabled(lab, "o0") and ovs_member_enabled(lab, "o1") and
+                             "negotiated" in lab.appctl("bond/show", "bond0", check=False), 20)
+        if not up:
+            print(lab.appctl("bond/show", "bond0", check=False))
+            print(lab.appctl("lacp/show", "bond0", check=False))
+            print(card_bond(lab))
+        check(up, "LACP negotiated on both sides, both members enabled")
+        lacp = lab.appctl("lacp/show", "bond0")
+        card_port = lab.api_ok("GET", "ports/bond0")
+        check(card_port["mac"].lower() in lacp.lower(),
+              "OVS sees qtcard's bond system ID as its partner")
+        # OVS may still hold back a freshly enabled SLB bond for a moment: wait for the path.
+        check(netlab.wait_for(lambda: ping(lab, h, "10.88.0.2", 1), 15, step=0.2),
+              "ping crosses the qtcard switch and the bond")
+
+        t0 = time.monotonic()
+        lab.sh(card, "ip link set a0 down")
+        ours = netlab.wait_for(lambda: card_bond(lab)["enabled_members"] == 1, 3, step=0.05)
+        theirs = netlab.wait_for(lambda: not ovs_member_enabled(lab, "o0"), 3, step=0.05)
+        dt = time.monotonic() - t0
+        check(ours and theirs, f"both sides left the failed member within {dt:.2f} s")
+        check(netlab.wait_for(lambda: ping(lab, h, "10.88.0.2", 1), 15, step=0.2),
+              "traffic fails over to the remaining member")
+
+        lab.sh(card, "ip link set a0 up")
+        back = netlab.wait_for(lambda: card_bond(lab)["enabled_members"] == 2 and
+                               ovs_member_enabled(lab, "o0"), 10)
+        check(back, "the member rejoins on both sides")
+        check(netlab.wait_for(lambda: ping(lab, h, "10.88.0.2", 1), 15, step=0.2),
+              "traffic flows with both members back")
+        b = card_bond(lab)
+        check(all(m["lacp_rx_pdus"] > 0 and m["lacp_tx_pdus"] > 0 for m in b["members"]),
+              f"LACPDUs exchanged on every member ({b['members']})")
+    except Exception:
+        print("---- qtcard log ----\n" + lab.qtcard_log())
+        try:
+            for p in lab.api_ok("GET", "ports"):
+                print(p["name"], p["stats"], p["drops"], p.get("bond"))
+            print(lab.appctl("bond/show", "bond0", check=False))
+            print(lab.appctl("fdb/show", "br0", check=False))
+        except Exception as e:  # noqa: BLE001
+            print("(no diagnostics:", e, ")")
+        raise
+    finally:
+        lab.close()
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
