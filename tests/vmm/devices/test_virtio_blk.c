@@ -374,6 +374,51 @@ static void test_stats_json(void **state)
     json_object_put(arr);
 }
 
+static void test_pci_cfg_window(void **state)
+{
+    struct fixture *f = *state;
+    uint16_t cap = (uint16_t)vdrv_cfg_read(&f->d, 0x34, 1);
+
+    /* Find the VIRTIO_PCI_CAP_PCI_CFG capability (vendor cap, cfg_type 5). */
+    while (cap && !(vdrv_cfg_read(&f->d, cap, 1) == 0x09 && vdrv_cfg_read(&f->d, cap + 3, 1) == 5))
+        cap = (uint16_t)vdrv_cfg_read(&f->d, cap + 1, 1);
+    assert_int_not_equal(cap, 0);
+    /* Read the capacity (device cfg at BAR 0 + 0x2000) through the window. */
+    vdrv_cfg_write(&f->d, cap + 4, 1, 0);
+    vdrv_cfg_write(&f->d, cap + 8, 4, 0x2000);
+    vdrv_cfg_write(&f->d, cap + 12, 4, 4);
+    assert_int_equal(vdrv_cfg_read(&f->d, cap + 16, 4), DISK_SIZE / 512);
+    /* Write device status through it, read it back directly. */
+    vdrv_cfg_write(&f->d, cap + 8, 4, 0x14);
+    vdrv_cfg_write(&f->d, cap + 12, 4, 1);
+    vdrv_cfg_write(&f->d, cap + 16, 1, 1);
+    assert_int_equal(vdrv_status(&f->d), 1);
+    /* A window outside BAR 0 or of a bad size reads zero and does nothing. */
+    vdrv_cfg_write(&f->d, cap + 8, 4, 0x10000);
+    vdrv_cfg_write(&f->d, cap + 12, 4, 4);
+    assert_int_equal(vdrv_cfg_read(&f->d, cap + 16, 4), 0);
+    vdrv_cfg_write(&f->d, cap + 8, 4, 0);
+    vdrv_cfg_write(&f->d, cap + 12, 4, 3);
+    assert_int_equal(vdrv_cfg_read(&f->d, cap + 16, 4), 0);
+}
+
+static void test_bar_move_keeps_ioeventfds(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t new_bar = 0xd0000000;
+    int before = fake_vm_ioeventfd_count(f->vm);
+
+    assert_int_equal(before, 1); /* one queue, one notify ioeventfd */
+    vdrv_cfg_write(&f->d, 0x04, 2, 0);
+    assert_int_equal(fake_vm_ioeventfd_count(f->vm), 0);
+    vdrv_cfg_write(&f->d, 0x10, 4, (uint32_t)new_bar);
+    vdrv_cfg_write(&f->d, 0x04, 2, 0x6);
+    assert_int_equal(fake_vm_ioeventfd_count(f->vm), 1);
+    f->d.bar0 = new_bar;
+    start(f, 1);
+    assert_int_equal(blk_request(f, VIRTIO_BLK_T_IN, 0, 512, true, NULL), VIRTIO_BLK_S_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -389,6 +434,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hostile_ring_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multiqueue, setup_mq, teardown),
         cmocka_unit_test_setup_teardown(test_stats_json, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pci_cfg_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bar_move_keeps_ioeventfds, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("virtio-blk", tests, NULL, NULL);
