@@ -5,6 +5,7 @@
   interop_testpmd.py QTCARD traffic    txonly -> switch -> rxonly, every packet accounted
   interop_testpmd.py QTCARD hostile    bad messages and a bad ring on a third port: that
                                        port is disconnected, the others keep forwarding
+  interop_testpmd.py QTCARD multiqueue two queue pairs per port, two workers
   interop_testpmd.py QTCARD reconnect  card in client mode, testpmd server=1: SIGTERM the
                                        card, restart it from its state file, traffic resumes
 Exit 77 when dpdk-testpmd or hugepages are not available.
@@ -174,6 +175,39 @@ def hostile_bad_ring(path):
     return closed
 
 
+def test_multiqueue(binary, work):
+    card = cardlab.Card(binary, work, cores=2).start()
+    tx = rx = None
+    try:
+        cardlab.api_ok(card.api_sock, "POST", "switches", {"name": "br0"})
+        for p in ("vm1", "vm2"):
+            cardlab.api_ok(card.api_sock, "POST", "ports", {"name": p, "switch": "br0",
+                                                            "queues": 2})
+        rx = cardlab.Testpmd("rx", f"{work}/vm2.sock", "rxonly", 0, queues=2,
+                             workdir=work).start()
+        tx = cardlab.Testpmd("tx", f"{work}/vm1.sock", "txonly", 1, queues=2,
+                             workdir=work).start()
+        wait_for(lambda: all(q["worker"] >= 0 for q in card.port("vm1")["queue_stats"]), 10,
+                 "both transmit queues of vm1 running")
+        run_traffic(card, tx, rx, seconds=2)
+        ts, rs = tx.port_stats(), rx.port_stats()
+        p1, p2 = card.port("vm1"), card.port("vm2")
+        qs = p1["queue_stats"]
+        print(f"testpmd tx {ts['tx']} rx {rs['rx']}; vm1 queues {qs}; vm2 {p2['stats']}")
+        check(p1["features"] & (1 << 22), "VIRTIO_NET_F_MQ negotiated")
+        check(len(qs) == 2 and all(q["tx_packets"] > 0 for q in qs),
+              "testpmd transmitted on both queue pairs")
+        check(qs[0]["worker"] != qs[1]["worker"], "the two queues run on different workers")
+        check(p1["stats"]["tx_packets"] == ts["tx"], "every packet sent was received by the card")
+        check(p2["stats"]["rx_packets"] == rs["rx"] and rs["rx"] > 0,
+              "every packet delivered was received by testpmd")
+    finally:
+        for t in (tx, rx):
+            if t:
+                t.quit()
+        card.stop()
+
+
 def test_hostile(binary, work):
     card = cardlab.Card(binary, work).start()
     tx = rx = None
@@ -254,7 +288,7 @@ def test_reconnect(binary, work):
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in ("traffic", "hostile", "reconnect"):
+    if len(sys.argv) != 3 or sys.argv[2] not in ("traffic", "hostile", "reconnect", "multiqueue"):
         print(__doc__)
         return 2
     if not cardlab.have("dpdk-testpmd"):
@@ -266,7 +300,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="qtcard-interop-") as work:
         try:
             {"traffic": test_traffic, "hostile": test_hostile,
-             "reconnect": test_reconnect}[sys.argv[2]](sys.argv[1], work)
+             "reconnect": test_reconnect, "multiqueue": test_multiqueue}[sys.argv[2]](sys.argv[1], work)
         except Exception:
             for f in sorted(os.listdir(work)):
                 if f.endswith(".log"):
