@@ -328,17 +328,22 @@ void acpi_poweroff(void)
     int typ = acpi.slp_typ_s5 >= 0 ? acpi.slp_typ_s5 : SLP_TYP_DEFAULT;
     uint16_t port;
 
-    serial_puts("POWEROFF\n");
     if (acpi.fadt && fadt_has(FADT_FLAGS, 4) && (rd32(acpi.fadt, FADT_FLAGS) & FADT_HW_REDUCED)) {
         struct acpi_gas gas;
 
         if (fadt_has(FADT_SLEEP_CTL, sizeof(gas))) {
             memcpy(&gas, (const uint8_t *)acpi.fadt + FADT_SLEEP_CTL, sizeof(gas));
+            printf("poweroff: hardware-reduced, sleep control register %s 0x%lx, SLP_TYP %d\n",
+                   gas.space == 0 ? "mmio" : "port", gas.address, typ);
+            serial_puts("POWEROFF\n");
             if (gas.address)
                 acpi_gas_write8(&gas, (uint8_t)(((typ & 7) << 2) | SLEEP_CTL_SLP_EN));
         }
     } else if (acpi.fadt) {
         port = acpi_pm1_cnt_port(FADT_X_PM1A_CNT, FADT_PM1A_CNT);
+        printf("poweroff: PM1a_CNT port 0x%x, SLP_TYP %d%s\n", port, typ,
+               acpi.slp_typ_s5 >= 0 ? " (from \\_S5)" : " (default)");
+        serial_puts("POWEROFF\n");
         if (port) {
             uint16_t v = inw(port) & ~(7u << SLP_TYP_SHIFT);
 
@@ -351,7 +356,9 @@ void acpi_poweroff(void)
             outw(port, (uint16_t)(v | ((unsigned)typ << SLP_TYP_SHIFT) | SLP_EN));
         }
     }
-    for (volatile int i = 0; i < 1000000; i++)
+    if (!acpi.fadt)
+        serial_puts("POWEROFF\n");
+    for (volatile int i = 0; i < 100000; i++)
         cpu_relax();
     serial_puts("POWEROFF FAILED: the VM is still running, halting\n");
     for (;;)
