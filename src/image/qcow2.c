@@ -586,6 +586,32 @@ retry:
     return 0;
 }
 
+/*
+ * Data clusters past the end of the file: extend the file ahead of them
+ * (fallocate), so that O_DIRECT writes of new clusters do not
+ * extend the file one by one (extending direct writes serialize on the inode
+ * and leave the io_uring fast path). Failure is harmless (no fallocate).
+ */
+static void qcow2_prealloc(struct qcow2 *s, uint64_t end)
+{
+    /* step: a quarter of the file, between one cluster and 2 MiB, so small
+     * images stay thin */
+    uint64_t chunk = s->file_size / 4, to;
+
+    if (chunk > (2ull << 20))
+        chunk = 2ull << 20;
+    if (chunk < s->cluster_size)
+        chunk = s->cluster_size;
+
+    if (end <= s->prealloc_end)
+        return;
+    to = (end + chunk - 1) / chunk * chunk;
+    if (fallocate(s->img->fd, 0, (off_t)s->prealloc_end, (off_t)(to - s->prealloc_end)) == 0)
+        s->prealloc_end = to;
+    else
+        s->prealloc_end = end;
+}
+
 static int qcow2_defer_dec(struct qcow2 *s, uint64_t cluster)
 {
     if (s->ndec == s->capdec) {
@@ -1301,6 +1327,7 @@ static int qcow2_write_in_cluster(struct qcow2 *s, uint64_t gc, const uint8_t *d
         if (ret < 0)
             return ret;
         fresh = host >= s->zero_above;
+        qcow2_prealloc(s, host + s->cluster_size);
         if (coff == span_lo && coff + n == span_hi) {
             ret = qcow2_host_write(s, data, n, host + coff);
         } else if (fresh && keep == 0 && !s->img->backing && e.zero == 0 && s->nb_sc == 1 &&
@@ -1915,6 +1942,7 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
         ret = qcow2_alloc_clusters(s, 1, &host);
         if (ret < 0)
             return ret;
+        qcow2_prealloc(s, host + s->cluster_size);
         if (zero_fill && host < s->zero_above) {
             /* a reused cluster: clear what the write does not cover */
             ret = img_pwrite_full(img->fd, s->zbuf, coff, host);
@@ -2224,6 +2252,7 @@ static int qcow2_open(struct qtimg *img, const struct qtimg_open_opts *opts)
     }
     s->file_size = (uint64_t)st.st_size;
     s->zero_above = s->file_size;
+    s->prealloc_end = s->file_size;
     hdr = calloc(1, 1u << QCOW2_MAX_CLUSTER_BITS);
     if (!hdr) {
         ret = -ENOMEM;

@@ -132,9 +132,10 @@ struct qcow2 {
     struct qcow2_cache l2c;
     struct qcow2_cache rbc;
 
-    uint64_t free_hint;  /* cluster index */
-    uint64_t zero_above; /* every file byte at or above this reads as zero */
-    uint64_t file_size;  /* end of the last cluster in use or allocated */
+    uint64_t free_hint;    /* cluster index */
+    uint64_t zero_above;   /* every file byte at or above this reads as zero */
+    uint64_t prealloc_end; /* the file is fallocated up to here */
+    uint64_t file_size;    /* end of the last cluster in use or allocated */
 
     uint64_t *dec; /* deferred refcount decrements (cluster indexes) */
     size_t ndec, capdec;
