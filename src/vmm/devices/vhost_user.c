@@ -120,6 +120,14 @@ void vhost_user_close(struct vhost_user *vu)
     pthread_mutex_destroy(&vu->lock);
 }
 
+/* The back-end is gone or out of step: later messages fail quietly with -ENOTCONN. */
+static void vhost_user_mark_dead(struct vhost_user *vu)
+{
+    if (vu->fd >= 0)
+        shutdown(vu->fd, SHUT_RDWR);
+    vu->dead = true;
+}
+
 static int vhost_user_send(struct vhost_user *vu, uint32_t req, uint32_t flags, const void *payload,
                            uint32_t size, const int *fds, int nfds)
 {
@@ -151,9 +159,8 @@ static int vhost_user_send(struct vhost_user *vu, uint32_t req, uint32_t flags, 
 
         log_err("vhost-user '%s': sending %s failed (%s)", vu->name, vhost_user_req_name(req),
                 n < 0 ? strerror(errno) : "short write");
-        /* The back-end is gone: later messages fail quietly with -ENOTCONN. */
         if (err == -EPIPE || err == -ECONNRESET)
-            shutdown(vu->fd, SHUT_RDWR), vu->dead = true;
+            vhost_user_mark_dead(vu);
         return err;
     }
     return 0;
@@ -215,7 +222,9 @@ static int vhost_user_call(struct vhost_user *vu, uint32_t req, const void *payl
     ret = vhost_user_send(vu, req, ack ? VHOST_USER_FLAG_NEED_REPLY : 0, payload, size, fds, nfds);
     if (ret == 0 && ack) {
         ret = vhost_user_recv(vu, req, &status, sizeof(status));
-        if (ret == 0 && status != 0) {
+        if (ret < 0) {
+            vhost_user_mark_dead(vu);
+        } else if (status != 0) {
             log_err("vhost-user '%s': back-end refused %s (status %llu)", vu->name,
                     vhost_user_req_name(req), (unsigned long long)status);
             ret = -EIO;
@@ -233,8 +242,12 @@ static int vhost_user_query(struct vhost_user *vu, uint32_t req, const void *pay
 
     pthread_mutex_lock(&vu->lock);
     ret = vhost_user_send(vu, req, 0, payload, size, NULL, 0);
-    if (ret == 0)
+    if (ret == 0) {
         ret = vhost_user_recv(vu, req, reply, reply_size);
+        /* After a bad or missing reply the stream cannot be trusted any more. */
+        if (ret < 0)
+            vhost_user_mark_dead(vu);
+    }
     pthread_mutex_unlock(&vu->lock);
     return ret;
 }
