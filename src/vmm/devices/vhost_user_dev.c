@@ -175,12 +175,46 @@ static int vu_start_queue(struct vhost_user_dev *d, uint16_t q)
     return 0;
 }
 
+/*
+ * The back-end went away (restarted qtcard, qemu-storage-daemon): connect
+ * again when the driver restarts the device, provided the new back-end still
+ * offers everything the driver may have negotiated.
+ */
+static int vu_reconnect(struct vhost_user_dev *d)
+{
+    char path[sizeof(d->vu.path)], name[sizeof(d->vu.name)];
+    uint64_t offered = d->vdev.host_features & ~VU_NET_LOCAL_FEATURES;
+    int ret;
+
+    snprintf(path, sizeof(path), "%s", d->vu.path);
+    snprintf(name, sizeof(name), "%s", d->vu.name);
+    vhost_user_close(&d->vu);
+    ret = vhost_user_connect(&d->vu, path, name);
+    if (ret == 0)
+        ret = vhost_user_handshake(&d->vu, VU_PROTOCOL_WANTED);
+    if (ret == 0 && (offered & ~d->vu.features)) {
+        log_err("vhost-user '%s': the back-end at '%s' no longer offers features 0x%llx", name,
+                path, (unsigned long long)(offered & ~d->vu.features));
+        d->vu.dead = true;
+        ret = -EPROTO;
+    }
+    if (ret == 0)
+        log_info("vhost-user '%s': reconnected to '%s'", name, path);
+    return ret;
+}
+
 static int vu_activate(struct virtio_dev *vdev)
 {
     struct vhost_user_dev *d = vdev->priv;
-    uint64_t acked = vdev->guest_features & d->vu.features;
+    uint64_t acked;
     int ret;
 
+    if (d->vu.dead || d->vu.fd < 0) {
+        ret = vu_reconnect(d);
+        if (ret < 0)
+            return ret;
+    }
+    acked = vdev->guest_features & d->vu.features;
     acked |= d->vu.features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
     ret = vhost_user_set_features(&d->vu, acked);
     if (ret == 0)

@@ -197,7 +197,7 @@ static void test_reset_and_restart(void **state)
     assert_int_equal(request(f, 0, VIRTIO_BLK_T_IN, 1, 512, true), VIRTIO_BLK_S_OK);
 }
 
-static void test_backend_death_needs_reset(void **state)
+static void test_backend_death_and_reconnect(void **state)
 {
     struct fixture *f = *state;
 
@@ -211,6 +211,13 @@ static void test_backend_death_needs_reset(void **state)
     for (int i = 0; i < 10000 && fake_vm_msi_count(f->vm, 0x50) == 0; i++)
         usleep(100);
     assert_int_equal(fake_vm_msi_count(f->vm, 0x50), 1); /* config-change interrupt */
+
+    /* A restarted back-end is picked up when the driver resets the device. */
+    unlink(sock);
+    assert_int_equal(start_daemon(), 0);
+    vdrv_reset(&f->d);
+    start(f);
+    assert_int_equal(request(f, 0, VIRTIO_BLK_T_IN, 2, 512, true), VIRTIO_BLK_S_OK);
 }
 
 static void test_connect_refused(void **state)
@@ -231,8 +238,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_read_through_backend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_and_restart, setup, teardown),
         cmocka_unit_test(test_connect_refused),
-        /* Last: it stops the daemon. */
-        cmocka_unit_test_setup_teardown(test_backend_death_needs_reset, setup, teardown),
+        /* Last: it restarts the daemon. */
+        cmocka_unit_test_setup_teardown(test_backend_death_and_reconnect, setup, teardown),
     };
     uint8_t *pattern;
     int fd, ret;
