@@ -197,6 +197,18 @@ class Lab:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def probe_port_type(lab, ptype):
+    """Exit 77 when the running qtcard does not know port type `ptype`: a
+    port of that type with no other keys is refused for the type itself by
+    a daemon without it, and for a missing key by one that has it."""
+    st, obj = lab.api("POST", "ports", {"name": f"probe-{ptype}", "switch": "sw",
+                                        "type": ptype})
+    if st // 100 == 2:
+        lab.api("DELETE", f"ports/probe-{ptype}")
+    elif f"type '{ptype}'" in str(obj):
+        skip(f"this qtcard has no {ptype} ports ({obj})")
+
+
 def wait_for(pred, timeout, step=0.1):
     """Poll pred() until it is truthy or timeout seconds pass; returns its last value."""
     end = time.monotonic() + timeout

@@ -25,6 +25,7 @@ import time
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_AUXDATA = 8
+SO_RCVBUFFORCE = 33
 TP_STATUS_VLAN_VALID = 1 << 4
 UDP_PORT = 9999
 
@@ -84,6 +85,12 @@ def cmd_recv(a):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.bind((a.ifname, 0))
     s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    # a big receive buffer, so this (Python) counter losing the CPU for a
+    # while does not drop frames and skew the measured rates
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
+    except OSError:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
     s.settimeout(0.2)
     print("READY", flush=True)  # bound: frames from now on are counted
     marker = a.marker.encode()[:4].ljust(4, b"_")
