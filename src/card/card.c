@@ -330,6 +330,24 @@ static int policy_parse(struct port_policy *pol, json_object *j, const uint8_t *
         pol->ingress_rate_bps = rate;
         pol->ingress_burst_bits = burst;
     }
+    if (json_object_object_get_ex(j, "egress_rate", &v)) {
+        static const char *const keys[] = {"rate_bps", "burst_bits", "max_delay_us", NULL};
+        uint64_t rate = 0, burst = 0, delay_us = 10000;
+        if (!json_object_is_type(v, json_type_object) ||
+            check_keys(v, keys, err, errlen, "egress_rate") || j_u64(v, "rate_bps", &rate) < 0 ||
+            j_u64(v, "burst_bits", &burst) < 0 || j_u64(v, "max_delay_us", &delay_us) < 0 ||
+            rate > TB_MAX_RATE || burst > TB_MAX_BURST || delay_us > 1000000) {
+            if (!err[0])
+                ERR("egress_rate: rate_bps, burst_bits and max_delay_us (<= 1 s) must be "
+                    "integers in range");
+            return -EINVAL;
+        }
+        if (rate && burst < 8ull * PKT_MAX_FRAME)
+            burst = 8ull * PKT_MAX_FRAME;
+        pol->egress_rate_bps = rate;
+        pol->egress_burst_bits = burst;
+        pol->egress_max_delay_ns = delay_us * 1000;
+    }
     if (json_object_object_get_ex(j, "storm_control", &v)) {
         static const char *const keys[] = {"broadcast_pps", "multicast_pps", "unknown_unicast_pps",
                                            NULL};
@@ -378,8 +396,8 @@ static int policy_parse(struct port_policy *pol, json_object *j, const uint8_t *
     return 0;
 }
 
-static const char *const port_policy_keys[] = {"vlan",          "anti_spoofing", "ingress_rate",
-                                               "storm_control", "coalescing",    NULL};
+static const char *const port_policy_keys[] = {
+    "vlan", "anti_spoofing", "ingress_rate", "egress_rate", "storm_control", "coalescing", NULL};
 
 /* ---- switches ---- */
 
@@ -580,6 +598,10 @@ static void port_free(struct port *p)
     for (unsigned i = 0; i < CARD_MAX_QPAIRS; i++)
         pthread_spin_destroy(&p->q[i].rx_lock);
     pthread_mutex_destroy(&p->tx_mutex);
+    __atomic_sub_fetch(&p->card->n_delayed, p->shaper.count, __ATOMIC_RELAXED);
+    for (unsigned i = 0; i < SHAPER_SLOTS; i++)
+        free(p->shaper.slot[i].pk);
+    pthread_mutex_destroy(&p->shaper.lock);
     free(p);
 }
 
@@ -653,11 +675,10 @@ static int port_vxlan_parse(struct port *p, json_object *j, char *err, size_t er
 int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
 {
     static const char *const keys[] = {
-        "name",         "switch",        "type",       "queues",   "mode",
-        "socket",       "mac",           "ifname",     "vlan",     "anti_spoofing",
-        "ingress_rate", "storm_control", "coalescing", "vni",      "local_ip",
-        "remote_ips",   "nexthop_mac",   "local_mac",  "udp_port", "members",
-        "hash",         "lacp",          NULL};
+        "name",       "switch",   "type",     "queues",        "mode",         "socket",
+        "mac",        "ifname",   "vlan",     "anti_spoofing", "ingress_rate", "storm_control",
+        "coalescing", "vni",      "local_ip", "egress_rate",   "remote_ips",   "nexthop_mac",
+        "local_mac",  "udp_port", "members",  "hash",          "lacp",         NULL};
     const char *name, *swname, *type, *mode, *sock, *mac;
     struct vswitch *sw;
     struct port *p = NULL;
@@ -705,6 +726,7 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
     p->fd = -1;
     p->listen_fd = -1;
     pthread_mutex_init(&p->tx_mutex, NULL);
+    pthread_mutex_init(&p->shaper.lock, NULL);
     for (unsigned i = 0; i < CARD_MAX_QPAIRS; i++) {
         pthread_spin_init(&p->q[i].rx_lock, PTHREAD_PROCESS_PRIVATE);
         p->q[i].port = p;
@@ -1066,6 +1088,15 @@ json_object *card_port_json(struct card *c, const struct port *p, bool with_stat
             json_object_object_add(drops, drop_names[i],
                                    json_object_new_int64((int64_t)p->drops[i]));
         json_object_object_add(o, "stats", stats_json(&tot));
+        if (p->shaper.gen) {
+            json_object *sh = json_object_new_object();
+            json_object_object_add(sh, "delayed",
+                                   json_object_new_int64((int64_t)p->shaper.delayed));
+            json_object_object_add(sh, "dropped",
+                                   json_object_new_int64((int64_t)p->shaper.dropped));
+            json_object_object_add(sh, "queued", json_object_new_int((int)p->shaper.count));
+            json_object_object_add(o, "egress_shaper", sh);
+        }
         json_object_object_add(o, "drops", drops);
         json_object_object_add(o, "queue_stats", qs);
     }

@@ -89,7 +89,9 @@ struct port_policy {
     struct vlan_port vlan;
     struct port_security sec;
     bool sec_enabled;
-    uint64_t ingress_rate_bps, ingress_burst_bits;                /* 0 = unlimited */
+    uint64_t ingress_rate_bps, ingress_burst_bits; /* 0 = unlimited */
+    uint64_t egress_rate_bps, egress_burst_bits;   /* shaping towards the port, 0 = off */
+    uint64_t egress_max_delay_ns;                  /* shaping queue bound (time) */
     uint64_t storm_bcast_pps, storm_mcast_pps, storm_unknown_pps; /* 0 = off */
     bool coalesce; /* adaptive interrupt coalescing on VM receive */
     struct coalesce_config coalesce_cfg;
@@ -119,6 +121,22 @@ struct port_queue {
     uint64_t policy_gen;
     struct vlan_stats vlan_st;
     struct sec_stats sec_st;
+};
+
+/* Egress shaper of a port: frames over the rate wait in a FIFO (copies) until
+ * their send time; any worker may add, the worker that finds them due sends. */
+#define SHAPER_SLOTS 512
+struct port_shaper {
+    pthread_mutex_t lock;
+    struct shaper sh;
+    uint64_t gen; /* policy generation the shaper was set up for, 0 = never */
+    unsigned head, count;
+    struct {
+        uint64_t send_at;
+        bool tagged;
+        struct pkt *pk; /* allocated on first use, reused */
+    } slot[SHAPER_SLOTS];
+    uint64_t delayed, dropped;
 };
 
 struct vswitch {
@@ -184,6 +202,7 @@ struct port {
     unsigned bond_idx;        /* member index in the parent */
     bool link_up;             /* member: last carrier state seen */
     uint64_t lacp_rx_frames, lacp_tx_frames, bond_rx_refused;
+    struct port_shaper shaper;
     uint64_t drops[DROP__MAX];
     struct port_queue q[CARD_MAX_QPAIRS];
 };
@@ -244,6 +263,7 @@ struct card {
     int ctl_wake_fd;
     bool stopping;
     bool restoring;
+    uint64_t n_delayed;   /* frames waiting in egress shapers, all ports */
     uint64_t next_serial; /* applying the state file: do not rewrite it */
 };
 

@@ -336,14 +336,122 @@ struct dest_batch {
     bool tagged[DP_MAX_OUT];
 };
 
+static void port_output_now(struct worker *w, struct port *p, struct pkt **pk, const bool *tagged,
+                            unsigned n, uint64_t now)
+{
+    if (p->type == PORT_VHOST)
+        vhost_output(w, p, pk, tagged, n, now);
+    else
+        host_output(w, p, pk, tagged, n);
+}
+
+/* Egress shaping: frames within the rate go out now, the others wait in the port's FIFO
+ * (as copies) until their send time; frames that would wait longer than the bound, or
+ * find the FIFO full, are dropped and counted. */
+static void shaped_output(struct worker *w, struct port *p, const struct port_policy *pol,
+                          struct pkt **pk, const bool *tagged, unsigned n, uint64_t now)
+{
+    struct port_shaper *sh = &p->shaper;
+    uint64_t gen = __atomic_load_n(&p->policy_gen, __ATOMIC_ACQUIRE) + 1;
+    struct pkt *imm[DP_MAX_OUT];
+    bool imm_tag[DP_MAX_OUT];
+    unsigned nimm = 0;
+
+    pthread_mutex_lock(&sh->lock);
+    if (sh->gen != gen) {
+        shaper_init(&sh->sh, TB_UNIT_BITS, pol->egress_rate_bps, pol->egress_burst_bits,
+                    pol->egress_max_delay_ns, now);
+        sh->gen = gen;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        uint32_t len = pk[i]->len - pk[i]->tag_len + (tagged[i] ? 4 : 0);
+        uint64_t at;
+        struct pkt *c;
+        unsigned idx;
+
+        if (shaper_reserve(&sh->sh, len, now, &at)) {
+            sh->dropped++;
+            continue;
+        }
+        if (at <= now && sh->count == 0) {
+            imm[nimm] = pk[i];
+            imm_tag[nimm++] = tagged[i];
+            continue;
+        }
+        idx = (sh->head + sh->count) % SHAPER_SLOTS;
+        if (sh->count == SHAPER_SLOTS ||
+            (!sh->slot[idx].pk && !(sh->slot[idx].pk = malloc(sizeof(struct pkt))))) {
+            sh->dropped++;
+            continue;
+        }
+        c = sh->slot[idx].pk;
+        c->data = c->buf + DP_HEADROOM;
+        memcpy(c->data, pk[i]->data, pk[i]->len);
+        c->len = pk[i]->len;
+        c->vid = pk[i]->vid;
+        c->out_vid = pk[i]->out_vid;
+        c->pcp = pk[i]->pcp;
+        c->tag_len = pk[i]->tag_len;
+        c->vh = pk[i]->vh;
+        c->m = pk[i]->m;
+        sh->slot[idx].send_at = at;
+        sh->slot[idx].tagged = tagged[i];
+        sh->count++;
+        sh->delayed++;
+        __atomic_add_fetch(&w->card->n_delayed, 1, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (nimm)
+        port_output_now(w, p, imm, imm_tag, nimm, now);
+}
+
+/* Send what is due from every shaper (any worker may; one at a time per port). */
+static unsigned worker_service_shapers(struct worker *w, uint64_t now)
+{
+    struct card *c = w->card;
+    unsigned total = 0;
+
+    if (!__atomic_load_n(&c->n_delayed, __ATOMIC_RELAXED))
+        return 0;
+    for (unsigned id = 1; id < CARD_MAX_PORTS; id++) {
+        struct port *p = rcu_dereference(c->ports[id]);
+        struct port_shaper *sh;
+        struct pkt *batch[CARD_BURST];
+        bool tags[CARD_BURST];
+        unsigned n = 0;
+
+        if (!p || !__atomic_load_n(&p->shaper.count, __ATOMIC_RELAXED))
+            continue;
+        sh = &p->shaper;
+        if (pthread_mutex_trylock(&sh->lock))
+            continue;
+        while (sh->count && n < CARD_BURST && sh->slot[sh->head].send_at <= now) {
+            batch[n] = sh->slot[sh->head].pk;
+            tags[n++] = sh->slot[sh->head].tagged;
+            sh->head = (sh->head + 1) % SHAPER_SLOTS;
+            sh->count--;
+        }
+        /* Sent under the lock: the slots are reused once it is released. */
+        if (n)
+            port_output_now(w, p, batch, tags, n, now);
+        pthread_mutex_unlock(&sh->lock);
+        __atomic_sub_fetch(&c->n_delayed, n, __ATOMIC_RELAXED);
+        total += n;
+    }
+    return total;
+}
+
 static void dest_flush(struct worker *w, struct dest_batch *d, uint64_t now)
 {
+    struct port_policy *pol;
+
     if (!d->n)
         return;
-    if (d->port->type == PORT_VHOST)
-        vhost_output(w, d->port, d->pk, d->tagged, d->n, now);
+    pol = rcu_dereference(d->port->policy);
+    if (pol->egress_rate_bps)
+        shaped_output(w, d->port, pol, d->pk, d->tagged, d->n, now);
     else
-        host_output(w, d->port, d->pk, d->tagged, d->n);
+        port_output_now(w, d->port, d->pk, d->tagged, d->n, now);
     d->n = 0;
 }
 
@@ -662,6 +770,12 @@ void *worker_main(void *arg)
         }
         if (w->n_pending)
             worker_flush_pending(w, now ? now : card_now_ns(), false);
+        if (__atomic_load_n(&w->card->n_delayed, __ATOMIC_RELAXED)) {
+            /* Shaped frames are waiting: keep polling (no sleep) and send the due ones. */
+            now = card_now_ns();
+            work += worker_service_shapers(w, now);
+            last_work = now;
+        }
         rcu_quiescent_state();
         if (work || (w->loops & 63))
             continue;
