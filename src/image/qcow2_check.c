@@ -345,6 +345,14 @@ int qcow2_check(struct qtimg *img, uint32_t fix, struct qtimg_check_result *res)
         ret = qcow2_flush_meta(s);
         if (ret < 0)
             goto out;
+        if (!res->corruptions && (s->incompat & QCOW2_INCOMPAT_CORRUPT) &&
+            (fix & QTIMG_CHECK_FIX_ERRORS)) {
+            /* everything repaired: the image may be used again */
+            s->incompat &= ~QCOW2_INCOMPAT_CORRUPT;
+            ret = qcow2_write_header(s);
+            if (ret < 0)
+                goto out;
+        }
     }
     res->total_clusters = (img->size + s->cluster_size - 1) >> s->cluster_bits;
     res->image_end_offset = 0;

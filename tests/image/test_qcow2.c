@@ -481,6 +481,28 @@ static void test_aio(void **state)
         assert_int_equal(r[off + 4096], 0x10 + i);
         assert_int_equal(r[off + 8192], 0x99);
     }
+    /* online growth with writes in flight, then I/O past the old end */
+    done = sub = 0;
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_WRITE, bufs[i], 4096,
+                                          (12ull << 20) + (uint64_t)i * 65536, aio_count_cb, &done),
+                         0);
+        sub++;
+    }
+    assert_int_equal(qtimg_resize(img, 64 << 20, 0), 0);
+    assert_int_equal(
+        qtimg_aio_submit(aio, QTIMG_AIO_WRITE, bufs[20], 4096, 40 << 20, aio_count_cb, &done), 0);
+    sub++;
+    while (done < sub)
+        assert_true(qtimg_aio_poll(aio, true) >= 0);
+    assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_READ, r, 4096, 40 << 20, aio_count_cb, &done),
+                     0);
+    sub++;
+    while (done < sub)
+        assert_true(qtimg_aio_poll(aio, true) >= 0);
+    assert_int_equal(r[0], 0x10 + 20);
+    assert_int_equal(qtimg_pread(img, r, 4096, (12ull << 20) + 7 * 65536), 0);
+    assert_int_equal(r[0], 0x10 + 7);
     qtimg_aio_fini(aio);
     expect_clean(img);
     assert_int_equal(qtimg_close(img), 0);
@@ -538,6 +560,70 @@ static void test_luks_qcow2(void **state)
     free(r);
 }
 
+/* The corrupt bit blocks writers until check -r all repairs the image. */
+static void test_corrupt_bit(void **state)
+{
+    struct qtimg_create_opts co = {.fmt = QTIMG_FMT_QCOW2, .size = 1 << 20};
+    struct qtimg_check_result r;
+    struct qtimg *img;
+    uint64_t incompat;
+    uint8_t buf[4096];
+    int fd;
+    char p[256];
+
+    path_of(p, sizeof(p), "corrupt.qcow2");
+    assert_int_equal(qtimg_create(p, &co), 0);
+    fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    incompat = htobe64(QCOW2_INCOMPAT_CORRUPT);
+    assert_int_equal(pwrite(fd, &incompat, 8, 72), 8);
+    close(fd);
+    assert_int_equal(qtimg_open(p, NULL, &img), -EIO);
+    assert_int_equal(qtimg_open(p, &(struct qtimg_open_opts){.flags = QTIMG_O_RDONLY}, &img), 0);
+    assert_int_equal(qtimg_pread(img, buf, sizeof(buf), 0), 0);
+    assert_int_equal(qtimg_close(img), 0);
+    assert_int_equal(qtimg_open(p, &(struct qtimg_open_opts){.flags = QTIMG_O_CHECK}, &img), 0);
+    assert_int_equal(qtimg_check(img, QTIMG_CHECK_FIX_LEAKS | QTIMG_CHECK_FIX_ERRORS, &r), 0);
+    assert_int_equal(qtimg_close(img), 0);
+    assert_int_equal(qtimg_open(p, NULL, &img), 0);
+    memset(buf, 1, sizeof(buf));
+    assert_int_equal(qtimg_pwrite(img, buf, sizeof(buf), 0), 0);
+    assert_int_equal(qtimg_close(img), 0);
+    unlink(p);
+}
+
+/* Growth that needs a bigger L1 table (512-byte clusters: 2 MiB per L1 cluster). */
+static void test_resize_l1_growth(void **state)
+{
+    struct qtimg_create_opts co = {.fmt = QTIMG_FMT_QCOW2, .size = 1 << 20, .cluster_size = 512};
+    uint8_t w[4096], r[4096];
+    struct qtimg *img;
+    char p[256];
+
+    path_of(p, sizeof(p), "grow.qcow2");
+    assert_int_equal(qtimg_create(p, &co), 0);
+    assert_int_equal(qtimg_open(p, NULL, &img), 0);
+    memset(w, 0x61, sizeof(w));
+    assert_int_equal(qtimg_pwrite(img, w, sizeof(w), 4096), 0);
+    assert_int_equal(qtimg_resize(img, 64 << 20, 0), 0);
+    memset(w, 0x62, sizeof(w));
+    assert_int_equal(qtimg_pwrite(img, w, sizeof(w), 60 << 20), 0);
+    assert_int_equal(qtimg_resize(img, 200 << 20, 0), 0);
+    assert_int_equal(qtimg_pwrite(img, w, sizeof(w), 190 << 20), 0);
+    expect_clean(img);
+    assert_int_equal(qtimg_close(img), 0);
+    assert_int_equal(qtimg_open(p, NULL, &img), 0);
+    assert_int_equal(qtimg_size(img), 200 << 20);
+    assert_int_equal(qtimg_pread(img, r, sizeof(r), 4096), 0);
+    assert_int_equal(r[0], 0x61);
+    assert_int_equal(qtimg_pread(img, r, sizeof(r), 60 << 20), 0);
+    assert_int_equal(r[4095], 0x62);
+    assert_int_equal(qtimg_pread(img, r, sizeof(r), 190 << 20), 0);
+    assert_int_equal(r[0], 0x62);
+    assert_int_equal(qtimg_close(img), 0);
+    unlink(p);
+}
+
 static int teardown(void **state)
 {
     rmdir(tmpdir);
@@ -551,7 +637,8 @@ int main(void)
         cmocka_unit_test(test_header_hostile),      cmocka_unit_test(test_roundtrip_variants),
         cmocka_unit_test(test_backing_cow_discard), cmocka_unit_test(test_snapshots_resize),
         cmocka_unit_test(test_compressed),          cmocka_unit_test(test_aio),
-        cmocka_unit_test(test_luks_qcow2),
+        cmocka_unit_test(test_luks_qcow2),          cmocka_unit_test(test_corrupt_bit),
+        cmocka_unit_test(test_resize_l1_growth),
     };
     log_init("test_qcow2", LOG_LVL_ERROR);
     if (!mkdtemp(tmpdir))
