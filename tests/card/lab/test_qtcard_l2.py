@@ -175,22 +175,35 @@ def main():
         assert most(spoofed, 200), net.drops("p1")
 
         # --- storm control on p2: 100 broadcast/s out of 1000/s offered ---
-        procs = net.recv_start(["h1"], "STRM", 4.5)
-        net.send("h2", "STRM", BCAST, "10.0.10.2", "10.0.10.255", pps=1000, duration=4)
+        # A token bucket passes at most rate x T + burst in T seconds of
+        # overload, and exactly that while the offered load stays above the
+        # rate. T is the sender's own span. The totals are checked, not an
+        # instantaneous rate: pauses of the (Python) sender on this starved
+        # machine refill the bucket but never lift the total above the bound.
+        procs = net.recv_start(["h1"], "STRM", 5)
+        snd = net.send("h2", "STRM", BCAST, "10.0.10.2", "10.0.10.255", pps=1000, duration=4)
         r = net.recv_wait(procs)["h1"]
-        netlab.log(f"storm control: {r.get('steady_pps', 0):.1f} broadcast/s passed "
-                   f"(limit 100), storm drops {net.drops('p2')['storm']}")
-        assert abs(r["steady_pps"] - 100) <= 10, r
-        assert net.drops("p2")["storm"] > 3000, net.drops("p2")
+        span = snd["elapsed"]
+        netlab.log(f"storm control: {r['count']} broadcasts passed of {snd['sent']} sent in "
+                   f"{span:.2f} s ({r['count'] / (100 * span + 100) * 100:.1f}% of rate x T + burst; "
+                   f"limit 100/s, burst 1 s), "
+                   f"steady {r.get('steady_pps', 0):.1f}/s; storm drops {net.drops('p2')['storm']}")
+        expect = 100 * span + 100  # qtcard gives storm buckets one second of burst
+        assert 0.9 * expect <= r["count"] <= 1.1 * expect, r
+        assert net.drops("p2")["storm"] >= snd["sent"] - r["count"] - snd["sent"] * 0.05
 
         # --- ingress rate on p4: 8 Mbit/s out of ~16 Mbit/s offered ---
-        procs = net.recv_start(["h3"], "RATE", 4.5)
-        net.send("h4", "RATE", net.mac("h3"), "10.0.20.4", "10.0.20.3", size=1000, pps=2000,
-                 duration=4)
+        procs = net.recv_start(["h3"], "RATE", 5)
+        snd = net.send("h4", "RATE", net.mac("h3"), "10.0.20.4", "10.0.20.3", size=1000,
+                       pps=2000, duration=4)
         r = net.recv_wait(procs)["h3"]
-        netlab.log(f"ingress rate: {r.get('steady_bps', 0) / 1e6:.2f} Mbit/s passed (limit 8), "
+        span = snd["elapsed"]
+        bound = 8e6 * span + 160000
+        netlab.log(f"ingress rate: {r['bytes'] * 8 / span / 1e6:.2f} Mbit/s passed over "
+                   f"{span:.2f} s ({r['bytes'] * 8 / bound * 100:.1f}% of rate x T + burst; "
+                   f"limit 8 Mbit/s), steady {r.get('steady_bps', 0) / 1e6:.2f} Mbit/s; "
                    f"policer drops {net.drops('p4')['policer']}")
-        assert abs(r["steady_bps"] - 8e6) <= 0.8e6, r
+        assert 0.9 * bound <= r["bytes"] * 8 <= 1.1 * bound, r
         assert net.drops("p4")["policer"] > 0
         netlab.log("PASS")
         return 0
