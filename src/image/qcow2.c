@@ -2207,6 +2207,28 @@ static int qcow2_open_luks(struct qcow2 *s, const char *pass)
     return ret;
 }
 
+/* When every L2 table fits in the cache, read them all now, so that the data
+ * path never waits for a table read once the image is open. */
+static void qcow2_preload(struct qcow2 *s)
+{
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < s->l1_size; i++)
+        if (s->l1[i] & QCOW2_OFFSET_MASK)
+            n++;
+    if (n > s->l2c.n)
+        return;
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t l2off;
+        uint8_t *l2;
+        bool copied;
+        if (qcow2_l1_entry(s, i, &l2off, &copied) < 0 || !l2off)
+            continue;
+        if (qcow2_cache_get(s, &s->l2c, l2off, true, &l2) < 0)
+            return;
+    }
+}
+
 static int qcow2_probe(const uint8_t *buf, size_t len)
 {
     return (len >= 4 && rd32(buf) == QCOW2_MAGIC) ? 100 : 0;
@@ -2419,6 +2441,7 @@ static int qcow2_open(struct qtimg *img, const struct qtimg_open_opts *opts)
     memset(s->zbuf, 0, s->cluster_size);
     s->free_hint = 0;
     img->priv = s;
+    qcow2_preload(s);
     if (s->backing_file) {
         ret = img_open_backing(img, s->backing_file, s->backing_fmt);
         if (ret < 0)
