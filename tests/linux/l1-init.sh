@@ -6,8 +6,9 @@
 # prints one summary line per run and powers L1 off.
 # Kernel command line parameters:
 #   lab.plan=VMM:STEP[,VMM:STEP...]  VMM is qtvmm or qemu; STEP is boot, blk,
-#                                    net, panic-init, missing-kernel or
-#                                    hang (L2 init never finishes)
+#                                    vhost-blk (blk through a vhost-user-blk
+#                                    backend, qemu-storage-daemon), net,
+#                                    panic-init, missing-kernel or hang
 #   lab.cpus=N lab.mem=MiB           L2 size (default 2 and 256)
 #   lab.timeout=SECONDS              limit for each L2 run (default 240)
 #   lab.hangtimeout=SECONDS          limit for the hang step (default 45)
@@ -73,15 +74,33 @@ run_one() { # index vmm step
     panic-init) gstep=boot extra="rdinit=/lab-no-such-init" ;;
     missing-kernel) gstep=boot kernel=/lab/l2/no-such-vmlinuz ;;
     hang) run_limit=$hang_limit ;;
+    vhost-blk) gstep=blk ;;
     esac
     cl="console=ttyS0 reboot=t panic=-1 lab.step=$gstep lab.cpus=$cpus lab.mem=$mem $extra"
     [ "$quiet" = 1 ] && cl="$cl quiet"
-    qt_dev="" qemu_dev=""
-    if [ "$step" = blk ]; then
+    qt_dev="" qemu_dev="" qsd_pid="" qemu_machine=microvm
+    if [ "$gstep" = blk ]; then
         rm -f /tmp/disk.img
-        mkfs.ext4 -q -F /tmp/disk.img 64M || echo "LAB-RESULT blk-host FAIL mkfs.ext4 failed"
+        mkfs.ext4 -q -F /tmp/disk.img 64M >/dev/null || echo "LAB-RESULT blk-host FAIL mkfs.ext4 failed"
         qt_dev="--disk path=/tmp/disk.img"
         qemu_dev="-drive id=d0,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d0"
+    fi
+    if [ "$step" = vhost-blk ]; then
+        # the same disk served by a vhost-user-blk backend in L1
+        sock=/tmp/vblk.sock
+        rm -f $sock
+        qemu-storage-daemon \
+            --blockdev driver=file,node-name=file0,filename=/tmp/disk.img \
+            --blockdev driver=raw,node-name=disk0,file=file0 \
+            --export type=vhost-user-blk,id=exp0,node-name=disk0,writable=on,addr.type=unix,addr.path=$sock \
+            >/tmp/qsd.log 2>&1 &
+        qsd_pid=$!
+        i=0
+        while [ ! -S $sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        [ -S $sock ] || echo "LAB-RESULT vhost-host FAIL qemu-storage-daemon did not create $sock: $(tail -3 /tmp/qsd.log)"
+        qt_dev="--disk vhost_socket=$sock"
+        qemu_dev="-object memory-backend-memfd,id=ram,size=${mem}M,share=on -machine memory-backend=ram -chardev socket,id=vblk,path=$sock -device vhost-user-blk-pci,chardev=vblk,num-queues=1"
+        qemu_machine=microvm,pcie=on
     fi
     if [ "$step" = net ]; then
         setup_net || echo "LAB-RESULT net-host FAIL cannot create tap0"
@@ -104,7 +123,7 @@ run_one() { # index vmm step
     qemu)
         # shellcheck disable=SC2086
         lab-relay -t "$run_limit" -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
-            qemu-system-x86_64 -M microvm -enable-kvm -cpu host -smp $cpus -m ${mem}M \
+            qemu-system-x86_64 -M $qemu_machine -enable-kvm -cpu host -smp $cpus -m ${mem}M \
             -nodefaults -no-user-config -display none -serial stdio -no-reboot \
             -kernel $kernel -initrd $initrd -append "$cl" $qemu_dev
         ;;
@@ -113,7 +132,15 @@ run_one() { # index vmm step
         echo "LAB-RESULT vmm FAIL unknown L2 VMM '$vmm'"
         ;;
     esac
-    if [ "$step" = blk ]; then
+    if [ -n "$qsd_pid" ]; then
+        if kill $qsd_pid 2>/dev/null; then
+            wait $qsd_pid 2>/dev/null
+        else
+            echo "LAB-RESULT vhost-host FAIL qemu-storage-daemon exited during the run"
+        fi
+        sed 's/^/LAB-L1 qsd| /' /tmp/qsd.log | tail -n 20
+    fi
+    if [ "$gstep" = blk ]; then
         want=$(sed -n 's/.*LAB-RESULT blk PASS sha256=\([0-9a-f]*\).*/\1/p' /tmp/run$n.log)
         mkdir -p /mnt/disk
         if [ -z "$want" ]; then

@@ -43,6 +43,7 @@ L1_MODULES = ["kvm-amd", "tun", "loop"]
 STEP_RESULTS = {
     "boot": ["boot-cpus", "boot-mem"],
     "blk": ["blk", "blk-host"],
+    "vhost-blk": ["blk", "blk-host"],
     "net": ["net-ping", "net-get", "net-put-host"],
 }
 L1_TIMEOUT_S = int(os.environ.get("LAB_L1_TIMEOUT", "420"))
@@ -263,7 +264,7 @@ def build_l2(paths):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def build_l1(paths, vmms, qtvmm, l2_initrd):
+def build_l1(paths, vmms, qtvmm, l2_initrd, steps=()):
     root = tempfile.mkdtemp(prefix="l1-", dir=WORK)
     try:
         _install_busybox(root, paths["busybox"],
@@ -290,8 +291,14 @@ def build_l1(paths, vmms, qtvmm, l2_initrd):
             if not qemu:
                 raise LabError(f"{QEMU} not found (Debian qemu-system-x86)")
             _install_binary(root, qemu, "/usr/bin/qemu-system-x86_64")
-            for fw in ("qboot.rom", "bios-microvm.bin"):
+            for fw in ("qboot.rom", "bios-microvm.bin", "linuxboot_dma.bin"):
                 _install_file(root, os.path.join("/usr/share/qemu", fw))
+        if "vhost-blk" in steps:
+            qsd = shutil.which("qemu-storage-daemon")
+            if not qsd:
+                raise LabError("qemu-storage-daemon not found "
+                               "(Debian qemu-system-common)")
+            _install_binary(root, qsd, "/usr/bin/qemu-storage-daemon")
         out = os.path.join(WORK, "l1-initrd.cpio")
         make_cpio(root, out)
         return out
@@ -450,9 +457,11 @@ def parse_plan(plan):
     for item in plan.split(","):
         vmm, _, step = item.partition(":")
         if vmm not in ("qtvmm", "qemu") or step not in (
-                "boot", "blk", "net", "panic-init", "missing-kernel", "hang"):
+                "boot", "blk", "vhost-blk", "net", "panic-init",
+                "missing-kernel", "hang"):
             raise ValueError(f"bad plan item '{item}' (want qtvmm|qemu:"
-                             "boot|blk|net|panic-init|missing-kernel|hang)")
+                             "boot|blk|vhost-blk|net|panic-init|"
+                             "missing-kernel|hang)")
         items.append((vmm, step))
     return items
 
@@ -543,7 +552,7 @@ def run_lab(plan, qtvmm=None, quiet=False, l2_timeout=L2_TIMEOUT_S,
         paths = fetch()
         t = time.monotonic()
         l2 = build_l2(paths)
-        l1 = build_l1(paths, vmms, qtvmm, l2)
+        l1 = build_l1(paths, vmms, qtvmm, l2, {st for _, st in items})
         log(f"initramfs images built in {time.monotonic() - t:.1f} s "
             f"(L1 {os.path.getsize(l1) >> 20} MiB)")
         append = (f"console=ttyS0 panic=-1 loglevel=4 lab.plan={plan} "
@@ -725,7 +734,8 @@ def main():
     p.add_argument("--l2-timeout", type=int, default=L2_TIMEOUT_S)
     p.add_argument("--l1-timeout", type=int, default=L1_TIMEOUT_S)
     p = sub.add_parser("test")
-    p.add_argument("name", choices=["boot", "blk", "net", "panic"])
+    p.add_argument("name", choices=["boot", "blk", "vhost-blk", "net",
+                                    "panic"])
     p.add_argument("--vmm", choices=["qtvmm", "qemu"], default="qtvmm")
     p.add_argument("--qtvmm")
     p = sub.add_parser("bench")
