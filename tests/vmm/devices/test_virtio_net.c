@@ -165,10 +165,53 @@ static void test_arp_through_tap(void **state)
     fake_vm_free(vm);
 }
 
+static void test_rx_readable_buffer_breaks_queue(void **state)
+{
+    struct vm *vm = fake_vm_new(16 << 20);
+    struct net_config nc = {.tap = tap, .has_mac = true, .queue_size = 16};
+    struct pci_bus *bus;
+    struct virtio_net *net;
+    struct vdrv d;
+    uint64_t rx, tx;
+
+    memcpy(nc.mac, our_mac, 6);
+    assert_int_equal(pci_bus_create(vm, &bus), 0);
+    assert_int_equal(virtio_net_create(vm, &nc, 0, &net), 0);
+    assert_int_equal(virtio_dev_plug(&net->vdev, bus), 0);
+    assert_int_equal(vdrv_open(&d, vm, 0x1041, 0), 0);
+    assert_true(vdrv_negotiate(&d, 1ull << VIRTIO_NET_F_MAC) & 0x8);
+    assert_int_equal(vdrv_setup_queue(&d, 0, 16, 0xffff), 0);
+    assert_int_equal(vdrv_setup_queue(&d, 1, 16, 0xffff), 0);
+    /* A receive buffer the device may only read: the driver is broken. */
+    rx = vdrv_alloc(&d, 2048);
+    {
+        struct vdrv_buf b = {rx, 2048, false};
+
+        vdrv_submit(&d, 0, &b, 1);
+    }
+    vdrv_driver_ok(&d);
+    tx = vdrv_alloc(&d, 4096);
+    {
+        size_t len = build_arp_request(fake_vm_ram(vm) + tx);
+        struct vdrv_buf b = {tx, (uint32_t)len, false};
+
+        vdrv_submit(&d, 1, &b, 1);
+        vdrv_kick(&d, 1);
+    }
+    for (int i = 0; i < 10000 && !(vdrv_status(&d) & 0x40); i++)
+        usleep(1000);
+    assert_true(vdrv_status(&d) & 0x40);
+    assert_int_equal(net->stats.rx_packets, 0);
+    virtio_net_destroy(net);
+    pci_bus_destroy(bus);
+    fake_vm_free(vm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arp_through_tap),
+        cmocka_unit_test(test_rx_readable_buffer_breaks_queue),
     };
     int fd, ret;
 
