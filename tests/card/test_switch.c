@@ -433,6 +433,37 @@ static void test_api_and_state(void **state)
     assert_int_equal(httpc_unix(e.api, "GET", url_err, NULL, &status, &body), 0);
     assert_int_equal(status, 404);
     free(body);
+    /* Tunnel and bond settings are validated before anything is opened. */
+    {
+        static const char *const bad[] = {
+            "{\"name\":\"vx\",\"switch\":\"sw\",\"type\":\"vxlan\",\"ifname\":\"lo\"}",
+            "{\"name\":\"vx\",\"switch\":\"sw\",\"type\":\"vxlan\",\"ifname\":\"lo\","
+            "\"vni\":100}",
+            "{\"name\":\"vx\",\"switch\":\"sw\",\"type\":\"vxlan\",\"ifname\":\"lo\","
+            "\"vni\":16777216,\"local_ip\":\"10.0.0.1\",\"nexthop_mac\":\"02:00:00:00:00:01\"}",
+            "{\"name\":\"vx\",\"switch\":\"sw\",\"type\":\"vxlan\",\"ifname\":\"lo\","
+            "\"vni\":5,\"local_ip\":\"10.0.0.1\",\"nexthop_mac\":\"02:00:00:00:00:01\","
+            "\"remote_ips\":[\"224.0.0.1\"]}",
+            "{\"name\":\"vx\",\"switch\":\"sw\",\"type\":\"vxlan\",\"ifname\":\"lo\","
+            "\"vni\":5,\"local_ip\":\"10.0.0.1\",\"nexthop_mac\":\"zz\"}",
+            "{\"name\":\"bd\",\"switch\":\"sw\",\"type\":\"bond\",\"members\":[]}",
+            "{\"name\":\"bd\",\"switch\":\"sw\",\"type\":\"bond\",\"members\":[\"lo\"],"
+            "\"hash\":\"l7\"}",
+            "{\"name\":\"bd\",\"switch\":\"sw\",\"type\":\"bond\",\"members\":[\"lo\"],"
+            "\"mode\":\"roundrobin\"}",
+            "{\"name\":\"q\",\"switch\":\"sw\",\"queues\":9}",
+            "{\"name\":\"q\",\"switch\":\"sw\",\"egress_rate\":{\"rate_bps\":\"fast\"}}",
+            "{\"name\":\"q\",\"switch\":\"sw\",\"type\":\"warp\"}",
+            "{\"name\":\"../x\",\"switch\":\"sw\"}",
+        };
+        for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            assert_int_equal(httpc_unix(e.api, "POST", "/api/v1/ports", bad[i], &status, &body), 0);
+            if (status != 400)
+                fail_msg("%s: HTTP %ld %s", bad[i], status, body);
+            assert_non_null(strstr(body, "\"error\""));
+            free(body);
+        }
+    }
     httpd_stop(e.httpd);
     e.httpd = NULL;
 
