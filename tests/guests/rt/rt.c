@@ -91,12 +91,6 @@ static void rt_find_ram_top(void)
     }
 }
 
-__attribute__((weak)) void ap_main(void)
-{
-    for (;;)
-        __asm__ volatile("cli; hlt");
-}
-
 void rt_main(void)
 {
     const struct hvm_start_info *si = (const void *)(uint64_t)rt_start_info_pa;

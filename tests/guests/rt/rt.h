@@ -128,7 +128,18 @@ void idt_load(void);
 #define AP_STACK_SIZE      8192
 #define AP_MAX             64
 extern const char ap_tramp_start[], ap_tramp_end[];
-/* Called on each AP in long mode with its own stack (weak default parks the CPU). */
+/* Called on each AP in long mode with its own stack (smp.c). */
 void ap_main(void);
+
+/* smp.c */
+uint32_t cpu_apic_id(void);
+/*
+ * Start every other enabled processor in the MADT, one at a time; each runs fn(index)
+ * (index 0.. in start order) or halts when fn is NULL. Copies up to max_ids MADT APIC IDs
+ * to madt_ids and the MADT CPU count to n_cpus. Returns the number of APs started or -errno.
+ */
+int smp_start_aps(void (*fn)(uint32_t index), uint32_t *madt_ids, int max_ids, int *n_cpus);
+/* APIC ID the AP with this start index reported. */
+uint32_t smp_reported_id(uint32_t index);
 
 #endif

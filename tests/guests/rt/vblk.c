@@ -109,15 +109,16 @@ int vblk_rw_queue(struct vblk *b, uint16_t q, uint32_t type, uint64_t sector, vo
 
     if (q >= b->n_queues)
         return -EINVAL;
-    ret = vblk_submit_queue(b, q, 0, type, sector, buf, len);
+    /* Slot q: each queue may be driven by its own vCPU. */
+    ret = vblk_submit_queue(b, q, q, type, sector, buf, len);
     if (ret < 0)
         return ret;
     virtq_kick(&b->vd, &b->vd.vq[q]);
-    ret = virtq_wait(&b->vd, &b->vd.vq[q], b->slots[0].head, NULL, VBLK_TIMEOUT_MS);
-    b->slots[0].head = -1;
+    ret = virtq_wait(&b->vd, &b->vd.vq[q], b->slots[q].head, NULL, VBLK_TIMEOUT_MS);
+    b->slots[q].head = -1;
     if (ret < 0)
         return ret;
-    return b->slots[0].status;
+    return b->slots[q].status;
 }
 
 int vblk_rw(struct vblk *b, uint32_t type, uint64_t sector, void *buf, uint32_t len)

@@ -68,7 +68,7 @@ int vblk_open(struct vblk *b, int nth, uint16_t queue_size, uint64_t extra_featu
 int vblk_reinit(struct vblk *b, uint16_t queue_size);
 /* Synchronous request: returns the virtio-blk status byte (>= 0) or -errno on a transport error. */
 int vblk_rw(struct vblk *b, uint32_t type, uint64_t sector, void *buf, uint32_t len);
-/* The same on request queue q. */
+/* The same on request queue q (uses slot q: one vCPU per queue may call it concurrently). */
 int vblk_rw_queue(struct vblk *b, uint16_t q, uint32_t type, uint64_t sector, void *buf,
                   uint32_t len);
 /* Discard or write-zeroes of [sector, sector + n). */
