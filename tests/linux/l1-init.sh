@@ -11,7 +11,8 @@
 #                                    panic-init, missing-kernel or hang
 #   lab.cpus=N lab.mem=MiB           L2 size (default 2 and 256)
 #   lab.timeout=SECONDS              limit for each L2 run (default 240)
-#   lab.hangtimeout=SECONDS          limit for the hang step (default 45)
+#   lab.hangtimeout=SECONDS          limit for the hang step once L2's init
+#                                    has started (default 5)
 #   lab.quiet=1                      boot L2 with "quiet"
 # Output, per run N:
 #   LAB-L1 begin run=N vmm=V step=S
@@ -45,7 +46,7 @@ plan=$(arg plan qemu:boot)
 cpus=$(arg cpus 2)
 mem=$(arg mem 256)
 limit=$(arg timeout 240)
-hang_limit=$(arg hangtimeout 45)
+hang_limit=$(arg hangtimeout 5)
 quiet=$(arg quiet 0)
 mac=52:54:00:12:34:56
 l1_ip=10.0.2.1
@@ -69,11 +70,11 @@ run_one() { # index vmm step
     initrd=/lab/l2/initrd
     gstep=$step
     extra=""
-    run_limit=$limit
+    after=""
     case "$step" in
     panic-init) gstep=boot extra="rdinit=/lab-no-such-init" ;;
     missing-kernel) gstep=boot kernel=/lab/l2/no-such-vmlinuz ;;
-    hang) run_limit=$hang_limit ;;
+    hang) after="-a $hang_limit" ;;
     vhost-blk) gstep=blk ;;
     esac
     cl="console=ttyS0 reboot=t panic=-1 lab.step=$gstep lab.cpus=$cpus lab.mem=$mem $extra"
@@ -116,13 +117,13 @@ run_one() { # index vmm step
     case "$vmm" in
     qtvmm)
         # shellcheck disable=SC2086
-        lab-relay -t "$run_limit" -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
+        lab-relay -t "$limit" $after -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
             /usr/bin/qtvmm --cpus boot=$cpus --memory size=${mem}M \
             --kernel $kernel --initramfs $initrd --cmdline "$cl" $qt_dev --serial tty
         ;;
     qemu)
         # shellcheck disable=SC2086
-        lab-relay -t "$run_limit" -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
+        lab-relay -t "$limit" $after -p "[L2 $n] " -m "LAB-INIT start" -o /tmp/run$n.log -- \
             qemu-system-x86_64 -M $qemu_machine -enable-kvm -cpu host -smp $cpus -m ${mem}M \
             -nodefaults -no-user-config -display none -serial stdio -no-reboot \
             -kernel $kernel -initrd $initrd -append "$cl" $qemu_dev

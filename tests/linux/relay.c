@@ -6,7 +6,11 @@
  * with CLOCK_MONOTONIC, the time from the VMM's start to the first console
  * line that contains a marker (the L2 init's first line).
  *
- *   lab-relay [-t SECONDS] [-p PREFIX] [-m MARKER] [-o LOGFILE] -- VMM ARGS...
+ *   lab-relay [-t SECONDS] [-a SECONDS] [-p PREFIX] [-m MARKER] [-o LOGFILE] -- VMM ARGS...
+ *
+ * -t is the limit for the whole run (default 120 s); -a, when given, also
+ * limits the time after the marker line appeared (a guest whose init hangs
+ * is cut short however long its boot took). Both count as a timeout.
  *
  * When it is done it prints one summary line:
  *   LAB-L1 relay exit=N signal=N timeout=0|1 panic=0|1 init_ms=N total_ms=N stuck=0|1
@@ -130,9 +134,25 @@ static void relay_report_stuck(pid_t pid)
     fflush(stdout);
 }
 
+/* A time limit in whole seconds, 1..86400. */
+static int relay_parse_seconds(const char *arg, long *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(arg, &end, 10);
+    if (errno || end == arg || *end != '\0' || v <= 0 || v > 86400) {
+        fprintf(stderr, "lab-relay: bad time limit '%s' (seconds, 1..86400)\n", arg);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
 static void relay_usage(void)
 {
-    fprintf(stderr, "usage: lab-relay [-t SECONDS] [-p PREFIX] [-m MARKER] "
+    fprintf(stderr, "usage: lab-relay [-t SECONDS] [-a SECONDS] [-p PREFIX] [-m MARKER] "
                     "[-o LOGFILE] -- VMM ARGS...\n");
 }
 
@@ -173,23 +193,21 @@ int main(int argc, char **argv)
 {
     struct relay r = {.prefix = "", .init_ms = -1, .panic_at_ms = -1};
     const char *log_path = NULL;
-    long timeout_s = 120;
+    long timeout_s = 120, after_marker_s = 0;
     bool timed_out = false, killed = false;
     int status = 0, fd = -1, opt, rc;
     pid_t pid;
 
-    while ((opt = getopt(argc, argv, "+t:p:m:o:")) != -1) {
+    while ((opt = getopt(argc, argv, "+t:a:p:m:o:")) != -1) {
         switch (opt) {
-        case 't': {
-            char *end;
-
-            timeout_s = strtol(optarg, &end, 10);
-            if (end == optarg || *end != '\0' || timeout_s <= 0 || timeout_s > 86400) {
-                fprintf(stderr, "lab-relay: bad timeout '%s'\n", optarg);
+        case 't':
+            if (relay_parse_seconds(optarg, &timeout_s) < 0)
                 return 2;
-            }
             break;
-        }
+        case 'a':
+            if (relay_parse_seconds(optarg, &after_marker_s) < 0)
+                return 2;
+            break;
         case 'p':
             r.prefix = optarg;
             break;
@@ -230,6 +248,9 @@ int main(int argc, char **argv)
         char buf[4096];
         ssize_t n;
 
+        if (after_marker_s > 0 && r.init_ms >= 0 &&
+            r.t0_ms + r.init_ms + after_marker_s * 1000 < deadline)
+            deadline = r.t0_ms + r.init_ms + after_marker_s * 1000;
         if (r.panic_at_ms >= 0 && r.panic_at_ms + RELAY_PANIC_GRACE_MS < deadline)
             deadline = r.panic_at_ms + RELAY_PANIC_GRACE_MS;
         if (now >= deadline) {

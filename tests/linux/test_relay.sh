@@ -43,6 +43,12 @@ rc=$?
 [ $rc -eq 124 ] && [ "$(field "$tmp/out" timeout)" = 1 ] && [ "$(field "$tmp/out" stuck)" = 0 ] &&
     ok "silent VMM that does not exit: killed at the limit" || bad "silent VMM: rc=$rc $(tail -1 "$tmp/out")"
 
+# 3c. -a limits the time after the marker (a guest whose init hangs)
+"$relay" -t 120 -a 1 -m MARK -- sh -c 'echo booting; echo MARK; sleep 20; echo late; exit 0' >"$tmp/out"
+rc=$?
+[ $rc -eq 124 ] && [ "$(field "$tmp/out" timeout)" = 1 ] && ! grep -q late "$tmp/out" &&
+    ok "-a: killed after the marker's limit" || bad "-a: rc=$rc $(tail -1 "$tmp/out")"
+
 # 4. a guest kernel panic: killed after the grace period, panic=1
 "$relay" -t 60 -- sh -c 'echo "[ 1.0] Kernel panic - not syncing: test"; sleep 30' >"$tmp/out"
 rc=$?
@@ -65,7 +71,9 @@ rc=$?
     ok "missing VMM binary: 127 with its name" || bad "missing VMM: rc=$rc $(cat "$tmp/out")"
 "$relay" >/dev/null 2>&1; rc1=$?
 "$relay" -t nonsense -- true >/dev/null 2>&1; rc2=$?
-[ $rc1 -eq 2 ] && [ $rc2 -eq 2 ] && ok "bad arguments: status 2" || bad "bad arguments: $rc1 $rc2"
+"$relay" -a 5x -- true >/dev/null 2>&1; rc3=$?
+[ $rc1 -eq 2 ] && [ $rc2 -eq 2 ] && [ $rc3 -eq 2 ] && ok "bad arguments: status 2" ||
+    bad "bad arguments: $rc1 $rc2 $rc3"
 
 [ $fails -eq 0 ] && echo "relay: all passed" || echo "relay: $fails failed"
 [ $fails -eq 0 ]
