@@ -587,10 +587,12 @@ retry:
 }
 
 /*
- * Data clusters past the end of the file: extend the file ahead of them
- * (fallocate), so that O_DIRECT writes of new clusters do not
- * extend the file one by one (extending direct writes serialize on the inode
- * and leave the io_uring fast path). Failure is harmless (no fallocate).
+ * Data clusters past the end of the file, while other allocations are in
+ * flight: extend the file ahead of them (fallocate), so that concurrent
+ * O_DIRECT writes of new clusters do not each extend the file (extending
+ * direct writes serialize on the inode and leave the io_uring fast path).
+ * Not done at queue depth 1, where the unwritten-extent conversion costs more
+ * than it saves (measured). Failure is harmless (no fallocate).
  */
 static void qcow2_prealloc(struct qcow2 *s, uint64_t end)
 {
@@ -1327,7 +1329,6 @@ static int qcow2_write_in_cluster(struct qcow2 *s, uint64_t gc, const uint8_t *d
         if (ret < 0)
             return ret;
         fresh = host >= s->zero_above;
-        qcow2_prealloc(s, host + s->cluster_size);
         if (coff == span_lo && coff + n == span_hi) {
             ret = qcow2_host_write(s, data, n, host + coff);
         } else if (fresh && keep == 0 && !s->img->backing && e.zero == 0 && s->nb_sc == 1 &&
@@ -1942,7 +1943,8 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
         ret = qcow2_alloc_clusters(s, 1, &host);
         if (ret < 0)
             return ret;
-        qcow2_prealloc(s, host + s->cluster_size);
+        if (s->ninflight)
+            qcow2_prealloc(s, host + s->cluster_size); /* concurrent allocations only */
         if (zero_fill && host < s->zero_above) {
             /* a reused cluster: clear what the write does not cover */
             ret = img_pwrite_full(img->fd, s->zbuf, coff, host);
