@@ -758,6 +758,9 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
     }
     if (policy_parse(p->policy, j, p->mac, err, errlen))
         goto fail_free;
+    /* Queues start at generation 0: start the port at 1 so that the policy given at
+     * creation is picked up by the data plane on the first packet. */
+    p->policy_gen = 1;
     if (p->type == PORT_VHOST) {
         if (sock) {
             if (strlen(sock) >= sizeof(p->sock_path) || sock[0] == 0) {

@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #define AFP_BLOCK_SIZE (1u << 18)
-#define AFP_BLOCKS     16
+#define AFP_BLOCKS     64 /* with 1 ms retire: ~64 ms of slow traffic before drops */
 #define AFP_FRAME_SIZE 2048
 
 static int if_set_up(const char *ifname)

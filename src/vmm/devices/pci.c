@@ -501,8 +501,14 @@ static void pci_cf8_access(void *opaque, uint64_t off, void *data, uint32_t len,
     uint32_t addr;
 
     if (off < 4) {
+        /* 0xcf9 is the PIIX/ICH reset control register: RST_CPU (bit 2) resets the machine. */
+        if (off == 1 && len == 1 && is_write && (*(uint8_t *)data & 0x04)) {
+            log_info("pci: reset requested through port 0xcf9");
+            vm_request_reset(bus->vm);
+            return;
+        }
         if (off != 0 || len != 4)
-            return; /* byte accesses to 0xcf8-0xcfb are not config cycles */
+            return; /* other byte accesses to 0xcf8-0xcfb are not config cycles */
         pthread_mutex_lock(&bus->lock);
         if (is_write)
             memcpy(&bus->cf8, data, 4);

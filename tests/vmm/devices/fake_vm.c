@@ -58,6 +58,7 @@ struct vm {
     struct fake_irqfd irqfds[FAKE_MAX_FDS];
     struct fake_ioeventfd ioeventfds[FAKE_MAX_FDS];
     struct fake_msi_count msis[FAKE_MAX_ROUTES];
+    int resets;
 };
 
 struct vm *fake_vm_new(uint64_t ram_size)
@@ -431,4 +432,21 @@ uint64_t vm_ram_size(struct vm *vm)
 int vm_num_vcpus(struct vm *vm)
 {
     return 1;
+}
+
+void vm_request_reset(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->resets++;
+    pthread_mutex_unlock(&vm->lock);
+}
+
+int fake_vm_reset_count(struct vm *vm)
+{
+    int n;
+
+    pthread_mutex_lock(&vm->lock);
+    n = vm->resets;
+    pthread_mutex_unlock(&vm->lock);
+    return n;
 }

@@ -27,6 +27,8 @@ int fake_vm_msi_count(struct vm *vm, uint32_t data);
 /* Number of assigned irqfds / ioeventfds. */
 int fake_vm_irqfd_count(struct vm *vm);
 int fake_vm_ioeventfd_count(struct vm *vm);
+/* Number of vm_request_reset() calls so far. */
+int fake_vm_reset_count(struct vm *vm);
 bool fake_vm_io_mapped(struct vm *vm, enum vm_io_space space, uint64_t addr);
 
 #endif

@@ -284,6 +284,20 @@ static void test_msix_delivery_and_masking(void **state)
     assert_int_equal(fake_vm_read(f->vm, VM_IO_MMIO, msix_base(f) + 8, 4), 0x77);
 }
 
+static void test_reset_port_cf9(void **state)
+{
+    struct fixture *f = *state;
+
+    /* Only a byte write to 0xcf9 with RST_CPU (bit 2) resets; other values and widths don't. */
+    fake_vm_write(f->vm, VM_IO_PIO, PORT_PCI_ADDR + 1, 1, 0x02);
+    fake_vm_write(f->vm, VM_IO_PIO, PORT_PCI_ADDR, 4, 0x80000000u);
+    assert_int_equal(fake_vm_reset_count(f->vm), 0);
+    fake_vm_write(f->vm, VM_IO_PIO, PORT_PCI_ADDR + 1, 1, 0x06);
+    assert_int_equal(fake_vm_reset_count(f->vm), 1);
+    /* The config address register is untouched by it. */
+    assert_int_equal(fake_vm_read(f->vm, VM_IO_PIO, PORT_PCI_ADDR, 4), 0x80000000u);
+}
+
 static void test_cfg_bounds(void **state)
 {
     struct fixture *f = *state;
@@ -310,6 +324,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bar64, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bar_overlap_left_unmapped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_msix_delivery_and_masking, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reset_port_cf9, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cfg_bounds, setup, teardown),
     };
 
