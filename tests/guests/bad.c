@@ -2,8 +2,9 @@
 /*
  * bad: hands virtio-blk malformed rings. After each case the device must set
  * NEEDS_RESET (virtio 1.2, 2.1.2), and after a reset it must work again
- * (a seeded sector is written and read back). The VMM must survive, log the
- * errors and exit 0 on the final power-off.
+ * (a seeded sector is written and read back). Then the same for the
+ * virtio-net transmit queue when there is a net device. The VMM must
+ * survive, log the errors and exit 0 on the final power-off.
  */
 #include "rt/rt.h"
 #include "rt/io.h"
@@ -254,6 +255,161 @@ static int bad_wait_needs_reset(struct bad_ctx *c, uint32_t *used_len)
     return -ETIMEDOUT;
 }
 
+/*
+ * virtio-net transmit queue. Ring violations (buffer outside RAM, loop, avail
+ * jump) must give NEEDS_RESET; for a device-writable or too short transmit
+ * header the device may also drop the frame (completion accepted).
+ */
+#define NET_RXQ     0
+#define NET_TXQ     1
+#define NET_HDR_LEN 12
+
+struct bad_net {
+    struct virtio_dev vd;
+    uint8_t *frame; /* virtio_net_hdr + 60-byte broadcast frame */
+};
+
+static int bad_net_init(struct bad_net *n)
+{
+    int ret = virtio_init(&n->vd, 0);
+
+    if (ret == 0)
+        ret = virtq_setup(&n->vd, NET_RXQ, QSIZE);
+    if (ret == 0)
+        ret = virtq_setup(&n->vd, NET_TXQ, QSIZE);
+    if (ret == 0)
+        virtio_driver_ok(&n->vd);
+    return ret;
+}
+
+/* A well-formed frame is transmitted (the device returns the buffer). */
+static int bad_net_prove_working(struct bad_net *n)
+{
+    struct virtq_buf b = {(uint64_t)n->frame, NET_HDR_LEN + 60, false};
+    int head = virtq_add(&n->vd.vq[NET_TXQ], &b, 1);
+
+    if (head < 0)
+        return head;
+    virtq_kick(&n->vd, &n->vd.vq[NET_TXQ]);
+    return virtq_wait(&n->vd, &n->vd.vq[NET_TXQ], head, NULL, 2000);
+}
+
+enum { NET_TX_OOB, NET_TX_LOOP, NET_TX_AVAIL_JUMP, NET_TX_WRITABLE, NET_TX_SHORT_HDR };
+
+static const struct {
+    const char *name;
+    int kind;
+    bool may_complete;
+} bad_net_cases[] = {
+    {"net-tx-oob-addr", NET_TX_OOB, false},          {"net-tx-loop", NET_TX_LOOP, false},
+    {"net-tx-avail-jump", NET_TX_AVAIL_JUMP, false}, {"net-tx-writable", NET_TX_WRITABLE, true},
+    {"net-tx-short-header", NET_TX_SHORT_HDR, true},
+};
+
+static void bad_net_case(struct bad_net *n, int kind)
+{
+    struct virtq *vq = &n->vd.vq[NET_TXQ];
+    uint64_t f = (uint64_t)n->frame;
+
+    switch (kind) {
+    case NET_TX_OOB:
+        vq->desc[0] = (struct virtq_desc){FAR_AWAY, NET_HDR_LEN + 60, 0, 0};
+        break;
+    case NET_TX_LOOP:
+        vq->desc[0] = (struct virtq_desc){f, NET_HDR_LEN, VIRTQ_DESC_F_NEXT, 1};
+        vq->desc[1] = (struct virtq_desc){f + NET_HDR_LEN, 60, VIRTQ_DESC_F_NEXT, 0};
+        break;
+    case NET_TX_AVAIL_JUMP:
+        vq->desc[0] = (struct virtq_desc){f, NET_HDR_LEN + 60, 0, 0};
+        for (uint16_t i = 0; i < vq->size; i++)
+            vq->avail->ring[i] = 0;
+        vq->avail_idx = (uint16_t)(vq->avail_idx + vq->size + 5);
+        barrier();
+        vq->avail->idx = vq->avail_idx;
+        return;
+    case NET_TX_WRITABLE:
+        vq->desc[0] = (struct virtq_desc){f, NET_HDR_LEN + 60, VIRTQ_DESC_F_WRITE, 0};
+        break;
+    case NET_TX_SHORT_HDR:
+        vq->desc[0] = (struct virtq_desc){f, 4, 0, 0};
+        break;
+    }
+    virtq_publish(vq, 0);
+}
+
+/* 0: NEEDS_RESET; 1: the device returned the buffer; -ETIMEDOUT: neither. */
+static int bad_net_wait(struct bad_net *n)
+{
+    struct virtq *vq = &n->vd.vq[NET_TXQ];
+
+    for (int ms = 0; ms < NEEDS_RESET_MS; ms++) {
+        if (virtio_status(&n->vd) & VIRTIO_STATUS_NEEDS_RESET)
+            return 0;
+        if (vq->used->idx != vq->last_used)
+            return 1;
+        udelay(1000);
+    }
+    return -ETIMEDOUT;
+}
+
+static int bad_net(bool lenient)
+{
+    static struct bad_net net;
+    struct bad_net *n = &net;
+    unsigned passed = 0;
+    bool completed;
+    int ret;
+
+    ret = virtio_find(VIRTIO_ID_NET, 0, &n->vd);
+    if (ret == -ENODEV) {
+        printf("bad: no virtio-net device, net cases skipped\n");
+        return 0;
+    }
+    if (ret < 0)
+        return ret;
+    n->frame = rt_alloc(NET_HDR_LEN + 60, 64);
+    memset(n->frame + NET_HDR_LEN, 0xff, 6); /* broadcast */
+    n->frame[NET_HDR_LEN + 6] = 0x02;        /* locally administered source */
+    n->frame[NET_HDR_LEN + 12] = 0x88;       /* local experimental ethertype 0x88b5 */
+    n->frame[NET_HDR_LEN + 13] = 0xb5;
+    ret = bad_net_init(n);
+    if (ret == 0)
+        ret = bad_net_prove_working(n);
+    if (ret < 0) {
+        printf("bad: virtio-net does not transmit a well-formed frame (%d)\n", ret);
+        return ret;
+    }
+    for (unsigned i = 0; i < ARRAY_SIZE(bad_net_cases); i++) {
+        bad_net_case(n, bad_net_cases[i].kind);
+        virtq_kick(&n->vd, &n->vd.vq[NET_TXQ]);
+        ret = bad_net_wait(n);
+        if (ret < 0) {
+            printf("bad: case %s: neither NEEDS_RESET nor a completion within %d ms\n",
+                   bad_net_cases[i].name, NEEDS_RESET_MS);
+            return ret;
+        }
+        completed = ret == 1;
+        if (completed && !bad_net_cases[i].may_complete && !lenient) {
+            printf("bad: case %s: device completed the frame instead of setting NEEDS_RESET\n",
+                   bad_net_cases[i].name);
+            return -EPROTO;
+        }
+        virtio_reset(&n->vd);
+        ret = bad_net_init(n);
+        if (ret == 0)
+            ret = bad_net_prove_working(n);
+        if (ret < 0) {
+            printf("bad: case %s: device broken after reset (%d)\n", bad_net_cases[i].name, ret);
+            return ret;
+        }
+        printf("bad: case %s ok: %s, reset, device works\n", bad_net_cases[i].name,
+               completed ? "completed (allowed)" : "NEEDS_RESET");
+        passed++;
+    }
+    printf("bad: %u net cases passed\n", passed);
+    return 0;
+}
+
 int guest_main(void)
 {
     static struct bad_ctx ctx;
@@ -324,5 +480,5 @@ int guest_main(void)
         passed++;
     }
     printf("bad: %u cases passed (%u of them tolerated), %u skipped\n", passed, tolerated, skipped);
-    return 0;
+    return bad_net(lenient);
 }
