@@ -11,18 +11,21 @@
 
 const char guest_name[] = "net";
 
-#define VIRTIO_NET_F_MAC 5
-#define NET_HDR_LEN      12 /* struct virtio_net_hdr with num_buffers (VERSION_1) */
-#define FRAME_MAX        1514
-#define BUF_LEN          (NET_HDR_LEN + FRAME_MAX)
-#define RXQ              0
-#define TXQ              1
-#define RX_BUFS          32
-#define QSIZE            64
-#define PINGS            5
-#define PING_PAYLOAD     56
-#define ETH_ARP          0x0806
-#define ETH_IP           0x0800
+#define VIRTIO_NET_F_MAC       5
+#define VIRTIO_NET_F_MRG_RXBUF 15
+#define VIRTIO_NET_F_STATUS    16
+#define VIRTIO_NET_S_LINK_UP   1
+#define NET_HDR_LEN            12 /* struct virtio_net_hdr with num_buffers (VERSION_1) */
+#define FRAME_MAX              1514
+#define BUF_LEN                (NET_HDR_LEN + FRAME_MAX)
+#define RXQ                    0
+#define TXQ                    1
+#define RX_BUFS                32
+#define QSIZE                  64
+#define PINGS                  32
+#define PING_PAYLOAD_MAX       1472 /* 1500-byte MTU */
+#define ETH_ARP                0x0806
+#define ETH_IP                 0x0800
 
 struct net {
     struct virtio_dev vd;
@@ -128,6 +131,12 @@ static int net_tx(struct net *n, const uint8_t *frame, size_t len)
     return virtq_wait(&n->vd, vq, head, NULL, 2000);
 }
 
+/* Echo payload sizes from 16 to 1472 bytes, varying with the sequence number. */
+static uint16_t ping_payload_len(uint16_t seq)
+{
+    return (uint16_t)(16 + (seq * 97u) % (PING_PAYLOAD_MAX - 15));
+}
+
 static size_t eth_header(uint8_t *f, const uint8_t *dst, const uint8_t *src, uint16_t type)
 {
     memcpy(f, dst, 6);
@@ -156,13 +165,14 @@ static int net_send_arp(struct net *n, uint16_t op, const uint8_t *tha, const ui
 
 static int net_send_ping(struct net *n, uint16_t seq)
 {
-    uint8_t f[14 + 20 + 8 + PING_PAYLOAD];
+    uint16_t plen = ping_payload_len(seq);
+    uint8_t f[14 + 20 + 8 + PING_PAYLOAD_MAX];
     size_t o = eth_header(f, n->peer_mac, n->mac, ETH_IP);
     uint8_t *ip = f + o, *icmp = ip + 20;
 
     memset(ip, 0, 20);
     ip[0] = 0x45;
-    put_be16(ip + 2, 20 + 8 + PING_PAYLOAD);
+    put_be16(ip + 2, (uint16_t)(20 + 8 + plen));
     put_be16(ip + 4, seq);
     ip[8] = 64;
     ip[9] = 1; /* ICMP */
@@ -173,10 +183,10 @@ static int net_send_ping(struct net *n, uint16_t seq)
     icmp[0] = 8; /* echo request */
     put_be16(icmp + 4, n->ping_id);
     put_be16(icmp + 6, seq);
-    for (int i = 0; i < PING_PAYLOAD; i++)
+    for (int i = 0; i < plen; i++)
         icmp[8 + i] = (uint8_t)(seq * 7 + i);
-    put_be16(icmp + 2, inet_csum(icmp, 8 + PING_PAYLOAD));
-    return net_tx(n, f, sizeof(f));
+    put_be16(icmp + 2, inet_csum(icmp, 8u + plen));
+    return net_tx(n, f, 14u + 20 + 8 + plen);
 }
 
 static void net_handle_arp(struct net *n, const uint8_t *a, size_t len)
@@ -218,9 +228,9 @@ static void net_handle_ip(struct net *n, const uint8_t *ip, size_t len)
         return;
     }
     seq = be16(icmp + 6);
-    if (seq >= PINGS || tot - ihl != 8 + PING_PAYLOAD)
+    if (seq >= PINGS || tot - ihl != 8u + ping_payload_len(seq))
         return;
-    for (int i = 0; i < PING_PAYLOAD; i++) {
+    for (int i = 0; i < ping_payload_len(seq); i++) {
         if (icmp[8 + i] != (uint8_t)(seq * 7 + i)) {
             printf("net: echo reply %u: payload byte %d differs\n", seq, i);
             return;
@@ -229,8 +239,8 @@ static void net_handle_ip(struct net *n, const uint8_t *ip, size_t len)
     if (!n->reply_seen[seq]) {
         n->reply_seen[seq] = true;
         n->replies++;
-        printf("net: echo reply seq %u from %d.%d.%d.%d ttl %u\n", seq, ip[12], ip[13], ip[14],
-               ip[15], ip[8]);
+        printf("net: echo reply seq %u (%u bytes) from %d.%d.%d.%d ttl %u\n", seq,
+               ping_payload_len(seq), ip[12], ip[13], ip[14], ip[15], ip[8]);
     }
 }
 
@@ -250,6 +260,11 @@ static void net_poll(struct net *n, uint64_t ms, bool (*done)(const struct net *
             continue;
         }
         buf = n->rx_buf[head];
+        /* With MRG_RXBUF a frame that fits one buffer must say num_buffers 1. */
+        if (virtio_has(&n->vd, VIRTIO_NET_F_MRG_RXBUF) && len >= NET_HDR_LEN &&
+            (buf[10] | buf[11] << 8) != 1)
+            panic("net: received header has num_buffers %u for a %u-byte frame",
+                  buf[10] | buf[11] << 8, len);
         if (len > NET_HDR_LEN + 14 && len <= BUF_LEN) {
             f = buf + NET_HDR_LEN;
             if (!memcmp(f, n->mac, 6) || f[0] == 0xff) {
@@ -293,7 +308,8 @@ int guest_main(void)
         printf("NODEV virtio-net\n");
     if (ret < 0)
         return ret;
-    ret = virtio_init(&n->vd, 1ull << VIRTIO_NET_F_MAC);
+    ret = virtio_init(&n->vd, (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_STATUS) |
+                                  (1ull << VIRTIO_NET_F_MRG_RXBUF));
     if (ret < 0)
         return ret;
     if (virtq_setup(&n->vd, RXQ, QSIZE) < 0 || virtq_setup(&n->vd, TXQ, QSIZE) < 0) {
@@ -320,6 +336,11 @@ int guest_main(void)
         net_rx_post(n, rt_alloc(BUF_LEN, 64));
     virtio_driver_ok(&n->vd);
     virtq_kick(&n->vd, &n->vd.vq[RXQ]);
+    if (virtio_has(&n->vd, VIRTIO_NET_F_STATUS) &&
+        !(virtio_cfg_read16(&n->vd, 6) & VIRTIO_NET_S_LINK_UP)) {
+        printf("net: link is down (status 0x%x)\n", virtio_cfg_read16(&n->vd, 6));
+        return -ENODEV;
+    }
     printf("net: MAC %02x:%02x:%02x:%02x:%02x:%02x, features 0x%lx\n", n->mac[0], n->mac[1],
            n->mac[2], n->mac[3], n->mac[4], n->mac[5], n->vd.features);
 
