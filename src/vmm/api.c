@@ -134,3 +134,6 @@ void api_stop(struct httpd *h)
     if (h)
         httpd_stop(h);
 }
+
+/* Looked up by api_module_start() when this file is built as qtvmm-api.so. */
+const struct api_module_ops qtvmm_api_module_ops = {.start = api_start, .stop = api_stop};

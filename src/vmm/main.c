@@ -57,7 +57,7 @@ int main(int argc, char *argv[])
 {
     struct vm_config cfg;
     enum vm_config_action action;
-    struct httpd *api = NULL;
+    struct api_module *api = NULL;
     struct vm *vm = NULL;
     char err[512];
     sigset_t sigs;
@@ -112,9 +112,14 @@ int main(int argc, char *argv[])
     log_debug("startup: devices initialised");
     if (ret)
         goto out;
-    if (cfg.api_socket && api_start(&api, vm, cfg.api_socket) < 0)
-        goto out;
     ret = vcpu_start_all(vm);
+    /*
+     * The API comes up after the vCPUs: loading its module and binding the
+     * socket are not on the path to the guest's first instruction. Clients
+     * wait for the socket to accept connections, as they always had to.
+     */
+    if (ret == 0 && cfg.api_socket)
+        ret = api_module_start(&api, vm, cfg.api_socket);
     if (ret) {
         vm_request_exit(vm, VM_EXIT_ERROR);
         status = VM_EXIT_ERROR;
@@ -130,7 +135,7 @@ int main(int argc, char *argv[])
     if (api && __atomic_load_n(&vm->exit_via_api, __ATOMIC_ACQUIRE))
         usleep(50 * 1000);
 out:
-    api_stop(api);
+    api_module_stop(api);
     if (devices_up)
         vmm_devices_exit(vm);
     vm_destroy(vm);

@@ -221,6 +221,34 @@ def main():
             p.kill()
             p.wait()
 
+    # The API lives in qtvmm-api.so (loaded only for --api-socket): a VM
+    # without the API never maps libmicrohttpd; a missing module is an error
+    # naming it, exit status 1, and the socket is not left behind.
+    p = subprocess.Popen([q] + base + ["--cmdline", "h"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        maps = []
+
+        def ram_mapped():  # the guest RAM memfd is mapped once main() runs
+            with open(f"/proc/{p.pid}/maps") as f:
+                maps[:] = [f.read()]
+            return "qtvmm-ram" in maps[0]
+        wait_for(ram_mapped)
+        maps = maps[0] if maps else ""
+        check("qtvmm" in maps and "libmicrohttpd" not in maps and "libgnutls" not in maps,
+              "without --api-socket qtvmm maps neither libmicrohttpd nor GnuTLS")
+    finally:
+        p.kill()
+        p.wait()
+    sock = os.path.join(tmp, "api-nomod.sock")
+    missing = os.path.join(tmp, "no-such-module.so")
+    p = subprocess.run([q] + base + ["--cmdline", "h", "--api-socket", sock],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=20,
+                       env=dict(os.environ, QTVMM_API_MODULE=missing))
+    err = p.stderr.decode(errors="replace")
+    check(p.returncode == 1 and missing in err and not os.path.exists(sock),
+          f"missing API module: status {p.returncode}, message names it: {err.strip()[-160:]!r}")
+
     # Serial on a unix socket: the guest echoes what it receives until '.'.
     ssock = os.path.join(tmp, "serial.sock")
     p = subprocess.Popen([q, "--kernel", g, "--memory", "size=64M", "--serial", f"socket={ssock}",
