@@ -31,7 +31,7 @@ static void usage_main(void)
 {
     printf("usage: qtimg <command> [options]\n"
            "commands: create info check map compare convert resize snapshot commit rebase\n"
-           "          amend bench\n"
+           "          amend bench io\n"
            "'qtimg <command> --help' describes each command.\n");
 }
 
