@@ -5,7 +5,8 @@
 # checks on the L1 side what the L2 guest did (disk bytes, received file),
 # prints one summary line per run and powers L1 off.
 # Kernel command line parameters:
-#   lab.plan=VMM:STEP[,VMM:STEP...]  VMM is qtvmm or qemu; STEP is boot, blk,
+#   lab.plan=VMM:STEP[,VMM:STEP...]  VMM is qtvmm or qemu; STEP is boot,
+#                                    boot-pvh (the ELF vmlinux, PVH entry), blk,
 #                                    vhost-blk (blk through a vhost-user-blk
 #                                    backend, qemu-storage-daemon), net,
 #                                    panic-init, missing-kernel or hang
@@ -76,6 +77,7 @@ run_one() { # index vmm step
     missing-kernel) gstep=boot kernel=/lab/l2/no-such-vmlinuz ;;
     hang) after="-a $hang_limit" ;;
     vhost-blk) gstep=blk ;;
+    boot-pvh) gstep=boot kernel=/lab/l2/vmlinux ;;
     esac
     cl="console=ttyS0 reboot=t panic=-1 lab.step=$gstep lab.cpus=$cpus lab.mem=$mem $extra"
     [ "$quiet" = 1 ] && cl="$cl quiet"

@@ -23,6 +23,7 @@ import select
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ L1_MODULES = ["kvm-amd", "tun", "loop"]
 # The LAB-RESULT names each guest step must produce.
 STEP_RESULTS = {
     "boot": ["boot-cpus", "boot-mem"],
+    "boot-pvh": ["boot-cpus", "boot-mem"],
     "blk": ["blk", "blk-host"],
     "vhost-blk": ["blk", "blk-host"],
     "net": ["net-ping", "net-get", "net-put-host"],
@@ -239,6 +241,49 @@ def make_cpio(root, out):
     os.replace(out + ".tmp", out)
 
 
+def extract_vmlinux(bzimage):
+    """The ELF vmlinux inside a bzImage (for PVH boot: Debian ships only the
+    bzImage). The compressed payload is found with the setup header's
+    payload_offset/payload_length (boot protocol >= 2.08)."""
+    out = os.path.join(WORK, "vmlinux")
+    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(
+            bzimage):
+        return out
+    with open(bzimage, "rb") as f:
+        k = f.read()
+    if len(k) < 0x250 or k[0x202:0x206] != b"HdrS":
+        raise LabError(f"{bzimage}: not a bzImage")
+    setup_sects = k[0x1f1] or 4
+    off, length = struct.unpack_from("<II", k, 0x248)
+    start = (setup_sects + 1) * 512 + off
+    payload = k[start:start + length]
+    if length < 8 or len(payload) != length:
+        raise LabError(f"{bzimage}: payload [{start}, +{length}) out of range")
+    # the kernel build appends the uncompressed size (4 bytes) to the stream
+    body = payload[:-4]
+    if body[:4] == b"\x02\x21\x4c\x18":  # lz4 legacy frame
+        tool = ["lz4", "-d", "-c"]
+    elif body[:4] == b"\x28\xb5\x2f\xfd":
+        tool = ["zstd", "-d", "-c"]
+    elif body[:6] == b"\xfd7zXZ\x00":
+        tool = ["xz", "-d", "-c"]
+    elif body[:2] == b"\x1f\x8b":
+        tool = ["gzip", "-d", "-c"]
+    else:
+        raise LabError(f"{bzimage}: unknown payload compression "
+                       f"{body[:4].hex()}")
+    if not shutil.which(tool[0]):
+        raise LabError(f"{tool[0]} not found: cannot unpack {bzimage}")
+    r = subprocess.run(tool, input=body, capture_output=True)
+    if not r.stdout.startswith(b"\x7fELF"):
+        raise LabError(f"{bzimage}: {tool[0]} did not give an ELF vmlinux: "
+                       f"{r.stderr.decode(errors='replace')[-200:]}")
+    with open(out + ".tmp", "wb") as f:
+        f.write(r.stdout)
+    os.replace(out + ".tmp", out)
+    return out
+
+
 def build_relay():
     src = os.path.join(HERE, "relay.c")
     out = os.path.join(WORK, "lab-relay")
@@ -294,8 +339,12 @@ def build_l1(paths, vmms, qtvmm, l2_initrd, steps=()):
             if not qemu:
                 raise LabError(f"{QEMU} not found (Debian qemu-system-x86)")
             _install_binary(root, qemu, "/usr/bin/qemu-system-x86_64")
-            for fw in ("qboot.rom", "bios-microvm.bin", "linuxboot_dma.bin"):
+            for fw in ("qboot.rom", "bios-microvm.bin", "linuxboot_dma.bin",
+                       "pvh.bin"):
                 _install_file(root, os.path.join("/usr/share/qemu", fw))
+        if "boot-pvh" in steps:
+            _install_file(root, extract_vmlinux(paths["l2_kernel"]),
+                          "/lab/l2/vmlinux")
         if "vhost-blk" in steps:
             qsd = shutil.which("qemu-storage-daemon")
             if not qsd:
@@ -460,10 +509,10 @@ def parse_plan(plan):
     for item in plan.split(","):
         vmm, _, step = item.partition(":")
         if vmm not in ("qtvmm", "qemu") or step not in (
-                "boot", "blk", "vhost-blk", "net", "panic-init",
+                "boot", "boot-pvh", "blk", "vhost-blk", "net", "panic-init",
                 "missing-kernel", "hang"):
             raise ValueError(f"bad plan item '{item}' (want qtvmm|qemu:"
-                             "boot|blk|vhost-blk|net|panic-init|"
+                             "boot|boot-pvh|blk|vhost-blk|net|panic-init|"
                              "missing-kernel|hang)")
         items.append((vmm, step))
     return items
@@ -736,8 +785,8 @@ def main():
     p.add_argument("--l2-timeout", type=int, default=L2_TIMEOUT_S)
     p.add_argument("--l1-timeout", type=int, default=L1_TIMEOUT_S)
     p = sub.add_parser("test")
-    p.add_argument("name", choices=["boot", "blk", "vhost-blk", "net",
-                                    "panic"])
+    p.add_argument("name", choices=["boot", "boot-pvh", "blk", "vhost-blk",
+                                    "net", "panic"])
     p.add_argument("--vmm", choices=["qtvmm", "qemu"], default="qtvmm")
     p.add_argument("--qtvmm")
     p = sub.add_parser("bench")
