@@ -53,6 +53,8 @@ struct aio_op {
     uint8_t *zero_tail; /* short read: zero from here */
     uint64_t want;
     uint8_t *free_buf; /* bounce buffer to free on completion */
+    bool decrypt;      /* read of encrypted data: decrypt on completion */
+    uint64_t host;
     struct aio_op *next_free;
 };
 
@@ -230,12 +232,19 @@ static int aio_read_chain(struct qtimg_aio *aio, struct aio_req *r, struct qtimg
         if (ext.len == 0 || ext.len > n)
             return -EIO;
         switch (ext.kind) {
-        case IMG_EXT_HOST:
-            if (aio_queue_rw(aio, r, img, false, buf, ext.len, ext.host_off))
+        case IMG_EXT_HOST: {
+            struct aio_op *op = aio_queue_rw(aio, r, img, false, buf, ext.len, ext.host_off);
+            if (op) {
+                op->decrypt = ext.crypt;
+                op->host = ext.host_off;
                 ret = 0;
-            else
+            } else {
                 ret = img_data_pread(img, buf, ext.len, ext.host_off);
+                if (ret == 0 && ext.crypt)
+                    ret = img->drv->crypt(img, false, ext.host_off, buf, ext.len);
+            }
             break;
+        }
         case IMG_EXT_ZERO:
             memset(buf, 0, ext.len);
             ret = 0;
@@ -394,6 +403,23 @@ static int aio_write(struct qtimg_aio *aio, struct aio_req *r, uint8_t *buf, uin
         }
         if (has_ticket && t.cow) {
             ret = aio_cow_start(aio, r, img, &t, buf, off, ext.len);
+        } else if (ext.kind == IMG_EXT_HOST && ext.crypt) {
+            /* in-place write of an encrypted image: encrypt a copy */
+            uint8_t *bounce = NULL;
+            struct aio_op *op = NULL;
+            if (posix_memalign((void **)&bounce, IMG_DIO_ALIGN, ext.len))
+                return -ENOMEM;
+            memcpy(bounce, buf, ext.len);
+            ret = img->drv->crypt(img, true, ext.host_off, bounce, ext.len);
+            if (ret == 0)
+                op = aio_queue_rw(aio, r, img, true, bounce, ext.len, ext.host_off);
+            if (op) {
+                op->free_buf = bounce;
+            } else {
+                if (ret == 0)
+                    ret = img_data_pwrite(img, bounce, ext.len, ext.host_off);
+                free(bounce);
+            }
         } else if (ext.kind == IMG_EXT_HOST) {
             struct aio_op *op = aio_queue_rw(aio, r, img, true, buf, ext.len, ext.host_off);
             if (op) {
@@ -482,6 +508,8 @@ static void aio_op_done(struct qtimg_aio *aio, struct aio_op *op, int res)
         else
             ret = -EIO; /* short write */
     }
+    if (ret == 0 && op->decrypt)
+        ret = op->img->drv->crypt(op->img, false, op->host, op->zero_tail, op->want);
     if (op->has_ticket) {
         int c = op->img->drv->write_commit(op->img, &op->t, ret);
         if (ret == 0)

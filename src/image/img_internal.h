@@ -19,6 +19,7 @@ struct img_ext {
     enum img_ext_kind kind;
     uint64_t len;
     uint64_t host_off;
+    bool crypt; /* IMG_EXT_HOST holds encrypted data: drv->crypt() around the I/O */
 };
 
 /* An allocation reserved by write_prepare, published by write_commit. */
@@ -61,6 +62,8 @@ struct img_driver {
     int (*write_prepare)(struct qtimg *img, uint64_t off, uint64_t len, struct img_ext *ext,
                          struct img_ticket *t);
     int (*write_commit)(struct qtimg *img, const struct img_ticket *t, int result);
+    /* Encrypts / decrypts len bytes that live (or will live) at host offset. */
+    int (*crypt)(struct qtimg *img, bool encrypt, uint64_t host, void *buf, uint64_t len);
 };
 
 struct qtimg {

@@ -1828,8 +1828,9 @@ static int qcow2_map_io(struct qtimg *img, uint64_t off, uint64_t len, bool for_
         n = len;
     ext->len = n;
     ext->host_off = 0;
-    if (s->crypt_method) {
-        ext->kind = IMG_EXT_SLOW;
+    ext->crypt = s->crypt_method != 0;
+    if (s->crypt_method && (!s->crypto || ((off | n) & 511))) {
+        ext->kind = IMG_EXT_SLOW; /* the synchronous path reports the error */
         return 0;
     }
     if (for_write) {
@@ -1982,6 +1983,18 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
     ext->kind = IMG_EXT_HOST;
     ext->host_off = host + coff;
     return 0;
+}
+
+static int qcow2_crypt(struct qtimg *img, bool encrypt, uint64_t host, void *buf, uint64_t len)
+{
+    struct qcow2 *s = img->priv;
+
+    if (!s->crypto)
+        return -EACCES;
+    if ((host | len) & 511)
+        return -EINVAL;
+    return encrypt ? luks_cipher_encrypt(s->crypto, host / 512, buf, len)
+                   : luks_cipher_decrypt(s->crypto, host / 512, buf, len);
 }
 
 static int qcow2_write_commit(struct qtimg *img, const struct img_ticket *t, int result)
@@ -2752,4 +2765,5 @@ const struct img_driver img_qcow2_driver = {
     .create = qcow2_create,
     .write_prepare = qcow2_write_prepare,
     .write_commit = qcow2_write_commit,
+    .crypt = qcow2_crypt,
 };

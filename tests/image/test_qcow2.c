@@ -554,6 +554,37 @@ static void test_luks_qcow2(void **state)
     assert_memory_equal(r + 8192, w, 4096);
     assert_int_equal(r[0], 0);
     assert_int_equal(r[12288], 0);
+    {
+        /* the io_uring path: in-place encrypted write, allocating write, reads */
+        struct qtimg_aio *aio;
+        uint8_t *a = NULL, *b = NULL;
+        int done = 0;
+        assert_int_equal(posix_memalign((void **)&a, 4096, 65536), 0);
+        assert_int_equal(posix_memalign((void **)&b, 4096, 65536), 0);
+        memset(a, 0x5e, 65536);
+        assert_int_equal(qtimg_aio_init(img, 4, &aio), 0);
+        assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_WRITE, a, 4096, 0, aio_count_cb, &done),
+                         0);
+        assert_int_equal(
+            qtimg_aio_submit(aio, QTIMG_AIO_WRITE, a, 8192, 1 << 20, aio_count_cb, &done), 0);
+        while (done < 2)
+            assert_true(qtimg_aio_poll(aio, true) >= 0);
+        assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_READ, b, 65536, 0, aio_count_cb, &done),
+                         0);
+        while (done < 3)
+            assert_true(qtimg_aio_poll(aio, true) >= 0);
+        assert_memory_equal(b, a, 4096);
+        assert_memory_equal(b + 8192, w, 4096);
+        assert_int_equal(b[4096], 0);
+        assert_int_equal(
+            qtimg_aio_submit(aio, QTIMG_AIO_READ, b, 8192, 1 << 20, aio_count_cb, &done), 0);
+        while (done < 4)
+            assert_true(qtimg_aio_poll(aio, true) >= 0);
+        assert_memory_equal(b, a, 8192);
+        qtimg_aio_fini(aio);
+        free(a);
+        free(b);
+    }
     assert_int_equal(qtimg_close(img), 0);
     unlink(p);
     free(w);
