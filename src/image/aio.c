@@ -216,7 +216,7 @@ static int aio_read_chain(struct qtimg_aio *aio, struct aio_req *r, struct qtimg
                           uint64_t len, uint64_t off)
 {
     while (len) {
-        struct img_ext ext;
+        struct img_ext ext = {0};
         uint64_t n = len;
         int ret;
 
@@ -379,7 +379,7 @@ static int aio_write(struct qtimg_aio *aio, struct aio_req *r, uint8_t *buf, uin
     struct qtimg *img = aio->img;
 
     while (len) {
-        struct img_ext ext;
+        struct img_ext ext = {0};
         struct img_ticket t = {0};
         bool has_ticket = false;
         int ret = img->drv->map_io(img, off, len, true, &ext);

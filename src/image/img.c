@@ -504,6 +504,7 @@ static int raw_map_io(struct qtimg *img, uint64_t off, uint64_t len, bool for_wr
     ext->kind = IMG_EXT_HOST;
     ext->len = len;
     ext->host_off = off;
+    ext->crypt = false;
     return 0;
 }
 

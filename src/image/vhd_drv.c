@@ -70,6 +70,7 @@ static int vhd_drv_map_io(struct qtimg *img, uint64_t off, uint64_t len, bool fo
     ext->kind = IMG_EXT_SLOW;
     ext->len = len;
     ext->host_off = 0;
+    ext->crypt = false;
     return 0;
 }
 
