@@ -655,6 +655,50 @@ static void test_resize_l1_growth(void **state)
     unlink(p);
 }
 
+/* io_uring path over a raw backing file: reads and a copy-on-write write. */
+static void test_aio_raw_backing(void **state)
+{
+    struct qtimg_create_opts co = {
+        .fmt = QTIMG_FMT_QCOW2, .backing_file = "rawbase.img", .backing_fmt = "raw"};
+    uint8_t *buf = NULL, *r = NULL;
+    struct qtimg_aio *aio;
+    struct qtimg *img;
+    int fd, done = 0;
+    char bp[256], p[256];
+
+    path_of(bp, sizeof(bp), "rawbase.img");
+    path_of(p, sizeof(p), "rawtop.qcow2");
+    assert_int_equal(posix_memalign((void **)&buf, 4096, 1 << 20), 0);
+    assert_int_equal(posix_memalign((void **)&r, 4096, 1 << 20), 0);
+    memset(buf, 0x77, 1 << 20);
+    fd = open(bp, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, 1 << 20), 1 << 20);
+    close(fd);
+    assert_int_equal(qtimg_create(p, &co), 0);
+    assert_int_equal(qtimg_open(p, NULL, &img), 0);
+    assert_int_equal(qtimg_aio_init(img, 4, &aio), 0);
+    memset(buf, 0x12, 4096);
+    assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_WRITE, buf, 4096, 8192, aio_count_cb, &done),
+                     0);
+    while (done < 1)
+        assert_true(qtimg_aio_poll(aio, true) >= 0);
+    assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_READ, r, 1 << 20, 0, aio_count_cb, &done), 0);
+    while (done < 2)
+        assert_true(qtimg_aio_poll(aio, true) >= 0);
+    assert_int_equal(r[0], 0x77);
+    assert_int_equal(r[8192], 0x12);
+    assert_int_equal(r[12288], 0x77);
+    assert_int_equal(r[(1 << 20) - 1], 0x77);
+    qtimg_aio_fini(aio);
+    expect_clean(img);
+    assert_int_equal(qtimg_close(img), 0);
+    unlink(p);
+    unlink(bp);
+    free(buf);
+    free(r);
+}
+
 static int teardown(void **state)
 {
     rmdir(tmpdir);
@@ -669,7 +713,7 @@ int main(void)
         cmocka_unit_test(test_backing_cow_discard), cmocka_unit_test(test_snapshots_resize),
         cmocka_unit_test(test_compressed),          cmocka_unit_test(test_aio),
         cmocka_unit_test(test_luks_qcow2),          cmocka_unit_test(test_corrupt_bit),
-        cmocka_unit_test(test_resize_l1_growth),
+        cmocka_unit_test(test_resize_l1_growth),    cmocka_unit_test(test_aio_raw_backing),
     };
     log_init("test_qcow2", LOG_LVL_ERROR);
     if (!mkdtemp(tmpdir))
