@@ -9,7 +9,8 @@
 #                                    boot-pvh (the ELF vmlinux, PVH entry), blk,
 #                                    vhost-blk (blk through a vhost-user-blk
 #                                    backend, qemu-storage-daemon), net,
-#                                    panic-init, missing-kernel or hang
+#                                    panic-init, missing-kernel, hang or
+#                                    version (only runs VMM --version)
 #   lab.cpus=N lab.mem=MiB           L2 size (default 2 and 256)
 #   lab.timeout=SECONDS              limit for each L2 run (default 240)
 #   lab.hangtimeout=SECONDS          limit for the hang step once L2's init
@@ -116,6 +117,14 @@ run_one() { # index vmm step
         qemu_dev="-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-device,netdev=n0,mac=$mac"
     fi
     echo "LAB-L1 begin run=$n vmm=$vmm step=$step"
+    if [ "$step" = version ]; then
+        # the VMM's own start-up cost in L1 (exec, dynamic linking, exit)
+        bin=/usr/bin/qtvmm
+        [ "$vmm" = qemu ] && bin=/usr/bin/qemu-system-x86_64
+        lab-relay -t 60 -p "[L2 $n] " -- $bin --version
+        echo "LAB-L1 end run=$n"
+        return
+    fi
     case "$vmm" in
     qtvmm)
         # shellcheck disable=SC2086
