@@ -25,7 +25,7 @@ struct vm_mem_region {
     uint64_t gpa;
     uint64_t size;
     void *hva;
-    int fd;           /* the memfd backing guest RAM */
+    int fd; /* the memfd backing guest RAM */
     uint64_t fd_offset;
 };
 /* Fills at most max regions; returns the number of regions. */
@@ -41,8 +41,8 @@ typedef void (*vm_io_fn)(void *opaque, uint64_t offset, void *data, uint32_t len
 
 enum vm_io_space { VM_IO_PIO, VM_IO_MMIO };
 /* -EEXIST when the range overlaps an existing one. */
-int vm_io_register(struct vm *vm, enum vm_io_space space, uint64_t base, uint64_t len,
-                   vm_io_fn fn, void *opaque);
+int vm_io_register(struct vm *vm, enum vm_io_space space, uint64_t base, uint64_t len, vm_io_fn fn,
+                   void *opaque);
 int vm_io_unregister(struct vm *vm, enum vm_io_space space, uint64_t base);
 /* Move a registered range (PCI BAR reprogramming). */
 int vm_io_move(struct vm *vm, enum vm_io_space space, uint64_t old_base, uint64_t new_base);

@@ -90,8 +90,8 @@ struct vm {
     bool stop;  /* vCPUs must leave their loops */
     bool pause; /* vCPUs must park */
     int n_parked;
-    int exit_code;    /* first exit request wins */
-    int exit_eventfd; /* written when an exit is requested */
+    int exit_code;     /* first exit request wins */
+    int exit_eventfd;  /* written when an exit is requested */
     bool exit_via_api; /* the API asked for it: its reply is still in flight */
 
     /* Legacy devices owned by the core (legacy/). */
