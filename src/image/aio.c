@@ -133,6 +133,11 @@ unsigned qtimg_aio_inflight(const struct qtimg_aio *aio)
     return aio->inflight;
 }
 
+int qtimg_aio_fd(const struct qtimg_aio *aio)
+{
+    return aio->ring.ring_fd;
+}
+
 /* The request finished: queue it for delivery from poll. */
 static void aio_req_finish(struct aio_req *r)
 {
@@ -546,6 +551,14 @@ static int aio_reap(struct qtimg_aio *aio, bool wait)
         io_uring_cqe_seen(&aio->ring, cqe);
         if (op)
             aio_op_done(aio, op, res);
+    }
+    /* completions may have queued follow-up work (copy-on-write writes):
+     * submit it now, so that a caller sleeping on the ring fd is woken */
+    if (aio->sqes_queued) {
+        ret = io_uring_submit(&aio->ring);
+        if (ret < 0 && ret != -EINTR)
+            return ret;
+        aio->sqes_queued = 0;
     }
     return 0;
 }

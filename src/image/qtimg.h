@@ -170,5 +170,10 @@ int qtimg_aio_submit(struct qtimg_aio *aio, enum qtimg_aio_op op, void *buf, uin
 /* Reaps completions; returns how many requests completed. wait: block for at least one. */
 int qtimg_aio_poll(struct qtimg_aio *aio, bool wait);
 unsigned qtimg_aio_inflight(const struct qtimg_aio *aio);
+/* The ring's file descriptor: readable (epoll/poll) when completions are
+ * waiting, for event loops that sleep instead of spinning. Call
+ * qtimg_aio_poll(aio, false) before sleeping so that queued requests are
+ * submitted. */
+int qtimg_aio_fd(const struct qtimg_aio *aio);
 
 #endif
