@@ -23,6 +23,7 @@
 #include "card/net/security.h"
 #include "card/net/vlan.h"
 #include "card/net/vxlan.h"
+#include "common/virtio_defs.h"
 
 #include <json-c/json.h>
 #include <pthread.h>
@@ -36,29 +37,6 @@
 #define CARD_MAX_QPAIRS   (VU_MAX_QUEUES / 2)
 #define CARD_NAME_MAX     32
 #define CARD_BURST        32
-
-/* virtio-net feature bits the switch offers. */
-#define VIRTIO_NET_F_CSUM       0
-#define VIRTIO_NET_F_GUEST_CSUM 1
-#define VIRTIO_NET_F_MTU        3
-#define VIRTIO_NET_F_MAC        5
-#define VIRTIO_NET_F_MRG_RXBUF  15
-#define VIRTIO_NET_F_STATUS     16
-#define VIRTIO_NET_F_MQ         22
-
-#define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
-#define VIRTIO_NET_HDR_F_DATA_VALID 2
-#define VIRTIO_NET_HDR_GSO_NONE     0
-
-struct virtio_net_hdr_v1 {
-    uint8_t flags;
-    uint8_t gso_type;
-    uint16_t hdr_len;
-    uint16_t gso_size;
-    uint16_t csum_start;
-    uint16_t csum_offset;
-    uint16_t num_buffers;
-};
 
 enum port_type { PORT_VHOST = 0, PORT_TAP, PORT_AFPACKET, PORT_VXLAN, PORT_BOND };
 

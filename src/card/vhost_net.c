@@ -13,19 +13,11 @@
 #include <sys/epoll.h>
 #include <urcu-qsbr.h>
 
-struct virtio_net_config {
-    uint8_t mac[6];
-    uint16_t status;
-    uint16_t max_virtqueue_pairs;
-    uint16_t mtu;
-} __attribute__((packed));
-
 static int vhost_net_get_config(void *opaque, uint32_t offset, uint8_t *buf, uint32_t size)
 {
     struct port *p = opaque;
-    struct virtio_net_config cfg = {.status = 1 /* VIRTIO_NET_S_LINK_UP */,
-                                    .max_virtqueue_pairs = (uint16_t)p->n_qpairs,
-                                    .mtu = 9000};
+    struct virtio_net_config cfg = {
+        .status = VIRTIO_NET_S_LINK_UP, .max_virtqueue_pairs = (uint16_t)p->n_qpairs, .mtu = 9000};
 
     memcpy(cfg.mac, p->mac, 6);
     if (offset > sizeof(cfg) || size > sizeof(cfg) - offset)

@@ -281,9 +281,9 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
     struct vu_vring *vr = &dev->vr[i];
     struct virtq *vq = &vr->vq;
     uint64_t avail_len, used_len;
-    struct vring_desc *desc;
-    struct vring_avail *avail;
-    struct vring_used *used;
+    struct virtq_desc *desc;
+    struct virtq_avail *avail;
+    struct virtq_used *used;
 
     if (vr->running || !vr->started || !vr->enabled || !vr->addr_set || !dev->mem ||
         i >= dev->ops->num_queues)

@@ -8,8 +8,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-void virtq_init(struct virtq *vq, uint16_t num, struct vring_desc *desc, struct vring_avail *avail,
-                struct vring_used *used, const struct vu_mem *mem, bool event_idx)
+void virtq_init(struct virtq *vq, uint16_t num, struct virtq_desc *desc, struct virtq_avail *avail,
+                struct virtq_used *used, const struct vu_mem *mem, bool event_idx)
 {
     vq->num = num;
     vq->desc = desc;
@@ -58,7 +58,7 @@ static int virtq_add_seg(struct virtq *vq, struct virtq_elem *e, uint64_t gpa, u
 
 static int virtq_walk_chain(struct virtq *vq, struct virtq_elem *e, uint16_t head)
 {
-    const struct vring_desc *tbl = vq->desc;
+    const struct virtq_desc *tbl = vq->desc;
     uint32_t tbl_size = vq->num;
     uint32_t i = head, count = 0;
     bool indirect = false;
@@ -68,7 +68,7 @@ static int virtq_walk_chain(struct virtq *vq, struct virtq_elem *e, uint16_t hea
     e->n_out = e->n_in = 0;
     e->out_len = e->in_len = 0;
     for (;;) {
-        struct vring_desc d;
+        struct virtq_desc d;
 
         if (i >= tbl_size) {
             log_err("%s: chain at head %u: descriptor index %u out of range (%u)", vq->name, head,
@@ -83,20 +83,20 @@ static int virtq_walk_chain(struct virtq *vq, struct virtq_elem *e, uint16_t hea
         /* One read of the driver-owned descriptor: no re-reads after checks. */
         memcpy(&d, (const void *)&tbl[i], sizeof(d));
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        if (d.flags & VRING_DESC_F_INDIRECT) {
-            if (indirect || (d.flags & VRING_DESC_F_NEXT)) {
+        if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+            if (indirect || (d.flags & VIRTQ_DESC_F_NEXT)) {
                 log_err("%s: chain at head %u: %s indirect descriptor", vq->name, head,
                         indirect ? "nested" : "chained");
                 return -EINVAL;
             }
-            if (d.len == 0 || d.len % sizeof(struct vring_desc) ||
-                d.len / sizeof(struct vring_desc) > VIRTQ_MAX_SIZE) {
+            if (d.len == 0 || d.len % sizeof(struct virtq_desc) ||
+                d.len / sizeof(struct virtq_desc) > VIRTQ_MAX_SIZE) {
                 log_err("%s: chain at head %u: indirect table length %u invalid", vq->name, head,
                         d.len);
                 return -EINVAL;
             }
             tbl = vu_mem_gpa_range(vq->mem, d.addr, d.len);
-            if (!tbl || ((uintptr_t)tbl % _Alignof(struct vring_desc))) {
+            if (!tbl || ((uintptr_t)tbl % _Alignof(struct virtq_desc))) {
                 log_err("%s: chain at head %u: indirect table gpa 0x%llx len %u not mapped",
                         vq->name, head, (unsigned long long)d.addr, d.len);
                 return -EINVAL;
@@ -107,12 +107,12 @@ static int virtq_walk_chain(struct virtq *vq, struct virtq_elem *e, uint16_t hea
                 return -EINVAL;
             }
             indirect = true;
-            tbl_size = d.len / sizeof(struct vring_desc);
+            tbl_size = d.len / sizeof(struct virtq_desc);
             i = 0;
             count = 0;
             continue;
         }
-        if (!(d.flags & VRING_DESC_F_WRITE) && e->n_in) {
+        if (!(d.flags & VIRTQ_DESC_F_WRITE) && e->n_in) {
             log_err("%s: chain at head %u: device-readable descriptor after a writable one",
                     vq->name, head);
             return -EINVAL;
@@ -123,11 +123,11 @@ static int virtq_walk_chain(struct virtq *vq, struct virtq_elem *e, uint16_t hea
             return -EINVAL;
         }
         if (d.len) {
-            int ret = virtq_add_seg(vq, e, d.addr, d.len, d.flags & VRING_DESC_F_WRITE);
+            int ret = virtq_add_seg(vq, e, d.addr, d.len, d.flags & VIRTQ_DESC_F_WRITE);
             if (ret)
                 return ret;
         }
-        if (!(d.flags & VRING_DESC_F_NEXT))
+        if (!(d.flags & VIRTQ_DESC_F_NEXT))
             return 0;
         i = d.next;
     }
@@ -194,7 +194,7 @@ bool virtq_need_notify(struct virtq *vq)
     /* Our used-idx store must be visible before we read the driver's flags/event. */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (!vq->event_idx)
-        return !(__atomic_load_n(&vq->avail->flags, __ATOMIC_RELAXED) & VRING_AVAIL_F_NO_INTERRUPT);
+        return !(__atomic_load_n(&vq->avail->flags, __ATOMIC_RELAXED) & VIRTQ_AVAIL_F_NO_INTERRUPT);
     old = vq->signalled_used;
     vq->signalled_used = now;
     vq->signalled_valid = true;
@@ -235,7 +235,7 @@ bool virtq_enable_kicks(struct virtq *vq)
         if (vq->log)
             vu_log_write(vq->log, vq->used_gpa + 4 + (uint64_t)vq->num * 8, 2);
     } else {
-        __atomic_store_n(&vq->used->flags, vq->used->flags & ~VRING_USED_F_NO_NOTIFY,
+        __atomic_store_n(&vq->used->flags, vq->used->flags & ~VIRTQ_USED_F_NO_NOTIFY,
                          __ATOMIC_RELAXED);
         virtq_log_used_hdr(vq);
     }
@@ -246,7 +246,7 @@ bool virtq_enable_kicks(struct virtq *vq)
 void virtq_disable_kicks(struct virtq *vq)
 {
     if (!vq->event_idx) {
-        __atomic_store_n(&vq->used->flags, vq->used->flags | VRING_USED_F_NO_NOTIFY,
+        __atomic_store_n(&vq->used->flags, vq->used->flags | VIRTQ_USED_F_NO_NOTIFY,
                          __ATOMIC_RELAXED);
         virtq_log_used_hdr(vq);
     }

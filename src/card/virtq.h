@@ -13,42 +13,12 @@
 #define QT_CARD_VIRTQ_H
 
 #include "card/vu_mem.h"
+#include "common/virtio_defs.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#define VRING_DESC_F_NEXT          1
-#define VRING_DESC_F_WRITE         2
-#define VRING_DESC_F_INDIRECT      4
-#define VRING_USED_F_NO_NOTIFY     1
-#define VRING_AVAIL_F_NO_INTERRUPT 1
-
-#define VIRTQ_MAX_SIZE 32768
-#define VIRTQ_MAX_IOV  64
-
-struct vring_desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags;
-    uint16_t next;
-};
-
-struct vring_avail {
-    uint16_t flags;
-    uint16_t idx;
-    uint16_t ring[];
-};
-
-struct vring_used_elem {
-    uint32_t id;
-    uint32_t len;
-};
-
-struct vring_used {
-    uint16_t flags;
-    uint16_t idx;
-    struct vring_used_elem ring[];
-};
+#define VIRTQ_MAX_IOV 64
 
 struct virtq_iov {
     uint8_t *base;
@@ -69,9 +39,9 @@ struct virtq_elem {
 struct virtq {
     /* Ring layout, valid while the queue runs. */
     uint16_t num;
-    struct vring_desc *desc;
-    struct vring_avail *avail;
-    struct vring_used *used;
+    struct virtq_desc *desc;
+    struct virtq_avail *avail;
+    struct virtq_used *used;
     const struct vu_mem *mem;
     struct vu_log_area *log; /* non-NULL while dirty logging is on */
     uint64_t used_gpa;       /* guest-physical address of the used ring */
@@ -92,8 +62,8 @@ struct virtq {
 };
 
 /* Set up a running ring from translated pointers. */
-void virtq_init(struct virtq *vq, uint16_t num, struct vring_desc *desc, struct vring_avail *avail,
-                struct vring_used *used, const struct vu_mem *mem, bool event_idx);
+void virtq_init(struct virtq *vq, uint16_t num, struct virtq_desc *desc, struct virtq_avail *avail,
+                struct virtq_used *used, const struct vu_mem *mem, bool event_idx);
 
 /* Entries the driver made available that the device has not popped yet. */
 static inline uint16_t virtq_avail_count(const struct virtq *vq)
@@ -115,7 +85,7 @@ void virtq_unpop(struct virtq *vq, uint16_t n);
 /* Record a used entry (not visible to the driver before virtq_flush). */
 static inline void virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
 {
-    struct vring_used_elem *u = &vq->used->ring[vq->used_idx & (vq->num - 1)];
+    struct virtq_used_elem *u = &vq->used->ring[vq->used_idx & (vq->num - 1)];
     u->id = head;
     u->len = len;
     if (vq->log)

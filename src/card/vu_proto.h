@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+#include "common/virtio_defs.h"
+
 #define VU_VERSION           0x1u
 #define VU_FLAG_VERSION_MASK 0x3u
 #define VU_FLAG_REPLY        (1u << 2)
@@ -68,15 +70,9 @@ enum vu_request {
 #define VU_PROTO_F_CONFIGURE_MEM_SLOTS 15
 #define VU_PROTO_F_STATUS              16
 
-/* Virtio / vhost feature bits shared by every device type. */
-#define VIRTIO_F_NOTIFY_ON_EMPTY       24
+/* vhost feature bits (the virtio ones are in common/virtio_defs.h). */
 #define VHOST_F_LOG_ALL                26
-#define VIRTIO_RING_F_INDIRECT_DESC    28
-#define VIRTIO_RING_F_EVENT_IDX        29
 #define VHOST_USER_F_PROTOCOL_FEATURES 30
-#define VIRTIO_F_VERSION_1             32
-#define VIRTIO_F_ACCESS_PLATFORM       33
-#define VIRTIO_F_RING_PACKED           34
 
 #define VHOST_VRING_F_LOG 0 /* vring addr flag: log used ring writes */
 

@@ -76,7 +76,7 @@ static void fdrv_post_rx(struct fdrv *d, uint16_t id)
     struct fdrv_vq *q = &d->vq[0];
     q->desc[id].addr = MEM_GPA + RXBUF_OFF + (uint64_t)id * d->rx_buf_size;
     q->desc[id].len = d->rx_buf_size;
-    q->desc[id].flags = VRING_DESC_F_WRITE;
+    q->desc[id].flags = VIRTQ_DESC_F_WRITE;
     q->desc[id].next = 0;
     q->avail->ring[q->avail_idx % FDRV_RING] = id;
     q->avail_idx++;
@@ -255,7 +255,7 @@ int fdrv_recv(struct fdrv *d, uint8_t *buf, uint32_t cap, struct virtio_net_hdr_
         usleep(200);
     }
     for (unsigned k = 0; k < nb; k++) {
-        struct vring_used_elem e;
+        struct virtq_used_elem e;
         uint8_t *src;
         uint32_t len;
         while (__atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE) == q->last_used) {

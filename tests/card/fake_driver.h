@@ -16,9 +16,9 @@
 #define FDRV_RING 256
 
 struct fdrv_vq {
-    struct vring_desc *desc;
-    struct vring_avail *avail;
-    struct vring_used *used;
+    struct virtq_desc *desc;
+    struct virtq_avail *avail;
+    struct virtq_used *used;
     uint64_t desc_gpa, avail_gpa, used_gpa;
     uint16_t avail_idx; /* next avail slot */
     uint16_t last_used;

@@ -226,7 +226,7 @@ static void fe_start(struct fx *f, unsigned q, uint64_t extra_features, uint64_t
 static void drv_desc(struct fx *f, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
                      uint16_t next)
 {
-    struct vring_desc *d = (struct vring_desc *)gpa(f, DESC_GPA);
+    struct virtq_desc *d = (struct virtq_desc *)gpa(f, DESC_GPA);
     d[i].addr = addr;
     d[i].len = len;
     d[i].flags = flags;
@@ -235,7 +235,7 @@ static void drv_desc(struct fx *f, unsigned i, uint64_t addr, uint32_t len, uint
 
 static void drv_avail(struct fx *f, uint16_t head)
 {
-    struct vring_avail *av = (struct vring_avail *)gpa(f, AVAIL_GPA);
+    struct virtq_avail *av = (struct virtq_avail *)gpa(f, AVAIL_GPA);
     av->ring[av->idx % RING_NUM] = head;
     __atomic_store_n(&av->idx, (uint16_t)(av->idx + 1), __ATOMIC_RELEASE);
 }
@@ -249,15 +249,15 @@ static void test_handshake_and_ring(void **state)
 {
     struct fx *f = *state;
     struct virtq_elem e;
-    struct vring_used *used = (struct vring_used *)gpa(f, USED_GPA);
+    struct virtq_used *used = (struct virtq_used *)gpa(f, USED_GPA);
     struct vu_vring_state st = {.index = 0};
 
     assert_int_equal(fe_get_u64(f, VU_REQ_GET_QUEUE_NUM), 1);
     fe_start(f, 0, 0, 0);
     /* Two-descriptor chain: 14 readable bytes, then 100 writable. */
     memcpy(gpa(f, BUF_GPA), "hello, vhost!", 14);
-    drv_desc(f, 3, BUF_GPA, 14, VRING_DESC_F_NEXT, 5);
-    drv_desc(f, 5, BUF_GPA + 0x100, 100, VRING_DESC_F_WRITE, 0);
+    drv_desc(f, 3, BUF_GPA, 14, VIRTQ_DESC_F_NEXT, 5);
+    drv_desc(f, 5, BUF_GPA + 0x100, 100, VIRTQ_DESC_F_WRITE, 0);
     drv_avail(f, 3);
     assert_int_equal(virtq_pop(vq0(f), &e), 1);
     assert_int_equal(e.head, 3);
@@ -287,15 +287,15 @@ static void test_handshake_and_ring(void **state)
 static void test_indirect_and_event_idx(void **state)
 {
     struct fx *f = *state;
-    struct vring_desc *ind = (struct vring_desc *)gpa(f, BUF_GPA + 0x4000);
-    struct vring_avail *av = (struct vring_avail *)gpa(f, AVAIL_GPA);
+    struct virtq_desc *ind = (struct virtq_desc *)gpa(f, BUF_GPA + 0x4000);
+    struct virtq_avail *av = (struct virtq_avail *)gpa(f, AVAIL_GPA);
     struct virtq_elem e;
 
     fe_start(f, 0, 1ull << VIRTIO_RING_F_EVENT_IDX, 0);
-    ind[0] = (struct vring_desc){BUF_GPA, 64, VRING_DESC_F_NEXT, 1};
-    ind[1] = (struct vring_desc){BUF_GPA + 0x200, 32, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 2};
-    ind[2] = (struct vring_desc){BUF_GPA + 0x300, 32, VRING_DESC_F_WRITE, 0};
-    drv_desc(f, 0, BUF_GPA + 0x4000, 3 * sizeof(struct vring_desc), VRING_DESC_F_INDIRECT, 0);
+    ind[0] = (struct virtq_desc){BUF_GPA, 64, VIRTQ_DESC_F_NEXT, 1};
+    ind[1] = (struct virtq_desc){BUF_GPA + 0x200, 32, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2};
+    ind[2] = (struct virtq_desc){BUF_GPA + 0x300, 32, VIRTQ_DESC_F_WRITE, 0};
+    drv_desc(f, 0, BUF_GPA + 0x4000, 3 * sizeof(struct virtq_desc), VIRTQ_DESC_F_INDIRECT, 0);
     drv_avail(f, 0);
     assert_int_equal(virtq_pop(vq0(f), &e), 1);
     assert_int_equal(e.n_out, 1);
@@ -320,14 +320,14 @@ static void test_indirect_and_event_idx(void **state)
     assert_true(virtq_need_notify(vq0(f)));
     /* Kick suppression: before sleeping the device publishes avail_event. */
     assert_false(virtq_enable_kicks(vq0(f)));
-    assert_int_equal(*(uint16_t *)&((struct vring_used *)gpa(f, USED_GPA))->ring[RING_NUM], 3);
+    assert_int_equal(*(uint16_t *)&((struct virtq_used *)gpa(f, USED_GPA))->ring[RING_NUM], 3);
 }
 
 static void test_hostile_rings(void **state)
 {
     struct fx *f = *state;
-    struct vring_desc *ind = (struct vring_desc *)gpa(f, BUF_GPA + 0x4000);
-    struct vring_avail *av = (struct vring_avail *)gpa(f, AVAIL_GPA);
+    struct virtq_desc *ind = (struct virtq_desc *)gpa(f, BUF_GPA + 0x4000);
+    struct virtq_avail *av = (struct virtq_avail *)gpa(f, AVAIL_GPA);
     struct virtq_elem e;
 
     fe_start(f, 0, 0, 0);
@@ -342,30 +342,30 @@ static void test_hostile_rings(void **state)
     assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
     /* Loop: 1 -> 2 -> 1. */
     vq0(f)->last_avail_idx = av->idx;
-    drv_desc(f, 1, BUF_GPA, 8, VRING_DESC_F_NEXT, 2);
-    drv_desc(f, 2, BUF_GPA, 8, VRING_DESC_F_NEXT, 1);
+    drv_desc(f, 1, BUF_GPA, 8, VIRTQ_DESC_F_NEXT, 2);
+    drv_desc(f, 2, BUF_GPA, 8, VIRTQ_DESC_F_NEXT, 1);
     drv_avail(f, 1);
     assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
     /* next out of range. */
     vq0(f)->last_avail_idx = av->idx;
-    drv_desc(f, 1, BUF_GPA, 8, VRING_DESC_F_NEXT, RING_NUM + 3);
+    drv_desc(f, 1, BUF_GPA, 8, VIRTQ_DESC_F_NEXT, RING_NUM + 3);
     drv_avail(f, 1);
     assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
     /* Readable after writable. */
     vq0(f)->last_avail_idx = av->idx;
-    drv_desc(f, 1, BUF_GPA, 8, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 2);
+    drv_desc(f, 1, BUF_GPA, 8, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
     drv_desc(f, 2, BUF_GPA, 8, 0, 0);
     drv_avail(f, 1);
     assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
     /* Nested indirect. */
     vq0(f)->last_avail_idx = av->idx;
-    ind[0] = (struct vring_desc){BUF_GPA + 0x4000, 16, VRING_DESC_F_INDIRECT, 0};
-    drv_desc(f, 0, BUF_GPA + 0x4000, 16, VRING_DESC_F_INDIRECT, 0);
+    ind[0] = (struct virtq_desc){BUF_GPA + 0x4000, 16, VIRTQ_DESC_F_INDIRECT, 0};
+    drv_desc(f, 0, BUF_GPA + 0x4000, 16, VIRTQ_DESC_F_INDIRECT, 0);
     drv_avail(f, 0);
     assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
     /* Indirect table of odd length. */
     vq0(f)->last_avail_idx = av->idx;
-    drv_desc(f, 0, BUF_GPA + 0x4000, 17, VRING_DESC_F_INDIRECT, 0);
+    drv_desc(f, 0, BUF_GPA + 0x4000, 17, VIRTQ_DESC_F_INDIRECT, 0);
     drv_avail(f, 0);
     assert_int_equal(virtq_pop(vq0(f), &e), -EINVAL);
     /* Head out of range. */
@@ -509,7 +509,7 @@ static void test_reply_ack_config_log(void **state)
         assert_int_equal(fe_req(f, VU_REQ_SET_VRING_KICK, &v, 8, &f->memfd, 1), 0);
         assert_true(f->dev.vr[0].running);
         assert_non_null(vq0(f)->log);
-        drv_desc(f, 2, BUF_GPA + 0x5000, 100, VRING_DESC_F_WRITE, 0);
+        drv_desc(f, 2, BUF_GPA + 0x5000, 100, VIRTQ_DESC_F_WRITE, 0);
         drv_avail(f, 2);
         assert_int_equal(virtq_pop(vq0(f), &e), 1);
         memset(e.iov[0].base, 0xab, 10);
@@ -611,8 +611,8 @@ static void test_random_messages(void **state)
 static void test_random_rings(void **state)
 {
     struct fx *f = *state;
-    struct vring_desc *d = (struct vring_desc *)gpa(f, DESC_GPA);
-    struct vring_avail *av = (struct vring_avail *)gpa(f, AVAIL_GPA);
+    struct virtq_desc *d = (struct virtq_desc *)gpa(f, DESC_GPA);
+    struct virtq_avail *av = (struct virtq_avail *)gpa(f, AVAIL_GPA);
     unsigned seed = 777, popped = 0, errors = 0;
 
     fe_start(f, 0, 1ull << VIRTIO_RING_F_EVENT_IDX, 0);

@@ -20,19 +20,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/virtio_defs.h"
 #include "vmm/devices/pci.h"
 #include "vmm/devices/virtq.h"
-
-#define VIRTIO_STATUS_ACKNOWLEDGE 0x01
-#define VIRTIO_STATUS_DRIVER      0x02
-#define VIRTIO_STATUS_DRIVER_OK   0x04
-#define VIRTIO_STATUS_FEATURES_OK 0x08
-#define VIRTIO_STATUS_NEEDS_RESET 0x40
-#define VIRTIO_STATUS_FAILED      0x80
-
-#define VIRTIO_ID_NET   1
-#define VIRTIO_ID_BLOCK 2
-#define VIRTIO_ID_RNG   4
 
 #define VIRTIO_PCI_VENDOR      0x1af4
 #define VIRTIO_PCI_DEVICE_BASE 0x1040

@@ -7,37 +7,8 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "common/virtio_defs.h"
 #include "vmm/devices/virtio.h"
-
-#define VIRTIO_NET_F_CSUM       0
-#define VIRTIO_NET_F_GUEST_CSUM 1
-#define VIRTIO_NET_F_MAC        5
-#define VIRTIO_NET_F_GUEST_TSO4 7
-#define VIRTIO_NET_F_GUEST_TSO6 8
-#define VIRTIO_NET_F_HOST_TSO4  11
-#define VIRTIO_NET_F_HOST_TSO6  12
-#define VIRTIO_NET_F_MRG_RXBUF  15
-#define VIRTIO_NET_F_STATUS     16
-
-#define VIRTIO_NET_S_LINK_UP 1
-#define VIRTIO_NET_HDR_LEN   12 /* struct virtio_net_hdr_v1 */
-
-struct virtio_net_hdr_v1 {
-    uint8_t flags;
-    uint8_t gso_type;
-    uint16_t hdr_len;
-    uint16_t gso_size;
-    uint16_t csum_start;
-    uint16_t csum_offset;
-    uint16_t num_buffers;
-};
-
-struct virtio_net_config {
-    uint8_t mac[6];
-    uint16_t status;
-    uint16_t max_virtqueue_pairs;
-    uint16_t mtu;
-} __attribute__((packed));
 
 struct virtio_net_stats {
     uint64_t rx_packets, rx_bytes, rx_dropped;

@@ -36,8 +36,8 @@
 #define CC_SIZE         0x38
 
 #define TRANSPORT_FEATURES                                                                         \
-    ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_RING_INDIRECT_DESC) |                        \
-     (1ull << VIRTIO_F_RING_EVENT_IDX))
+    ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |                        \
+     (1ull << VIRTIO_RING_F_EVENT_IDX))
 
 struct virtio_pci_cap {
     uint8_t cap_vndr, cap_next, cap_len, cfg_type, bar, id, padding[2];

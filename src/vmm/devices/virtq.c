@@ -97,8 +97,8 @@ int virtq_setup(struct virtq *vq, struct vm *vm, const char *name, uint16_t inde
     vq->avail = avail;
     vq->used = used;
     vq->used_ring = (volatile struct virtq_used_elem *)((uint8_t *)used + 4);
-    vq->event_idx = features & (1ull << VIRTIO_F_RING_EVENT_IDX);
-    vq->indirect = features & (1ull << VIRTIO_F_RING_INDIRECT_DESC);
+    vq->event_idx = features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+    vq->indirect = features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
     vq->ready = true;
     return 0;
 }
@@ -192,7 +192,7 @@ static int virtq_walk_indirect(struct virtq *vq, struct virtq_elem *elem,
 
     if (!vq->indirect) {
         virtq_fail(vq,
-                   "descriptor %u is indirect but VIRTIO_F_RING_INDIRECT_DESC was not "
+                   "descriptor %u is indirect but VIRTIO_RING_F_INDIRECT_DESC was not "
                    "negotiated",
                    pos);
         return -EIO;

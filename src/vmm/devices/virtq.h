@@ -21,32 +21,9 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "common/virtio_defs.h"
+
 struct vm;
-
-#define VIRTQ_DESC_F_NEXT     1
-#define VIRTQ_DESC_F_WRITE    2
-#define VIRTQ_DESC_F_INDIRECT 4
-
-#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
-#define VIRTQ_USED_F_NO_NOTIFY     1
-
-#define VIRTIO_F_RING_INDIRECT_DESC 28
-#define VIRTIO_F_RING_EVENT_IDX     29
-#define VIRTIO_F_VERSION_1          32
-
-#define VIRTQ_MAX_SIZE 32768
-
-struct virtq_desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags;
-    uint16_t next;
-};
-
-struct virtq_used_elem {
-    uint32_t id;
-    uint32_t len;
-};
 
 struct virtq;
 /* Called once when the queue breaks; reason is a complete sentence fragment. */

@@ -88,13 +88,13 @@ static int setup_features(void **state, uint64_t features)
 static int setup(void **state)
 {
     return setup_features(state,
-                          (1ull << VIRTIO_F_RING_INDIRECT_DESC) | (1ull << VIRTIO_F_VERSION_1));
+                          (1ull << VIRTIO_RING_F_INDIRECT_DESC) | (1ull << VIRTIO_F_VERSION_1));
 }
 
 static int setup_event_idx(void **state)
 {
-    return setup_features(state, (1ull << VIRTIO_F_RING_INDIRECT_DESC) |
-                                     (1ull << VIRTIO_F_RING_EVENT_IDX));
+    return setup_features(state, (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
+                                     (1ull << VIRTIO_RING_F_EVENT_IDX));
 }
 
 static int setup_no_indirect(void **state)
