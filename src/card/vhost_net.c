@@ -167,7 +167,7 @@ void vhost_net_ops_init(struct vu_dev_ops *ops, unsigned n_qpairs)
                     (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC);
     if (n_qpairs > 1)
         ops->features |= 1ull << VIRTIO_NET_F_MQ;
-    ops->protocol_features = 1ull << VU_PROTO_F_MQ;
+    ops->protocol_features = 1ull << VHOST_USER_PROTOCOL_F_MQ;
     ops->num_queues = (uint16_t)(2 * n_qpairs);
     ops->queue_num_reply = n_qpairs;
     ops->get_config = vhost_net_get_config;

@@ -12,88 +12,48 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *const vu_req_names[VU_REQ_MAX] = {
-    [VU_REQ_GET_FEATURES] = "GET_FEATURES",
-    [VU_REQ_SET_FEATURES] = "SET_FEATURES",
-    [VU_REQ_SET_OWNER] = "SET_OWNER",
-    [VU_REQ_RESET_OWNER] = "RESET_OWNER",
-    [VU_REQ_SET_MEM_TABLE] = "SET_MEM_TABLE",
-    [VU_REQ_SET_LOG_BASE] = "SET_LOG_BASE",
-    [VU_REQ_SET_LOG_FD] = "SET_LOG_FD",
-    [VU_REQ_SET_VRING_NUM] = "SET_VRING_NUM",
-    [VU_REQ_SET_VRING_ADDR] = "SET_VRING_ADDR",
-    [VU_REQ_SET_VRING_BASE] = "SET_VRING_BASE",
-    [VU_REQ_GET_VRING_BASE] = "GET_VRING_BASE",
-    [VU_REQ_SET_VRING_KICK] = "SET_VRING_KICK",
-    [VU_REQ_SET_VRING_CALL] = "SET_VRING_CALL",
-    [VU_REQ_SET_VRING_ERR] = "SET_VRING_ERR",
-    [VU_REQ_GET_PROTOCOL_FEATURES] = "GET_PROTOCOL_FEATURES",
-    [VU_REQ_SET_PROTOCOL_FEATURES] = "SET_PROTOCOL_FEATURES",
-    [VU_REQ_GET_QUEUE_NUM] = "GET_QUEUE_NUM",
-    [VU_REQ_SET_VRING_ENABLE] = "SET_VRING_ENABLE",
-    [VU_REQ_SEND_RARP] = "SEND_RARP",
-    [VU_REQ_NET_SET_MTU] = "NET_SET_MTU",
-    [VU_REQ_GET_CONFIG] = "GET_CONFIG",
-    [VU_REQ_SET_CONFIG] = "SET_CONFIG",
-    [VU_REQ_GET_INFLIGHT_FD] = "GET_INFLIGHT_FD",
-    [VU_REQ_SET_INFLIGHT_FD] = "SET_INFLIGHT_FD",
-    [VU_REQ_RESET_DEVICE] = "RESET_DEVICE",
-    [VU_REQ_GET_MAX_MEM_SLOTS] = "GET_MAX_MEM_SLOTS",
-    [VU_REQ_ADD_MEM_REG] = "ADD_MEM_REG",
-    [VU_REQ_REM_MEM_REG] = "REM_MEM_REG",
-    [VU_REQ_SET_STATUS] = "SET_STATUS",
-    [VU_REQ_GET_STATUS] = "GET_STATUS",
-};
-
-const char *vu_request_name(uint32_t req)
-{
-    if (req < VU_REQ_MAX && vu_req_names[req])
-        return vu_req_names[req];
-    return "UNKNOWN";
-}
-
 /* Payload size rules: exact size, or -1 for variable (checked by the handler). */
 enum { VU_SZ_VAR = -1 };
 
 static int vu_expected_size(uint32_t req)
 {
     switch (req) {
-    case VU_REQ_GET_FEATURES:
-    case VU_REQ_SET_OWNER:
-    case VU_REQ_RESET_OWNER:
-    case VU_REQ_SET_LOG_FD:
-    case VU_REQ_GET_PROTOCOL_FEATURES:
-    case VU_REQ_GET_QUEUE_NUM:
-    case VU_REQ_RESET_DEVICE:
-    case VU_REQ_GET_MAX_MEM_SLOTS:
-    case VU_REQ_GET_STATUS:
+    case VHOST_USER_GET_FEATURES:
+    case VHOST_USER_SET_OWNER:
+    case VHOST_USER_RESET_OWNER:
+    case VHOST_USER_SET_LOG_FD:
+    case VHOST_USER_GET_PROTOCOL_FEATURES:
+    case VHOST_USER_GET_QUEUE_NUM:
+    case VHOST_USER_RESET_DEVICE:
+    case VHOST_USER_GET_MAX_MEM_SLOTS:
+    case VHOST_USER_GET_STATUS:
         return 0;
-    case VU_REQ_SET_FEATURES:
-    case VU_REQ_SET_PROTOCOL_FEATURES:
-    case VU_REQ_SET_VRING_KICK:
-    case VU_REQ_SET_VRING_CALL:
-    case VU_REQ_SET_VRING_ERR:
-    case VU_REQ_SEND_RARP:
-    case VU_REQ_NET_SET_MTU:
-    case VU_REQ_SET_STATUS:
+    case VHOST_USER_SET_FEATURES:
+    case VHOST_USER_SET_PROTOCOL_FEATURES:
+    case VHOST_USER_SET_VRING_KICK:
+    case VHOST_USER_SET_VRING_CALL:
+    case VHOST_USER_SET_VRING_ERR:
+    case VHOST_USER_SEND_RARP:
+    case VHOST_USER_NET_SET_MTU:
+    case VHOST_USER_SET_STATUS:
         return 8;
-    case VU_REQ_SET_VRING_NUM:
-    case VU_REQ_SET_VRING_BASE:
-    case VU_REQ_GET_VRING_BASE:
-    case VU_REQ_SET_VRING_ENABLE:
-        return sizeof(struct vu_vring_state);
-    case VU_REQ_SET_VRING_ADDR:
-        return sizeof(struct vu_vring_addr);
-    case VU_REQ_SET_LOG_BASE:
-        return sizeof(struct vu_log);
-    case VU_REQ_ADD_MEM_REG:
-    case VU_REQ_REM_MEM_REG:
-        return sizeof(struct vu_mem_single);
-    case VU_REQ_SET_MEM_TABLE:
-    case VU_REQ_GET_CONFIG:
-    case VU_REQ_SET_CONFIG:
-    case VU_REQ_GET_INFLIGHT_FD:
-    case VU_REQ_SET_INFLIGHT_FD:
+    case VHOST_USER_SET_VRING_NUM:
+    case VHOST_USER_SET_VRING_BASE:
+    case VHOST_USER_GET_VRING_BASE:
+    case VHOST_USER_SET_VRING_ENABLE:
+        return sizeof(struct vhost_user_vring_state);
+    case VHOST_USER_SET_VRING_ADDR:
+        return sizeof(struct vhost_user_vring_addr);
+    case VHOST_USER_SET_LOG_BASE:
+        return sizeof(struct vhost_user_log);
+    case VHOST_USER_ADD_MEM_REG:
+    case VHOST_USER_REM_MEM_REG:
+        return sizeof(struct vhost_user_mem_single);
+    case VHOST_USER_SET_MEM_TABLE:
+    case VHOST_USER_GET_CONFIG:
+    case VHOST_USER_SET_CONFIG:
+    case VHOST_USER_GET_INFLIGHT_FD:
+    case VHOST_USER_SET_INFLIGHT_FD:
         return VU_SZ_VAR;
     default:
         return -2; /* unsupported */
@@ -113,7 +73,7 @@ void vu_msg_close_fds(struct vu_msg *msg)
 int vu_msg_recv(int fd, struct vu_msg *msg, const char *who)
 {
     union {
-        char buf[CMSG_SPACE(VU_MAX_FDS * sizeof(int))];
+        char buf[CMSG_SPACE(VHOST_USER_MAX_FDS * sizeof(int))];
         struct cmsghdr align;
     } ctl;
     struct iovec iov = {.iov_base = &msg->hdr, .iov_len = sizeof(msg->hdr)};
@@ -139,7 +99,7 @@ int vu_msg_recv(int fd, struct vu_msg *msg, const char *who)
             for (unsigned i = 0; i < cnt; i++) {
                 int f;
                 memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                if (msg->nfds < VU_MAX_FDS)
+                if (msg->nfds < VHOST_USER_MAX_FDS)
                     msg->fds[msg->nfds++] = f;
                 else
                     close(f);
@@ -147,7 +107,7 @@ int vu_msg_recv(int fd, struct vu_msg *msg, const char *who)
         }
     }
     if (mh.msg_flags & MSG_CTRUNC) {
-        log_err("%s: message carried more than %u file descriptors", who, VU_MAX_FDS);
+        log_err("%s: message carried more than %u file descriptors", who, VHOST_USER_MAX_FDS);
         ret = -EPROTO;
         goto fail;
     }
@@ -156,16 +116,16 @@ int vu_msg_recv(int fd, struct vu_msg *msg, const char *who)
         ret = -EPROTO;
         goto fail;
     }
-    if ((msg->hdr.flags & VU_FLAG_VERSION_MASK) != VU_VERSION) {
+    if ((msg->hdr.flags & VHOST_USER_FLAG_VERSION_MASK) != VHOST_USER_VERSION) {
         log_err("%s: %s with protocol version %u (expected %u)", who,
-                vu_request_name(msg->hdr.request), msg->hdr.flags & VU_FLAG_VERSION_MASK,
-                VU_VERSION);
+                vhost_user_request_name(msg->hdr.request),
+                msg->hdr.flags & VHOST_USER_FLAG_VERSION_MASK, VHOST_USER_VERSION);
         ret = -EPROTO;
         goto fail;
     }
     if (msg->hdr.size > VU_MAX_PAYLOAD) {
-        log_err("%s: %s payload of %u bytes exceeds %u", who, vu_request_name(msg->hdr.request),
-                msg->hdr.size, VU_MAX_PAYLOAD);
+        log_err("%s: %s payload of %u bytes exceeds %u", who,
+                vhost_user_request_name(msg->hdr.request), msg->hdr.size, VU_MAX_PAYLOAD);
         ret = -EPROTO;
         goto fail;
     }
@@ -177,7 +137,7 @@ int vu_msg_recv(int fd, struct vu_msg *msg, const char *who)
                 continue;
             if (n <= 0) {
                 log_err("%s: %s payload truncated (%zu of %u bytes): %s", who,
-                        vu_request_name(msg->hdr.request), got, msg->hdr.size,
+                        vhost_user_request_name(msg->hdr.request), got, msg->hdr.size,
                         n == 0 ? "connection closed" : strerror(errno));
                 ret = -EPROTO;
                 goto fail;
@@ -217,7 +177,7 @@ static int vu_send_reply(struct vu_dev *dev, struct vu_msg *reply)
         n = sendmsg(dev->fd, &mh, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
     if (n != (ssize_t)(sizeof(reply->hdr) + reply->hdr.size)) {
-        log_err("%s: sending %s reply: %s", dev->name, vu_request_name(reply->hdr.request),
+        log_err("%s: sending %s reply: %s", dev->name, vhost_user_request_name(reply->hdr.request),
                 n < 0 ? strerror(errno) : "short write");
         return -EIO;
     }
@@ -329,7 +289,7 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
         }
     }
     if (dev->inflight_addr && i < dev->inflight_num_queues) {
-        struct vu_inflight_queue *q =
+        struct vhost_user_inflight_queue *q =
             (void *)((uint8_t *)dev->inflight_addr +
                      i * virtq_inflight_queue_size(dev->inflight_queue_size));
         if (dev->inflight_queue_size < vr->num) {
@@ -427,17 +387,17 @@ static struct vu_vring *vu_vring_get(struct vu_dev *dev, uint32_t idx, const cha
 static int vu_expected_fds(struct vu_dev *dev, const struct vu_msg *msg)
 {
     switch (msg->hdr.request) {
-    case VU_REQ_SET_MEM_TABLE:
+    case VHOST_USER_SET_MEM_TABLE:
         return msg->hdr.size >= 8 ? (int)msg->p.mem.nregions : 0;
-    case VU_REQ_SET_LOG_BASE:
-    case VU_REQ_SET_LOG_FD:
-    case VU_REQ_SET_INFLIGHT_FD:
-    case VU_REQ_ADD_MEM_REG:
+    case VHOST_USER_SET_LOG_BASE:
+    case VHOST_USER_SET_LOG_FD:
+    case VHOST_USER_SET_INFLIGHT_FD:
+    case VHOST_USER_ADD_MEM_REG:
         return 1;
-    case VU_REQ_SET_VRING_KICK:
-    case VU_REQ_SET_VRING_CALL:
-    case VU_REQ_SET_VRING_ERR:
-        return (msg->p.u64 & VU_VRING_NOFD) ? 0 : 1;
+    case VHOST_USER_SET_VRING_KICK:
+    case VHOST_USER_SET_VRING_CALL:
+    case VHOST_USER_SET_VRING_ERR:
+        return (msg->p.u64 & VHOST_USER_VRING_NOFD) ? 0 : 1;
     default:
         return 0;
     }
@@ -448,8 +408,8 @@ static int vu_set_mem_table(struct vu_dev *dev, struct vu_msg *msg)
     struct vu_mem *m;
     int ret;
 
-    if (msg->hdr.size < 8 || msg->p.mem.nregions > VU_MAX_MEM_REGIONS ||
-        msg->hdr.size != 8 + msg->p.mem.nregions * sizeof(struct vu_mem_region)) {
+    if (msg->hdr.size < 8 || msg->p.mem.nregions > VHOST_USER_MAX_MEM_REGIONS ||
+        msg->hdr.size != 8 + msg->p.mem.nregions * sizeof(struct vhost_user_mem_region)) {
         log_err("%s: SET_MEM_TABLE payload of %u bytes for %u regions", dev->name, msg->hdr.size,
                 msg->p.mem.nregions);
         return -EPROTO;
@@ -469,7 +429,7 @@ static int vu_set_log_base(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg
     struct vu_log_area *l;
     int ret;
 
-    if (!vu_dev_has_proto(dev, VU_PROTO_F_LOG_SHMFD)) {
+    if (!vu_dev_has_proto(dev, VHOST_USER_PROTOCOL_F_LOG_SHMFD)) {
         log_err("%s: SET_LOG_BASE without LOG_SHMFD negotiated", dev->name);
         return -EPROTO;
     }
@@ -494,12 +454,12 @@ static int vu_get_inflight_fd(struct vu_dev *dev, struct vu_msg *msg, struct vu_
     void *p;
     int fd;
 
-    if (msg->hdr.size < 20 || msg->hdr.size > sizeof(struct vu_inflight) + 4) {
+    if (msg->hdr.size < 20 || msg->hdr.size > sizeof(struct vhost_user_inflight) + 4) {
         log_err("%s: GET_INFLIGHT_FD payload of %u bytes", dev->name, msg->hdr.size);
         return -EPROTO;
     }
-    if (!vu_dev_has_proto(dev, VU_PROTO_F_INFLIGHT_SHMFD) || nq == 0 || nq > dev->ops->num_queues ||
-        qs == 0 || qs > VIRTQ_MAX_SIZE || (qs & (qs - 1))) {
+    if (!vu_dev_has_proto(dev, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) || nq == 0 ||
+        nq > dev->ops->num_queues || qs == 0 || qs > VIRTQ_MAX_SIZE || (qs & (qs - 1))) {
         log_err("%s: GET_INFLIGHT_FD for %u queues of %u entries rejected", dev->name, nq, qs);
         return -EPROTO;
     }
@@ -543,12 +503,12 @@ static int vu_set_inflight_fd(struct vu_dev *dev, struct vu_msg *msg)
     struct stat st;
     void *p;
 
-    if (msg->hdr.size < 20 || msg->hdr.size > sizeof(struct vu_inflight) + 4) {
+    if (msg->hdr.size < 20 || msg->hdr.size > sizeof(struct vhost_user_inflight) + 4) {
         log_err("%s: SET_INFLIGHT_FD payload of %u bytes", dev->name, msg->hdr.size);
         return -EPROTO;
     }
-    if (!vu_dev_has_proto(dev, VU_PROTO_F_INFLIGHT_SHMFD) || nq == 0 || nq > dev->ops->num_queues ||
-        qs == 0 || qs > VIRTQ_MAX_SIZE || (qs & (qs - 1))) {
+    if (!vu_dev_has_proto(dev, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) || nq == 0 ||
+        nq > dev->ops->num_queues || qs == 0 || qs > VIRTQ_MAX_SIZE || (qs & (qs - 1))) {
         log_err("%s: SET_INFLIGHT_FD for %u queues of %u entries rejected", dev->name, nq, qs);
         return -EPROTO;
     }
@@ -579,18 +539,19 @@ static int vu_set_inflight_fd(struct vu_dev *dev, struct vu_msg *msg)
 
 static int vu_config(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply, bool *has_reply)
 {
-    struct vu_config *c = &msg->p.config;
-    bool get = msg->hdr.request == VU_REQ_GET_CONFIG;
+    struct vhost_user_config *c = &msg->p.config;
+    bool get = msg->hdr.request == VHOST_USER_GET_CONFIG;
     int ret;
 
-    if (msg->hdr.size < VU_CONFIG_HDR_SIZE || c->size > VU_MAX_CONFIG_SIZE ||
-        msg->hdr.size != VU_CONFIG_HDR_SIZE + c->size) {
+    if (msg->hdr.size < VHOST_USER_CONFIG_HDR_SIZE || c->size > VHOST_USER_MAX_CONFIG_SIZE ||
+        msg->hdr.size != VHOST_USER_CONFIG_HDR_SIZE + c->size) {
         log_err("%s: %s payload of %u bytes for %u config bytes", dev->name,
-                vu_request_name(msg->hdr.request), msg->hdr.size, c->size);
+                vhost_user_request_name(msg->hdr.request), msg->hdr.size, c->size);
         return -EPROTO;
     }
-    if (!vu_dev_has_proto(dev, VU_PROTO_F_CONFIG)) {
-        log_err("%s: %s without CONFIG negotiated", dev->name, vu_request_name(msg->hdr.request));
+    if (!vu_dev_has_proto(dev, VHOST_USER_PROTOCOL_F_CONFIG)) {
+        log_err("%s: %s without CONFIG negotiated", dev->name,
+                vhost_user_request_name(msg->hdr.request));
         return -EPROTO;
     }
     if (get) {
@@ -599,14 +560,14 @@ static int vu_config(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *repl
         reply->p.config.size = c->size;
         reply->p.config.flags = 0;
         ret = dev->ops->get_config
-                  ? dev->ops->get_config(dev->opaque, c->offset, reply->p.config.region, c->size)
+                  ? dev->ops->get_config(dev->opaque, c->offset, reply->p.config.payload, c->size)
                   : -ENOTSUP;
         if (ret) /* the spec's way to fail GET_CONFIG: an empty reply */
             reply->hdr.size = 0;
         *has_reply = true;
         return 0;
     }
-    return dev->ops->set_config ? dev->ops->set_config(dev->opaque, c->offset, c->region, c->size)
+    return dev->ops->set_config ? dev->ops->set_config(dev->opaque, c->offset, c->payload, c->size)
                                 : -ENOTSUP;
 }
 
@@ -619,9 +580,10 @@ static uint64_t vu_offered_features(const struct vu_dev *dev)
 
 static uint64_t vu_offered_protocol(const struct vu_dev *dev)
 {
-    return dev->ops->protocol_features | (1ull << VU_PROTO_F_REPLY_ACK) |
-           (1ull << VU_PROTO_F_LOG_SHMFD) | (1ull << VU_PROTO_F_INFLIGHT_SHMFD) |
-           (1ull << VU_PROTO_F_RESET_DEVICE) | (1ull << VU_PROTO_F_CONFIG);
+    return dev->ops->protocol_features | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |
+           (1ull << VHOST_USER_PROTOCOL_F_LOG_SHMFD) |
+           (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) |
+           (1ull << VHOST_USER_PROTOCOL_F_RESET_DEVICE) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG);
 }
 
 static int vu_set_vring_fd(struct vu_dev *dev, struct vu_msg *msg)
@@ -631,17 +593,18 @@ static int vu_set_vring_fd(struct vu_dev *dev, struct vu_msg *msg)
     int fd = msg->nfds ? msg->fds[0] : -1;
     int ret;
 
-    if (v & ~(uint64_t)(VU_VRING_IDX_MASK | VU_VRING_NOFD)) {
+    if (v & ~(uint64_t)(VHOST_USER_VRING_IDX_MASK | VHOST_USER_VRING_NOFD)) {
         log_err("%s: %s payload 0x%llx has unknown bits", dev->name,
-                vu_request_name(msg->hdr.request), (unsigned long long)v);
+                vhost_user_request_name(msg->hdr.request), (unsigned long long)v);
         return -EPROTO;
     }
-    vr = vu_vring_get(dev, v & VU_VRING_IDX_MASK, vu_request_name(msg->hdr.request));
+    vr =
+        vu_vring_get(dev, v & VHOST_USER_VRING_IDX_MASK, vhost_user_request_name(msg->hdr.request));
     if (!vr)
         return -EINVAL;
     msg->nfds = 0; /* fd ownership moves to the ring */
     switch (msg->hdr.request) {
-    case VU_REQ_SET_VRING_KICK:
+    case VHOST_USER_SET_VRING_KICK:
         vu_ring_stop(dev, (unsigned)(vr - dev->vr));
         vu_close_fd(&vr->kick_fd);
         vr->kick_fd = fd;
@@ -650,7 +613,7 @@ static int vu_set_vring_fd(struct vu_dev *dev, struct vu_msg *msg)
             vr->enabled = true;
         ret = vu_ring_try_start(dev, (unsigned)(vr - dev->vr));
         return ret;
-    case VU_REQ_SET_VRING_CALL:
+    case VHOST_USER_SET_VRING_CALL:
         vu_ring_stop(dev, (unsigned)(vr - dev->vr));
         vu_close_fd(&vr->call_fd);
         vr->call_fd = fd;
@@ -673,43 +636,43 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
     *has_reply = false;
     memset(&reply->hdr, 0, sizeof(reply->hdr));
     reply->hdr.request = req;
-    reply->hdr.flags = VU_VERSION | VU_FLAG_REPLY;
+    reply->hdr.flags = VHOST_USER_VERSION | VHOST_USER_FLAG_REPLY;
     reply->nfds = 0;
     dev->n_msgs++;
     if (expect == -2) {
-        log_err("%s: unsupported request %u (%s)", dev->name, req, vu_request_name(req));
+        log_err("%s: unsupported request %u (%s)", dev->name, req, vhost_user_request_name(req));
         return -EPROTO;
     }
-    if (msg->hdr.flags & VU_FLAG_REPLY) {
-        log_err("%s: %s carries the reply flag", dev->name, vu_request_name(req));
+    if (msg->hdr.flags & VHOST_USER_FLAG_REPLY) {
+        log_err("%s: %s carries the reply flag", dev->name, vhost_user_request_name(req));
         return -EPROTO;
     }
     if (expect >= 0 && msg->hdr.size != (uint32_t)expect) {
-        log_err("%s: %s payload is %u bytes, expected %d", dev->name, vu_request_name(req),
+        log_err("%s: %s payload is %u bytes, expected %d", dev->name, vhost_user_request_name(req),
                 msg->hdr.size, expect);
         return -EPROTO;
     }
     nfds_ok = vu_expected_fds(dev, msg);
     if ((int)msg->nfds != nfds_ok) {
-        log_err("%s: %s carries %u file descriptors, expected %d", dev->name, vu_request_name(req),
-                msg->nfds, nfds_ok);
+        log_err("%s: %s carries %u file descriptors, expected %d", dev->name,
+                vhost_user_request_name(req), msg->nfds, nfds_ok);
         return -EPROTO;
     }
-    if (!dev->owner && req != VU_REQ_SET_OWNER && req != VU_REQ_GET_FEATURES &&
-        req != VU_REQ_GET_PROTOCOL_FEATURES && req != VU_REQ_SET_PROTOCOL_FEATURES &&
-        req != VU_REQ_GET_QUEUE_NUM && req != VU_REQ_SET_FEATURES &&
-        req != VU_REQ_GET_MAX_MEM_SLOTS) {
+    if (!dev->owner && req != VHOST_USER_SET_OWNER && req != VHOST_USER_GET_FEATURES &&
+        req != VHOST_USER_GET_PROTOCOL_FEATURES && req != VHOST_USER_SET_PROTOCOL_FEATURES &&
+        req != VHOST_USER_GET_QUEUE_NUM && req != VHOST_USER_SET_FEATURES &&
+        req != VHOST_USER_GET_MAX_MEM_SLOTS) {
         /* Frontends (QEMU, DPDK) always start with SET_OWNER; tolerate but note it. */
-        log_debug("%s: %s before SET_OWNER", dev->name, vu_request_name(req));
+        log_debug("%s: %s before SET_OWNER", dev->name, vhost_user_request_name(req));
     }
 
     switch (req) {
-    case VU_REQ_GET_FEATURES:
+    case VHOST_USER_GET_FEATURES:
         reply->hdr.size = 8;
         reply->p.u64 = vu_offered_features(dev);
         *has_reply = true;
         break;
-    case VU_REQ_SET_FEATURES:
+    case VHOST_USER_SET_FEATURES:
         if (msg->p.u64 & ~vu_offered_features(dev)) {
             log_err("%s: SET_FEATURES 0x%llx includes unoffered bits 0x%llx", dev->name,
                     (unsigned long long)msg->p.u64,
@@ -723,12 +686,12 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
             dev->ops->features_set(dev->opaque, dev, dev->features);
         ret = vu_start_all(dev);
         break;
-    case VU_REQ_GET_PROTOCOL_FEATURES:
+    case VHOST_USER_GET_PROTOCOL_FEATURES:
         reply->hdr.size = 8;
         reply->p.u64 = vu_offered_protocol(dev);
         *has_reply = true;
         break;
-    case VU_REQ_SET_PROTOCOL_FEATURES:
+    case VHOST_USER_SET_PROTOCOL_FEATURES:
         if (msg->p.u64 & ~vu_offered_protocol(dev)) {
             log_err("%s: SET_PROTOCOL_FEATURES 0x%llx includes unoffered bits", dev->name,
                     (unsigned long long)msg->p.u64);
@@ -736,32 +699,32 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
         }
         dev->protocol_features = msg->p.u64;
         break;
-    case VU_REQ_SET_OWNER:
+    case VHOST_USER_SET_OWNER:
         dev->owner = true;
         break;
-    case VU_REQ_RESET_OWNER:
-    case VU_REQ_RESET_DEVICE:
+    case VHOST_USER_RESET_OWNER:
+    case VHOST_USER_RESET_DEVICE:
         vu_stop_all(dev);
         vu_reset_rings(dev);
         dev->features = 0;
         dev->features_acked = false;
         dev->status = 0;
         break;
-    case VU_REQ_GET_QUEUE_NUM:
+    case VHOST_USER_GET_QUEUE_NUM:
         reply->hdr.size = 8;
         reply->p.u64 = dev->ops->queue_num_reply;
         *has_reply = true;
         break;
-    case VU_REQ_SET_MEM_TABLE:
+    case VHOST_USER_SET_MEM_TABLE:
         ret = vu_set_mem_table(dev, msg);
         break;
-    case VU_REQ_SET_LOG_BASE:
+    case VHOST_USER_SET_LOG_BASE:
         ret = vu_set_log_base(dev, msg, reply, has_reply);
         break;
-    case VU_REQ_SET_LOG_FD:
+    case VHOST_USER_SET_LOG_FD:
         /* Log notifications over an eventfd: the frontend never needs one from us. */
         break;
-    case VU_REQ_SET_VRING_NUM:
+    case VHOST_USER_SET_VRING_NUM:
         if (!(vr = vu_vring_get(dev, msg->p.state.index, "SET_VRING_NUM")))
             return -EINVAL;
         if (msg->p.state.num == 0 || msg->p.state.num > VIRTQ_MAX_SIZE ||
@@ -776,7 +739,7 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
         }
         vr->num = (uint16_t)msg->p.state.num;
         break;
-    case VU_REQ_SET_VRING_ADDR:
+    case VHOST_USER_SET_VRING_ADDR:
         if (!(vr = vu_vring_get(dev, msg->p.addr.index, "SET_VRING_ADDR")))
             return -EINVAL;
         if (msg->p.addr.flags & ~(1u << VHOST_VRING_F_LOG)) {
@@ -788,7 +751,7 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
         vr->addr_set = true;
         ret = vu_ring_try_start(dev, msg->p.addr.index);
         break;
-    case VU_REQ_SET_VRING_BASE:
+    case VHOST_USER_SET_VRING_BASE:
         if (!(vr = vu_vring_get(dev, msg->p.state.index, "SET_VRING_BASE")))
             return -EINVAL;
         if (msg->p.state.num > 0xffff) {
@@ -801,23 +764,23 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
         }
         vr->base = (uint16_t)msg->p.state.num;
         break;
-    case VU_REQ_GET_VRING_BASE:
+    case VHOST_USER_GET_VRING_BASE:
         if (!(vr = vu_vring_get(dev, msg->p.state.index, "GET_VRING_BASE")))
             return -EINVAL;
         vu_ring_stop(dev, msg->p.state.index);
         vr->started = false;
         vu_close_fd(&vr->kick_fd);
-        reply->hdr.size = sizeof(struct vu_vring_state);
+        reply->hdr.size = sizeof(struct vhost_user_vring_state);
         reply->p.state.index = msg->p.state.index;
         reply->p.state.num = vr->base;
         *has_reply = true;
         break;
-    case VU_REQ_SET_VRING_KICK:
-    case VU_REQ_SET_VRING_CALL:
-    case VU_REQ_SET_VRING_ERR:
+    case VHOST_USER_SET_VRING_KICK:
+    case VHOST_USER_SET_VRING_CALL:
+    case VHOST_USER_SET_VRING_ERR:
         ret = vu_set_vring_fd(dev, msg);
         break;
-    case VU_REQ_SET_VRING_ENABLE:
+    case VHOST_USER_SET_VRING_ENABLE:
         if (!(vr = vu_vring_get(dev, msg->p.state.index, "SET_VRING_ENABLE")))
             return -EINVAL;
         /* DPDK's virtio_user sends this before SET_FEATURES when it reconnects, so it is
@@ -832,38 +795,39 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
         else
             ret = vu_ring_try_start(dev, msg->p.state.index);
         break;
-    case VU_REQ_SEND_RARP:
-    case VU_REQ_NET_SET_MTU:
+    case VHOST_USER_SEND_RARP:
+    case VHOST_USER_NET_SET_MTU:
         break; /* accepted; the switch learns MACs from traffic */
-    case VU_REQ_GET_CONFIG:
-    case VU_REQ_SET_CONFIG:
+    case VHOST_USER_GET_CONFIG:
+    case VHOST_USER_SET_CONFIG:
         ret = vu_config(dev, msg, reply, has_reply);
         break;
-    case VU_REQ_GET_INFLIGHT_FD:
+    case VHOST_USER_GET_INFLIGHT_FD:
         ret = vu_get_inflight_fd(dev, msg, reply, has_reply);
         break;
-    case VU_REQ_SET_INFLIGHT_FD:
+    case VHOST_USER_SET_INFLIGHT_FD:
         ret = vu_set_inflight_fd(dev, msg);
         break;
-    case VU_REQ_SET_STATUS:
+    case VHOST_USER_SET_STATUS:
         if (msg->p.u64 > 0xff)
             return -EPROTO;
         dev->status = (uint8_t)msg->p.u64;
         break;
-    case VU_REQ_GET_STATUS:
+    case VHOST_USER_GET_STATUS:
         reply->hdr.size = 8;
         reply->p.u64 = dev->status;
         *has_reply = true;
         break;
-    case VU_REQ_GET_MAX_MEM_SLOTS:
-    case VU_REQ_ADD_MEM_REG:
-    case VU_REQ_REM_MEM_REG:
+    case VHOST_USER_GET_MAX_MEM_SLOTS:
+    case VHOST_USER_ADD_MEM_REG:
+    case VHOST_USER_REM_MEM_REG:
     default:
-        log_err("%s: %s needs CONFIGURE_MEM_SLOTS, not offered", dev->name, vu_request_name(req));
+        log_err("%s: %s needs CONFIGURE_MEM_SLOTS, not offered", dev->name,
+                vhost_user_request_name(req));
         return -EPROTO;
     }
-    if (!*has_reply && (msg->hdr.flags & VU_FLAG_NEED_REPLY) &&
-        vu_dev_has_proto(dev, VU_PROTO_F_REPLY_ACK)) {
+    if (!*has_reply && (msg->hdr.flags & VHOST_USER_FLAG_NEED_REPLY) &&
+        vu_dev_has_proto(dev, VHOST_USER_PROTOCOL_F_REPLY_ACK)) {
         reply->hdr.size = 8;
         reply->p.u64 = ret ? 1 : 0;
         *has_reply = true;
@@ -885,8 +849,8 @@ int vu_dev_handle_readable(struct vu_dev *dev)
             log_info("%s: frontend disconnected", dev->name);
         return ret;
     }
-    log_debug("%s: %s size %u fds %u", dev->name, vu_request_name(msg.hdr.request), msg.hdr.size,
-              msg.nfds);
+    log_debug("%s: %s size %u fds %u", dev->name, vhost_user_request_name(msg.hdr.request),
+              msg.hdr.size, msg.nfds);
     ret = vu_dev_process(dev, &msg, &reply, &has_reply);
     vu_msg_close_fds(&msg);
     if (has_reply) {
@@ -896,6 +860,6 @@ int vu_dev_handle_readable(struct vu_dev *dev)
     }
     if (ret && ret != -ECONNRESET)
         log_err("%s: %s failed (%s); disconnecting the frontend", dev->name,
-                vu_request_name(msg.hdr.request), strerror(-ret));
+                vhost_user_request_name(msg.hdr.request), strerror(-ret));
     return ret;
 }

@@ -44,7 +44,7 @@ struct vu_dev_ops {
 struct vu_vring {
     uint16_t num;
     uint16_t base;
-    struct vu_vring_addr addr;
+    struct vhost_user_vring_addr addr;
     bool addr_set;
     bool started; /* kick received, not yet stopped by GET_VRING_BASE */
     bool enabled;

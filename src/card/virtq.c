@@ -266,12 +266,12 @@ void virtq_log_elem_write(struct virtq *vq, const struct virtq_elem *e, uint32_t
 
 uint64_t virtq_inflight_queue_size(uint16_t num)
 {
-    uint64_t sz =
-        sizeof(struct vu_inflight_queue) + (uint64_t)num * sizeof(struct vu_inflight_desc);
+    uint64_t sz = sizeof(struct vhost_user_inflight_queue) +
+                  (uint64_t)num * sizeof(struct vhost_user_inflight_desc);
     return (sz + 63) & ~(uint64_t)63;
 }
 
-unsigned virtq_inflight_pending(const struct vu_inflight_queue *q, uint16_t num)
+unsigned virtq_inflight_pending(const struct vhost_user_inflight_queue *q, uint16_t num)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < num; i++)

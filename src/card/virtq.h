@@ -53,7 +53,7 @@ struct virtq {
     uint16_t signalled_used;
     bool signalled_valid;
     int call_fd;
-    struct vu_inflight_queue *inflight;
+    struct vhost_user_inflight_queue *inflight;
     uint64_t inflight_counter;
     /* Counters (read by the control thread without locks; monotonic). */
     uint64_t n_calls;
@@ -128,6 +128,6 @@ void virtq_log_elem_write(struct virtq *vq, const struct virtq_elem *e, uint32_t
 /* Inflight-region helpers (split layout). Region size for a queue of `num` entries. */
 uint64_t virtq_inflight_queue_size(uint16_t num);
 /* Number of descriptors the region says were in flight. */
-unsigned virtq_inflight_pending(const struct vu_inflight_queue *q, uint16_t num);
+unsigned virtq_inflight_pending(const struct vhost_user_inflight_queue *q, uint16_t num);
 
 #endif

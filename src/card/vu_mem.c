@@ -30,7 +30,8 @@ void vu_mem_free(struct vu_mem *m)
     free(m);
 }
 
-static int vu_mem_check_region(const struct vu_mem_region *reg, unsigned idx, const char *who)
+static int vu_mem_check_region(const struct vhost_user_mem_region *reg, unsigned idx,
+                               const char *who)
 {
     uint64_t map_len = reg->mmap_offset + reg->memory_size;
 
@@ -47,15 +48,15 @@ static int vu_mem_check_region(const struct vu_mem_region *reg, unsigned idx, co
     return 0;
 }
 
-int vu_mem_map_table(struct vu_mem **out, const struct vu_mem_table *t, const int *fds,
+int vu_mem_map_table(struct vu_mem **out, const struct vhost_user_mem_table *t, const int *fds,
                      unsigned nfds, const char *who)
 {
     struct vu_mem *m;
     int ret;
 
-    if (t->nregions == 0 || t->nregions > VU_MAX_MEM_REGIONS) {
+    if (t->nregions == 0 || t->nregions > VHOST_USER_MAX_MEM_REGIONS) {
         log_err("%s: memory table with %u regions (1..%u allowed)", who, t->nregions,
-                VU_MAX_MEM_REGIONS);
+                VHOST_USER_MAX_MEM_REGIONS);
         return -EINVAL;
     }
     if (nfds != t->nregions) {
@@ -66,7 +67,7 @@ int vu_mem_map_table(struct vu_mem **out, const struct vu_mem_table *t, const in
     if (!m)
         return -ENOMEM;
     for (unsigned i = 0; i < t->nregions; i++) {
-        const struct vu_mem_region *reg = &t->regions[i];
+        const struct vhost_user_mem_region *reg = &t->regions[i];
         struct stat st;
         size_t map_len;
         void *p;

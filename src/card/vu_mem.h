@@ -27,7 +27,7 @@ struct vu_mem_map {
 
 struct vu_mem {
     unsigned nregions;
-    struct vu_mem_map r[VU_MAX_MEM_REGIONS];
+    struct vu_mem_map r[VHOST_USER_MAX_MEM_REGIONS];
 };
 
 /*
@@ -35,7 +35,7 @@ struct vu_mem {
  * not consumed (the caller closes it). Rejects empty/overlapping/overflowing
  * regions and files shorter than offset + size (a short file would SIGBUS).
  */
-int vu_mem_map_table(struct vu_mem **out, const struct vu_mem_table *t, const int *fds,
+int vu_mem_map_table(struct vu_mem **out, const struct vhost_user_mem_table *t, const int *fds,
                      unsigned nfds, const char *who);
 void vu_mem_free(struct vu_mem *m);
 

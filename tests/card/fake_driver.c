@@ -22,7 +22,7 @@
 
 static int fdrv_sendmsg(struct fdrv *d, uint32_t req, const void *p, uint32_t size, int fd)
 {
-    struct vu_hdr h = {.request = req, .flags = VU_VERSION, .size = size};
+    struct vhost_user_hdr h = {.request = req, .flags = VHOST_USER_VERSION, .size = size};
     struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)p, size}};
     union {
         char buf[CMSG_SPACE(sizeof(int))];
@@ -47,7 +47,7 @@ static int fdrv_sendmsg(struct fdrv *d, uint32_t req, const void *p, uint32_t si
 static int fdrv_get_u64(struct fdrv *d, uint32_t req, uint64_t *v)
 {
     struct {
-        struct vu_hdr h;
+        struct vhost_user_hdr h;
         uint64_t v;
     } __attribute__((packed)) r;
     size_t got = 0;
@@ -86,7 +86,7 @@ static void fdrv_post_rx(struct fdrv *d, uint16_t id)
 int fdrv_connect(struct fdrv *d, const char *path, uint64_t features, uint32_t rx_buf_size)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct vu_mem_table t = {.nregions = 1};
+    struct vhost_user_mem_table t = {.nregions = 1};
     uint64_t v, offered;
 
     memset(d, 0, sizeof(*d));
@@ -102,26 +102,26 @@ int fdrv_connect(struct fdrv *d, const char *path, uint64_t features, uint32_t r
     d->mem = mmap(NULL, d->size, PROT_READ | PROT_WRITE, MAP_SHARED, d->memfd, 0);
     if (d->mem == MAP_FAILED)
         return -errno;
-    if (fdrv_get_u64(d, VU_REQ_GET_FEATURES, &offered))
+    if (fdrv_get_u64(d, VHOST_USER_GET_FEATURES, &offered))
         return -EIO;
     d->features = (features & offered) | (1ull << VIRTIO_F_VERSION_1) |
                   (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
     d->hdr_len = 12;
-    fdrv_sendmsg(d, VU_REQ_SET_OWNER, NULL, 0, -1);
-    if (fdrv_get_u64(d, VU_REQ_GET_PROTOCOL_FEATURES, &v))
+    fdrv_sendmsg(d, VHOST_USER_SET_OWNER, NULL, 0, -1);
+    if (fdrv_get_u64(d, VHOST_USER_GET_PROTOCOL_FEATURES, &v))
         return -EIO;
-    v &= (1ull << VU_PROTO_F_MQ) | (1ull << VU_PROTO_F_CONFIG);
-    fdrv_sendmsg(d, VU_REQ_SET_PROTOCOL_FEATURES, &v, 8, -1);
-    fdrv_sendmsg(d, VU_REQ_SET_FEATURES, &d->features, 8, -1);
+    v &= (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG);
+    fdrv_sendmsg(d, VHOST_USER_SET_PROTOCOL_FEATURES, &v, 8, -1);
+    fdrv_sendmsg(d, VHOST_USER_SET_FEATURES, &d->features, 8, -1);
     t.regions[0].guest_phys_addr = MEM_GPA;
     t.regions[0].memory_size = d->size;
     t.regions[0].userspace_addr = (uint64_t)(uintptr_t)d->mem;
-    fdrv_sendmsg(d, VU_REQ_SET_MEM_TABLE, &t, 8 + sizeof(t.regions[0]), d->memfd);
+    fdrv_sendmsg(d, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.regions[0]), d->memfd);
     for (unsigned i = 0; i < 2; i++) {
         struct fdrv_vq *q = &d->vq[i];
         uint8_t *base = d->mem + RING_OFF(i);
-        struct vu_vring_state st = {.index = i, .num = FDRV_RING};
-        struct vu_vring_addr a = {.index = i};
+        struct vhost_user_vring_state st = {.index = i, .num = FDRV_RING};
+        struct vhost_user_vring_addr a = {.index = i};
         uint64_t idx = i;
 
         q->desc = (void *)base;
@@ -133,21 +133,21 @@ int fdrv_connect(struct fdrv *d, const char *path, uint64_t features, uint32_t r
         a.log_guest_addr = gpa_of(d, q->used);
         q->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         q->call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        fdrv_sendmsg(d, VU_REQ_SET_VRING_NUM, &st, sizeof(st), -1);
+        fdrv_sendmsg(d, VHOST_USER_SET_VRING_NUM, &st, sizeof(st), -1);
         st.num = 0;
-        fdrv_sendmsg(d, VU_REQ_SET_VRING_BASE, &st, sizeof(st), -1);
-        fdrv_sendmsg(d, VU_REQ_SET_VRING_ADDR, &a, sizeof(a), -1);
-        fdrv_sendmsg(d, VU_REQ_SET_VRING_CALL, &idx, 8, q->call_fd);
-        fdrv_sendmsg(d, VU_REQ_SET_VRING_KICK, &idx, 8, q->kick_fd);
+        fdrv_sendmsg(d, VHOST_USER_SET_VRING_BASE, &st, sizeof(st), -1);
+        fdrv_sendmsg(d, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), -1);
+        fdrv_sendmsg(d, VHOST_USER_SET_VRING_CALL, &idx, 8, q->call_fd);
+        fdrv_sendmsg(d, VHOST_USER_SET_VRING_KICK, &idx, 8, q->kick_fd);
     }
     for (uint16_t id = 0; id < FDRV_RING; id++)
         fdrv_post_rx(d, id);
     for (unsigned i = 0; i < 2; i++) {
-        struct vu_vring_state st = {.index = i, .num = 1};
-        fdrv_sendmsg(d, VU_REQ_SET_VRING_ENABLE, &st, sizeof(st), -1);
+        struct vhost_user_vring_state st = {.index = i, .num = 1};
+        fdrv_sendmsg(d, VHOST_USER_SET_VRING_ENABLE, &st, sizeof(st), -1);
     }
     /* A reply-bearing request as a barrier: everything above has been processed. */
-    return fdrv_get_u64(d, VU_REQ_GET_FEATURES, &v);
+    return fdrv_get_u64(d, VHOST_USER_GET_FEATURES, &v);
 }
 
 void fdrv_close(struct fdrv *d)

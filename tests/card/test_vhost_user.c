@@ -80,7 +80,7 @@ static int setup(void **state)
     assert_true(f->mem != MAP_FAILED);
     f->ops.features =
         (1ull << 5) | (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC);
-    f->ops.protocol_features = 1ull << VU_PROTO_F_MQ;
+    f->ops.protocol_features = 1ull << VHOST_USER_PROTOCOL_F_MQ;
     f->ops.num_queues = 2;
     f->ops.queue_num_reply = 1;
     f->ops.queue_start = on_start;
@@ -107,7 +107,8 @@ static int teardown(void **state)
 static void fe_send(struct fx *f, uint32_t req, uint32_t flags, const void *payload, uint32_t size,
                     const int *fds, unsigned nfds)
 {
-    struct vu_hdr h = {.request = req, .flags = flags ? flags : VU_VERSION, .size = size};
+    struct vhost_user_hdr h = {
+        .request = req, .flags = flags ? flags : VHOST_USER_VERSION, .size = size};
     struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)payload, size}};
     union {
         char buf[CMSG_SPACE(8 * sizeof(int))];
@@ -139,7 +140,7 @@ static int fe_req(struct fx *f, uint32_t req, const void *payload, uint32_t size
 
 static void fe_reply(struct fx *f, uint32_t req, void *payload, uint32_t size, int *fd_out)
 {
-    struct vu_hdr h;
+    struct vhost_user_hdr h;
     union {
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
@@ -150,7 +151,7 @@ static void fe_reply(struct fx *f, uint32_t req, void *payload, uint32_t size, i
     ssize_t n = recvmsg(f->sock[0], &mh, 0);
     assert_int_equal(n, (ssize_t)(sizeof(h) + size));
     assert_int_equal(h.request, req);
-    assert_int_equal(h.flags, VU_VERSION | VU_FLAG_REPLY);
+    assert_int_equal(h.flags, VHOST_USER_VERSION | VHOST_USER_FLAG_REPLY);
     assert_int_equal(h.size, size);
     if (fd_out) {
         struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
@@ -169,13 +170,13 @@ static uint64_t fe_get_u64(struct fx *f, uint32_t req)
 
 static void fe_mem_table(struct fx *f)
 {
-    struct vu_mem_table t = {.nregions = 1};
+    struct vhost_user_mem_table t = {.nregions = 1};
     t.regions[0].guest_phys_addr = MEM_GPA;
     t.regions[0].memory_size = MEM_SIZE;
     t.regions[0].userspace_addr = MEM_UVA;
     t.regions[0].mmap_offset = 0;
-    assert_int_equal(fe_req(f, VU_REQ_SET_MEM_TABLE, &t, 8 + sizeof(t.regions[0]), &f->memfd, 1),
-                     0);
+    assert_int_equal(
+        fe_req(f, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.regions[0]), &f->memfd, 1), 0);
 }
 
 static uint64_t uva(uint64_t g)
@@ -186,38 +187,39 @@ static uint64_t uva(uint64_t g)
 /* Negotiate and start queue q; features beyond the basics in extra. */
 static void fe_start(struct fx *f, unsigned q, uint64_t extra_features, uint64_t extra_proto)
 {
-    uint64_t feat = fe_get_u64(f, VU_REQ_GET_FEATURES), proto;
-    struct vu_vring_state st = {.index = q, .num = RING_NUM};
-    struct vu_vring_addr a = {.index = q,
-                              .desc_user_addr = uva(DESC_GPA),
-                              .avail_user_addr = uva(AVAIL_GPA),
-                              .used_user_addr = uva(USED_GPA),
-                              .log_guest_addr = USED_GPA};
+    uint64_t feat = fe_get_u64(f, VHOST_USER_GET_FEATURES), proto;
+    struct vhost_user_vring_state st = {.index = q, .num = RING_NUM};
+    struct vhost_user_vring_addr a = {.index = q,
+                                      .desc_user_addr = uva(DESC_GPA),
+                                      .avail_user_addr = uva(AVAIL_GPA),
+                                      .used_user_addr = uva(USED_GPA),
+                                      .log_guest_addr = USED_GPA};
     uint64_t v;
     int kick = memfd_create("kick", 0), call = memfd_create("call", 0);
 
     assert_true(feat & (1ull << VHOST_USER_F_PROTOCOL_FEATURES));
-    assert_int_equal(fe_req(f, VU_REQ_SET_OWNER, NULL, 0, NULL, 0), 0);
-    proto = fe_get_u64(f, VU_REQ_GET_PROTOCOL_FEATURES);
-    assert_true(proto & (1ull << VU_PROTO_F_REPLY_ACK));
-    v = (1ull << VU_PROTO_F_REPLY_ACK) | (1ull << VU_PROTO_F_CONFIG) | extra_proto;
-    assert_int_equal(fe_req(f, VU_REQ_SET_PROTOCOL_FEATURES, &v, 8, NULL, 0), 0);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_OWNER, NULL, 0, NULL, 0), 0);
+    proto = fe_get_u64(f, VHOST_USER_GET_PROTOCOL_FEATURES);
+    assert_true(proto & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK));
+    v = (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG) |
+        extra_proto;
+    assert_int_equal(fe_req(f, VHOST_USER_SET_PROTOCOL_FEATURES, &v, 8, NULL, 0), 0);
     v = (1ull << VHOST_USER_F_PROTOCOL_FEATURES) | (1ull << VIRTIO_F_VERSION_1) | extra_features;
-    assert_int_equal(fe_req(f, VU_REQ_SET_FEATURES, &v, 8, NULL, 0), 0);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_FEATURES, &v, 8, NULL, 0), 0);
     fe_mem_table(f);
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_NUM, &st, sizeof(st), NULL, 0), 0);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_NUM, &st, sizeof(st), NULL, 0), 0);
     st.num = 0;
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
     v = q;
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_CALL, &v, 8, &call, 1), 0);
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_KICK, &v, 8, &kick, 1), 0);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_CALL, &v, 8, &call, 1), 0);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_KICK, &v, 8, &kick, 1), 0);
     close(kick);
     close(call);
     /* Protocol features negotiated: the ring starts disabled. */
     assert_int_equal(f->started[q], 0);
     st.num = 1;
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_ENABLE, &st, sizeof(st), NULL, 0), 0);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_ENABLE, &st, sizeof(st), NULL, 0), 0);
     assert_int_equal(f->started[q], 1);
     assert_true(f->dev.vr[q].running);
 }
@@ -250,9 +252,9 @@ static void test_handshake_and_ring(void **state)
     struct fx *f = *state;
     struct virtq_elem e;
     struct virtq_used *used = (struct virtq_used *)gpa(f, USED_GPA);
-    struct vu_vring_state st = {.index = 0};
+    struct vhost_user_vring_state st = {.index = 0};
 
-    assert_int_equal(fe_get_u64(f, VU_REQ_GET_QUEUE_NUM), 1);
+    assert_int_equal(fe_get_u64(f, VHOST_USER_GET_QUEUE_NUM), 1);
     fe_start(f, 0, 0, 0);
     /* Two-descriptor chain: 14 readable bytes, then 100 writable. */
     memcpy(gpa(f, BUF_GPA), "hello, vhost!", 14);
@@ -277,8 +279,8 @@ static void test_handshake_and_ring(void **state)
     assert_int_equal(used->ring[0].id, 3);
     assert_int_equal(used->ring[0].len, 6);
     /* GET_VRING_BASE stops the ring and reports where the device is. */
-    assert_int_equal(fe_req(f, VU_REQ_GET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
-    fe_reply(f, VU_REQ_GET_VRING_BASE, &st, sizeof(st), NULL);
+    assert_int_equal(fe_req(f, VHOST_USER_GET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
+    fe_reply(f, VHOST_USER_GET_VRING_BASE, &st, sizeof(st), NULL);
     assert_int_equal(st.num, 1);
     assert_int_equal(f->stopped[0], 1);
     assert_false(f->dev.vr[0].running);
@@ -387,18 +389,18 @@ static void test_hostile_rings(void **state)
 static void test_bad_messages(void **state)
 {
     struct fx *f = *state;
-    struct vu_vring_state st = {.index = 0, .num = 100};
-    struct vu_mem_table t = {.nregions = 2};
+    struct vhost_user_vring_state st = {.index = 0, .num = 100};
+    struct vhost_user_mem_table t = {.nregions = 2};
     uint64_t v = 0;
     int fds[2];
 
     /* Wrong version. */
-    fe_send(f, VU_REQ_GET_FEATURES, 0x2, NULL, 0, NULL, 0);
+    fe_send(f, VHOST_USER_GET_FEATURES, 0x2, NULL, 0, NULL, 0);
     assert_int_equal(vu_dev_handle_readable(&f->dev), -EPROTO);
     /* Payload bigger than any request. */
     {
         static uint8_t big[1024];
-        fe_send(f, VU_REQ_SET_FEATURES, 0, big, sizeof(big), NULL, 0);
+        fe_send(f, VHOST_USER_SET_FEATURES, 0, big, sizeof(big), NULL, 0);
         assert_int_equal(vu_dev_handle_readable(&f->dev), -EPROTO);
         /* The stream is now out of sync, as with a real hostile frontend: reset it. */
         teardown(state);
@@ -406,54 +408,56 @@ static void test_bad_messages(void **state)
         f = *state;
     }
     /* Wrong size for the request. */
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_NUM, &v, 4, NULL, 0), -EPROTO);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_NUM, &v, 4, NULL, 0), -EPROTO);
     /* Ring size not a power of two. */
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_NUM, &st, sizeof(st), NULL, 0), -EINVAL);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_NUM, &st, sizeof(st), NULL, 0), -EINVAL);
     /* Queue index out of range. */
     st.index = 7;
     st.num = 8;
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_NUM, &st, sizeof(st), NULL, 0), -EINVAL);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_NUM, &st, sizeof(st), NULL, 0), -EINVAL);
     /* Unknown request. */
     assert_int_equal(fe_req(f, 99, NULL, 0, NULL, 0), -EPROTO);
     /* Reply flag on a request. */
-    fe_send(f, VU_REQ_GET_FEATURES, VU_VERSION | VU_FLAG_REPLY, NULL, 0, NULL, 0);
+    fe_send(f, VHOST_USER_GET_FEATURES, VHOST_USER_VERSION | VHOST_USER_FLAG_REPLY, NULL, 0, NULL,
+            0);
     assert_int_equal(vu_dev_handle_readable(&f->dev), -EPROTO);
     /* fd count mismatch: two regions, one fd. */
-    t.regions[0] = (struct vu_mem_region){MEM_GPA, 0x1000, MEM_UVA, 0};
-    t.regions[1] = (struct vu_mem_region){MEM_GPA + 0x1000, 0x1000, MEM_UVA + 0x1000, 0x1000};
-    assert_int_equal(fe_req(f, VU_REQ_SET_MEM_TABLE, &t, 8 + 2 * 32, &f->memfd, 1), -EPROTO);
+    t.regions[0] = (struct vhost_user_mem_region){MEM_GPA, 0x1000, MEM_UVA, 0};
+    t.regions[1] =
+        (struct vhost_user_mem_region){MEM_GPA + 0x1000, 0x1000, MEM_UVA + 0x1000, 0x1000};
+    assert_int_equal(fe_req(f, VHOST_USER_SET_MEM_TABLE, &t, 8 + 2 * 32, &f->memfd, 1), -EPROTO);
     /* Region larger than its backing file (would SIGBUS on access). */
     t.nregions = 1;
     t.regions[0].memory_size = 2ull * MEM_SIZE;
-    assert_int_equal(fe_req(f, VU_REQ_SET_MEM_TABLE, &t, 8 + 32, &f->memfd, 1), -EINVAL);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_MEM_TABLE, &t, 8 + 32, &f->memfd, 1), -EINVAL);
     /* Overflowing region. */
-    t.regions[0] = (struct vu_mem_region){UINT64_MAX - 0xfff, 0x2000, MEM_UVA, 0};
-    assert_int_equal(fe_req(f, VU_REQ_SET_MEM_TABLE, &t, 8 + 32, &f->memfd, 1), -EINVAL);
+    t.regions[0] = (struct vhost_user_mem_region){UINT64_MAX - 0xfff, 0x2000, MEM_UVA, 0};
+    assert_int_equal(fe_req(f, VHOST_USER_SET_MEM_TABLE, &t, 8 + 32, &f->memfd, 1), -EINVAL);
     /* Overlapping regions. */
     fds[0] = fds[1] = f->memfd;
     t.nregions = 2;
-    t.regions[0] = (struct vu_mem_region){MEM_GPA, 0x2000, MEM_UVA, 0};
-    t.regions[1] = (struct vu_mem_region){MEM_GPA + 0x1000, 0x1000, MEM_UVA + 0x8000, 0};
-    assert_int_equal(fe_req(f, VU_REQ_SET_MEM_TABLE, &t, 8 + 2 * 32, fds, 2), -EINVAL);
+    t.regions[0] = (struct vhost_user_mem_region){MEM_GPA, 0x2000, MEM_UVA, 0};
+    t.regions[1] = (struct vhost_user_mem_region){MEM_GPA + 0x1000, 0x1000, MEM_UVA + 0x8000, 0};
+    assert_int_equal(fe_req(f, VHOST_USER_SET_MEM_TABLE, &t, 8 + 2 * 32, fds, 2), -EINVAL);
     /* Features never offered. */
     v = 1ull << 63;
-    assert_int_equal(fe_req(f, VU_REQ_SET_FEATURES, &v, 8, NULL, 0), -EPROTO);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_FEATURES, &v, 8, NULL, 0), -EPROTO);
     /* Kick with an fd although the NOFD bit says none. */
-    v = VU_VRING_NOFD;
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_KICK, &v, 8, &f->memfd, 1), -EPROTO);
+    v = VHOST_USER_VRING_NOFD;
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_KICK, &v, 8, &f->memfd, 1), -EPROTO);
     /* Ring addresses outside shared memory make the start fail. */
     fe_mem_table(f);
     st.index = 0;
     st.num = 8;
-    assert_int_equal(fe_req(f, VU_REQ_SET_VRING_NUM, &st, sizeof(st), NULL, 0), 0);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_NUM, &st, sizeof(st), NULL, 0), 0);
     {
-        struct vu_vring_addr a = {.index = 0,
-                                  .desc_user_addr = 0x1000,
-                                  .avail_user_addr = uva(AVAIL_GPA),
-                                  .used_user_addr = uva(USED_GPA)};
-        assert_int_equal(fe_req(f, VU_REQ_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
+        struct vhost_user_vring_addr a = {.index = 0,
+                                          .desc_user_addr = 0x1000,
+                                          .avail_user_addr = uva(AVAIL_GPA),
+                                          .used_user_addr = uva(USED_GPA)};
+        assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
         v = 0;
-        assert_int_equal(fe_req(f, VU_REQ_SET_VRING_KICK, &v, 8, &f->memfd, 1), -EINVAL);
+        assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_KICK, &v, 8, &f->memfd, 1), -EINVAL);
     }
     /* Peer hang-up is reported as such. */
     close(f->sock[0]);
@@ -464,49 +468,52 @@ static void test_bad_messages(void **state)
 static void test_reply_ack_config_log(void **state)
 {
     struct fx *f = *state;
-    struct vu_config cfg = {.offset = 0, .size = 6};
-    struct vu_log lg = {.mmap_size = 4096, .mmap_offset = 0};
+    struct vhost_user_config cfg = {.offset = 0, .size = 6};
+    struct vhost_user_log lg = {.mmap_size = 4096, .mmap_offset = 0};
     int logfd = memfd_create("log", 0);
     uint8_t *bitmap;
     uint64_t v;
 
-    fe_start(f, 0, 1ull << VHOST_F_LOG_ALL, 1ull << VU_PROTO_F_LOG_SHMFD);
+    fe_start(f, 0, 1ull << VHOST_F_LOG_ALL, 1ull << VHOST_USER_PROTOCOL_F_LOG_SHMFD);
     /* REPLY_ACK on a request without its own reply. */
     v = 0;
-    fe_send(f, VU_REQ_SET_VRING_ERR, VU_VERSION | VU_FLAG_NEED_REPLY, &v, 8, &f->memfd, 1);
+    fe_send(f, VHOST_USER_SET_VRING_ERR, VHOST_USER_VERSION | VHOST_USER_FLAG_NEED_REPLY, &v, 8,
+            &f->memfd, 1);
     assert_int_equal(vu_dev_handle_readable(&f->dev), 0);
-    fe_reply(f, VU_REQ_SET_VRING_ERR, &v, 8, NULL);
+    fe_reply(f, VHOST_USER_SET_VRING_ERR, &v, 8, NULL);
     assert_int_equal(v, 0);
     /* Config space. */
-    assert_int_equal(fe_req(f, VU_REQ_GET_CONFIG, &cfg, VU_CONFIG_HDR_SIZE + 6, NULL, 0), 0);
-    fe_reply(f, VU_REQ_GET_CONFIG, &cfg, VU_CONFIG_HDR_SIZE + 6, NULL);
-    assert_memory_equal(cfg.region, "\x52\x54\x00\x01\x02\x03", 6);
+    assert_int_equal(
+        fe_req(f, VHOST_USER_GET_CONFIG, &cfg, VHOST_USER_CONFIG_HDR_SIZE + 6, NULL, 0), 0);
+    fe_reply(f, VHOST_USER_GET_CONFIG, &cfg, VHOST_USER_CONFIG_HDR_SIZE + 6, NULL);
+    assert_memory_equal(cfg.payload, "\x52\x54\x00\x01\x02\x03", 6);
     /* Config beyond the device's space: empty reply. */
     cfg.offset = 4;
     cfg.size = 8;
-    assert_int_equal(fe_req(f, VU_REQ_GET_CONFIG, &cfg, VU_CONFIG_HDR_SIZE + 8, NULL, 0), 0);
-    fe_reply(f, VU_REQ_GET_CONFIG, &cfg, 0, NULL);
+    assert_int_equal(
+        fe_req(f, VHOST_USER_GET_CONFIG, &cfg, VHOST_USER_CONFIG_HDR_SIZE + 8, NULL, 0), 0);
+    fe_reply(f, VHOST_USER_GET_CONFIG, &cfg, 0, NULL);
     /* Dirty log: used-ring writes are logged once the ring runs with logging. */
     assert_int_equal(ftruncate(logfd, 4096), 0);
-    assert_int_equal(fe_req(f, VU_REQ_SET_LOG_BASE, &lg, sizeof(lg), &logfd, 1), 0);
-    fe_reply(f, VU_REQ_SET_LOG_BASE, &v, 8, NULL);
+    assert_int_equal(fe_req(f, VHOST_USER_SET_LOG_BASE, &lg, sizeof(lg), &logfd, 1), 0);
+    fe_reply(f, VHOST_USER_SET_LOG_BASE, &v, 8, NULL);
     bitmap = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, logfd, 0);
     assert_true(bitmap != MAP_FAILED);
     {
-        struct vu_vring_state st = {.index = 0};
-        struct vu_vring_addr a = {.index = 0,
-                                  .flags = 1u << VHOST_VRING_F_LOG,
-                                  .desc_user_addr = uva(DESC_GPA),
-                                  .avail_user_addr = uva(AVAIL_GPA),
-                                  .used_user_addr = uva(USED_GPA),
-                                  .log_guest_addr = USED_GPA};
+        struct vhost_user_vring_state st = {.index = 0};
+        struct vhost_user_vring_addr a = {.index = 0,
+                                          .flags = 1u << VHOST_VRING_F_LOG,
+                                          .desc_user_addr = uva(DESC_GPA),
+                                          .avail_user_addr = uva(AVAIL_GPA),
+                                          .used_user_addr = uva(USED_GPA),
+                                          .log_guest_addr = USED_GPA};
         struct virtq_elem e;
         uint64_t page;
-        assert_int_equal(fe_req(f, VU_REQ_GET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
-        fe_reply(f, VU_REQ_GET_VRING_BASE, &st, sizeof(st), NULL);
-        assert_int_equal(fe_req(f, VU_REQ_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
+        assert_int_equal(fe_req(f, VHOST_USER_GET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
+        fe_reply(f, VHOST_USER_GET_VRING_BASE, &st, sizeof(st), NULL);
+        assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
         v = 0;
-        assert_int_equal(fe_req(f, VU_REQ_SET_VRING_KICK, &v, 8, &f->memfd, 1), 0);
+        assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_KICK, &v, 8, &f->memfd, 1), 0);
         assert_true(f->dev.vr[0].running);
         assert_non_null(vq0(f)->log);
         drv_desc(f, 2, BUF_GPA + 0x5000, 100, VIRTQ_DESC_F_WRITE, 0);
@@ -530,16 +537,16 @@ static void test_reply_ack_config_log(void **state)
 static void test_inflight(void **state)
 {
     struct fx *f = *state;
-    struct vu_inflight inf = {.num_queues = 2, .queue_size = RING_NUM};
-    struct vu_inflight_queue *q;
+    struct vhost_user_inflight inf = {.num_queues = 2, .queue_size = RING_NUM};
+    struct vhost_user_inflight_queue *q;
     struct virtq_elem e;
     uint8_t payload[24] = {0};
     int fd = -1;
 
-    fe_start(f, 0, 0, 1ull << VU_PROTO_F_INFLIGHT_SHMFD);
+    fe_start(f, 0, 0, 1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD);
     memcpy(payload, &inf, sizeof(inf));
-    assert_int_equal(fe_req(f, VU_REQ_GET_INFLIGHT_FD, payload, 24, NULL, 0), 0);
-    fe_reply(f, VU_REQ_GET_INFLIGHT_FD, payload, 24, &fd);
+    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), 0);
+    fe_reply(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, &fd);
     memcpy(&inf, payload, sizeof(inf));
     assert_true(fd >= 0);
     assert_int_equal(inf.mmap_size, 2 * virtq_inflight_queue_size(RING_NUM));
@@ -558,7 +565,7 @@ static void test_inflight(void **state)
     /* Bad geometry is refused. */
     inf.queue_size = 7;
     memcpy(payload, &inf, sizeof(inf));
-    assert_int_equal(fe_req(f, VU_REQ_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EPROTO);
+    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EPROTO);
     munmap(q, inf.mmap_size);
     close(fd);
 }
@@ -577,8 +584,8 @@ static void test_random_messages(void **state)
         uint8_t *p = (uint8_t *)&msg.p;
 
         memset(&msg, 0, sizeof(msg));
-        msg.hdr.request = (uint32_t)(rand_r(&seed) % (VU_REQ_MAX + 4));
-        msg.hdr.flags = VU_VERSION | ((rand_r(&seed) & 1) ? VU_FLAG_NEED_REPLY : 0);
+        msg.hdr.request = (uint32_t)(rand_r(&seed) % (VHOST_USER_REQUEST_MAX + 4));
+        msg.hdr.flags = VHOST_USER_VERSION | ((rand_r(&seed) & 1) ? VHOST_USER_FLAG_NEED_REPLY : 0);
         switch (rand_r(&seed) % 3) {
         case 0:
             msg.hdr.size = 8;

@@ -13,74 +13,7 @@
 #include "common/log.h"
 #include "vmm/vm.h"
 
-#define VHOST_USER_HDR_SIZE    12
-#define VHOST_USER_MAX_PAYLOAD 4096
-#define VHOST_USER_TIMEOUT_S   10
-
-struct vhost_user_hdr {
-    uint32_t request;
-    uint32_t flags;
-    uint32_t size;
-};
-
-struct vhost_user_region {
-    uint64_t guest_phys_addr;
-    uint64_t memory_size;
-    uint64_t userspace_addr;
-    uint64_t mmap_offset;
-};
-
-struct vhost_user_mem {
-    uint32_t nregions;
-    uint32_t padding;
-    struct vhost_user_region regions[VHOST_USER_MAX_REGIONS];
-};
-
-struct vhost_user_vring_state {
-    uint32_t index;
-    uint32_t num;
-};
-
-struct vhost_user_vring_addr {
-    uint32_t index;
-    uint32_t flags;
-    uint64_t desc;
-    uint64_t used;
-    uint64_t avail;
-    uint64_t log;
-};
-
-struct vhost_user_config {
-    uint32_t offset;
-    uint32_t size;
-    uint32_t flags;
-    uint8_t payload[VHOST_USER_MAX_CONFIG_SIZE];
-};
-
-static const char *vhost_user_req_name(uint32_t req)
-{
-    static const char *const names[] = {
-        [VHOST_USER_GET_FEATURES] = "GET_FEATURES",
-        [VHOST_USER_SET_FEATURES] = "SET_FEATURES",
-        [VHOST_USER_SET_OWNER] = "SET_OWNER",
-        [VHOST_USER_RESET_OWNER] = "RESET_OWNER",
-        [VHOST_USER_SET_MEM_TABLE] = "SET_MEM_TABLE",
-        [VHOST_USER_SET_VRING_NUM] = "SET_VRING_NUM",
-        [VHOST_USER_SET_VRING_ADDR] = "SET_VRING_ADDR",
-        [VHOST_USER_SET_VRING_BASE] = "SET_VRING_BASE",
-        [VHOST_USER_GET_VRING_BASE] = "GET_VRING_BASE",
-        [VHOST_USER_SET_VRING_KICK] = "SET_VRING_KICK",
-        [VHOST_USER_SET_VRING_CALL] = "SET_VRING_CALL",
-        [VHOST_USER_SET_VRING_ERR] = "SET_VRING_ERR",
-        [VHOST_USER_GET_PROTOCOL_FEATURES] = "GET_PROTOCOL_FEATURES",
-        [VHOST_USER_SET_PROTOCOL_FEATURES] = "SET_PROTOCOL_FEATURES",
-        [VHOST_USER_GET_QUEUE_NUM] = "GET_QUEUE_NUM",
-        [VHOST_USER_SET_VRING_ENABLE] = "SET_VRING_ENABLE",
-        [VHOST_USER_GET_CONFIG] = "GET_CONFIG",
-    };
-
-    return req < sizeof(names) / sizeof(names[0]) && names[req] ? names[req] : "?";
-}
+#define VHOST_USER_TIMEOUT_S 10
 
 int vhost_user_connect(struct vhost_user *vu, const char *path, const char *name)
 {
@@ -133,7 +66,7 @@ static int vhost_user_send(struct vhost_user *vu, uint32_t req, uint32_t flags, 
 {
     struct vhost_user_hdr hdr = {.request = req, .flags = VHOST_USER_VERSION | flags, .size = size};
     struct iovec iov[2] = {{&hdr, sizeof(hdr)}, {(void *)payload, size}};
-    char cbuf[CMSG_SPACE(sizeof(int) * VHOST_USER_MAX_REGIONS)];
+    char cbuf[CMSG_SPACE(sizeof(int) * VHOST_USER_MAX_MEM_REGIONS)];
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = size ? 2 : 1};
     ssize_t n;
 
@@ -157,7 +90,7 @@ static int vhost_user_send(struct vhost_user *vu, uint32_t req, uint32_t flags, 
     if (n != (ssize_t)(sizeof(hdr) + size)) {
         int err = n < 0 ? -errno : -EIO;
 
-        log_err("vhost-user '%s': sending %s failed (%s)", vu->name, vhost_user_req_name(req),
+        log_err("vhost-user '%s': sending %s failed (%s)", vu->name, vhost_user_request_name(req),
                 n < 0 ? strerror(errno) : "short write");
         if (err == -EPIPE || err == -ECONNRESET)
             vhost_user_mark_dead(vu);
@@ -190,7 +123,7 @@ static int vhost_user_recv(struct vhost_user *vu, uint32_t req, void *payload, u
 
     ret = vhost_user_read_full(vu->fd, &hdr, sizeof(hdr));
     if (ret < 0) {
-        log_err("vhost-user '%s': no reply to %s (%s)", vu->name, vhost_user_req_name(req),
+        log_err("vhost-user '%s': no reply to %s (%s)", vu->name, vhost_user_request_name(req),
                 ret == -EAGAIN ? "timed out" : strerror(-ret));
         return ret;
     }
@@ -198,12 +131,12 @@ static int vhost_user_recv(struct vhost_user *vu, uint32_t req, void *payload, u
         (hdr.flags & 0x3) != VHOST_USER_VERSION || hdr.size != size) {
         log_err("vhost-user '%s': bad reply to %s (request %u, flags 0x%x, size %u, expected "
                 "size %u)",
-                vu->name, vhost_user_req_name(req), hdr.request, hdr.flags, hdr.size, size);
+                vu->name, vhost_user_request_name(req), hdr.request, hdr.flags, hdr.size, size);
         return -EPROTO;
     }
     ret = vhost_user_read_full(vu->fd, payload, size);
     if (ret < 0)
-        log_err("vhost-user '%s': truncated reply to %s", vu->name, vhost_user_req_name(req));
+        log_err("vhost-user '%s': truncated reply to %s", vu->name, vhost_user_request_name(req));
     return ret;
 }
 
@@ -226,7 +159,7 @@ static int vhost_user_call(struct vhost_user *vu, uint32_t req, const void *payl
             vhost_user_mark_dead(vu);
         } else if (status != 0) {
             log_err("vhost-user '%s': back-end refused %s (status %llu)", vu->name,
-                    vhost_user_req_name(req), (unsigned long long)status);
+                    vhost_user_request_name(req), (unsigned long long)status);
             ret = -EIO;
         }
     }
@@ -290,10 +223,10 @@ int vhost_user_get_queue_num(struct vhost_user *vu, uint64_t *num)
 
 int vhost_user_set_mem_table(struct vhost_user *vu, struct vm *vm)
 {
-    struct vm_mem_region regions[VHOST_USER_MAX_REGIONS];
-    struct vhost_user_mem mem = {0};
-    int fds[VHOST_USER_MAX_REGIONS];
-    int n = vm_mem_regions(vm, regions, VHOST_USER_MAX_REGIONS);
+    struct vm_mem_region regions[VHOST_USER_MAX_MEM_REGIONS];
+    struct vhost_user_mem_table mem = {0};
+    int fds[VHOST_USER_MAX_MEM_REGIONS];
+    int n = vm_mem_regions(vm, regions, VHOST_USER_MAX_MEM_REGIONS);
 
     if (n <= 0) {
         log_err("vhost-user '%s': guest RAM has no shareable regions", vu->name);
@@ -306,15 +239,16 @@ int vhost_user_set_mem_table(struct vhost_user *vu, struct vm *vm)
             return -EINVAL;
         }
         mem.regions[i] =
-            (struct vhost_user_region){.guest_phys_addr = regions[i].gpa,
-                                       .memory_size = regions[i].size,
-                                       .userspace_addr = (uint64_t)(uintptr_t)regions[i].hva,
-                                       .mmap_offset = regions[i].fd_offset};
+            (struct vhost_user_mem_region){.guest_phys_addr = regions[i].gpa,
+                                           .memory_size = regions[i].size,
+                                           .userspace_addr = (uint64_t)(uintptr_t)regions[i].hva,
+                                           .mmap_offset = regions[i].fd_offset};
         fds[i] = regions[i].fd;
     }
     mem.nregions = (uint32_t)n;
     return vhost_user_call(vu, VHOST_USER_SET_MEM_TABLE, &mem,
-                           (uint32_t)(8 + sizeof(struct vhost_user_region) * (size_t)n), fds, n);
+                           (uint32_t)(8 + sizeof(struct vhost_user_mem_region) * (size_t)n), fds,
+                           n);
 }
 
 int vhost_user_set_vring_num(struct vhost_user *vu, uint32_t index, uint32_t num)
@@ -344,7 +278,8 @@ int vhost_user_get_vring_base(struct vhost_user *vu, uint32_t index, uint32_t *b
 int vhost_user_set_vring_addr(struct vhost_user *vu, uint32_t index, uint64_t desc, uint64_t used,
                               uint64_t avail)
 {
-    struct vhost_user_vring_addr a = {.index = index, .desc = desc, .used = used, .avail = avail};
+    struct vhost_user_vring_addr a = {
+        .index = index, .desc_user_addr = desc, .used_user_addr = used, .avail_user_addr = avail};
 
     return vhost_user_call(vu, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), NULL, 0);
 }

@@ -12,40 +12,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/vhost_user_defs.h"
+
 struct vm;
-
-enum vhost_user_request {
-    VHOST_USER_GET_FEATURES = 1,
-    VHOST_USER_SET_FEATURES = 2,
-    VHOST_USER_SET_OWNER = 3,
-    VHOST_USER_RESET_OWNER = 4,
-    VHOST_USER_SET_MEM_TABLE = 5,
-    VHOST_USER_SET_VRING_NUM = 8,
-    VHOST_USER_SET_VRING_ADDR = 9,
-    VHOST_USER_SET_VRING_BASE = 10,
-    VHOST_USER_GET_VRING_BASE = 11,
-    VHOST_USER_SET_VRING_KICK = 12,
-    VHOST_USER_SET_VRING_CALL = 13,
-    VHOST_USER_SET_VRING_ERR = 14,
-    VHOST_USER_GET_PROTOCOL_FEATURES = 15,
-    VHOST_USER_SET_PROTOCOL_FEATURES = 16,
-    VHOST_USER_GET_QUEUE_NUM = 17,
-    VHOST_USER_SET_VRING_ENABLE = 18,
-    VHOST_USER_GET_CONFIG = 24,
-};
-
-#define VHOST_USER_VERSION             0x1
-#define VHOST_USER_FLAG_REPLY          (1u << 2)
-#define VHOST_USER_FLAG_NEED_REPLY     (1u << 3)
-#define VHOST_USER_F_PROTOCOL_FEATURES 30
-
-#define VHOST_USER_PROTOCOL_F_MQ        0
-#define VHOST_USER_PROTOCOL_F_REPLY_ACK 3
-#define VHOST_USER_PROTOCOL_F_CONFIG    9
-
-#define VHOST_USER_VRING_NOFD      (1ull << 8)
-#define VHOST_USER_MAX_REGIONS     8
-#define VHOST_USER_MAX_CONFIG_SIZE 256
 
 struct vhost_user {
     int fd;
