@@ -181,11 +181,6 @@ void virtq_unpop(struct virtq *vq, uint16_t n)
     }
 }
 
-static inline bool vring_need_event(uint16_t event, uint16_t new_idx, uint16_t old)
-{
-    return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
-}
-
 bool virtq_need_notify(struct virtq *vq)
 {
     uint16_t old, now = vq->used_idx;
@@ -200,7 +195,7 @@ bool virtq_need_notify(struct virtq *vq)
     vq->signalled_valid = true;
     if (!valid)
         return true;
-    return vring_need_event(__atomic_load_n(&vq->avail->ring[vq->num], __ATOMIC_RELAXED), now, old);
+    return virtq_need_event(__atomic_load_n(&vq->avail->ring[vq->num], __ATOMIC_RELAXED), now, old);
 }
 
 void virtq_signal(struct virtq *vq)

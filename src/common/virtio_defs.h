@@ -14,6 +14,7 @@
 #ifndef QT_COMMON_VIRTIO_DEFS_H
 #define QT_COMMON_VIRTIO_DEFS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Device status field (2.1). */
@@ -74,6 +75,16 @@ struct virtq_used {
 };
 
 _Static_assert(sizeof(struct virtq_desc) == 16, "virtq_desc is 16 bytes");
+
+/*
+ * Event-index suppression (2.7.7, 2.7.10): whether moving an index from
+ * old_idx to new_idx passed the other side's event index, i.e. whether it
+ * asked to be notified of this update. All arithmetic is modulo 2^16.
+ */
+static inline bool virtq_need_event(uint16_t event_idx, uint16_t new_idx, uint16_t old_idx)
+{
+    return (uint16_t)(new_idx - event_idx - 1) < (uint16_t)(new_idx - old_idx);
+}
 _Static_assert(sizeof(struct virtq_used_elem) == 8, "virtq_used_elem is 8 bytes");
 
 /* virtio-net (5.1). */

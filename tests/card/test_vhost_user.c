@@ -78,8 +78,8 @@ static int setup(void **state)
     assert_int_equal(ftruncate(f->memfd, MEM_SIZE), 0);
     f->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
     assert_true(f->mem != MAP_FAILED);
-    f->ops.features =
-        (1ull << 5) | (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC);
+    f->ops.features = (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_RING_F_EVENT_IDX) |
+                      (1ull << VIRTIO_RING_F_INDIRECT_DESC);
     f->ops.protocol_features = 1ull << VHOST_USER_PROTOCOL_F_MQ;
     f->ops.num_queues = 2;
     f->ops.queue_num_reply = 1;

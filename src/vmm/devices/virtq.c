@@ -361,8 +361,7 @@ bool virtq_should_notify(struct virtq *vq)
     if (!valid)
         return true;
     event = vq->avail[AVAIL_USED_EVENT(vq->size)];
-    /* vring_need_event(): did 'now' move past the driver's used_event since 'old'? */
-    return (uint16_t)(now - event - 1) < (uint16_t)(now - old);
+    return virtq_need_event(event, now, old);
 }
 
 size_t virtq_elem_read(const struct virtq_elem *elem, size_t off, void *buf, size_t len)

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "common/log.h"
+#include "common/virtio_defs.h"
 #include "fake_vm.h"
 #include "vmm/devices/vhost_user.h"
 
@@ -46,13 +47,13 @@ struct msg {
 
 static int recv_msg(int fd, struct msg *m, int *rfd)
 {
-    char cbuf[CMSG_SPACE(sizeof(int) * 8)];
-    struct iovec iov = {m, 12};
+    char cbuf[CMSG_SPACE(sizeof(int) * VHOST_USER_MAX_FDS)];
+    struct iovec iov = {m, VHOST_USER_HDR_SIZE};
     struct msghdr mh = {
         .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
     struct cmsghdr *c;
 
-    if (recvmsg(fd, &mh, MSG_WAITALL) != 12)
+    if (recvmsg(fd, &mh, MSG_WAITALL) != VHOST_USER_HDR_SIZE)
         return -1;
     for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
         if (c->cmsg_type == SCM_RIGHTS && rfd)
@@ -66,10 +67,11 @@ static int recv_msg(int fd, struct msg *m, int *rfd)
 
 static void reply(int fd, uint32_t req, const void *p, uint32_t size, uint32_t claimed)
 {
-    struct msg m = {.request = req, .flags = 0x1 | 0x4, .size = claimed};
+    struct msg m = {
+        .request = req, .flags = VHOST_USER_VERSION | VHOST_USER_FLAG_REPLY, .size = claimed};
 
     memcpy(m.payload, p, size);
-    if (write(fd, &m, 12 + size) < 0)
+    if (write(fd, &m, VHOST_USER_HDR_SIZE + size) < 0)
         return;
 }
 
@@ -89,7 +91,7 @@ static void *backend_main(void *arg)
             break;
         switch (m.request) {
         case VHOST_USER_GET_FEATURES:
-            v = (1ull << 32) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES) | 0x7;
+            v = (1ull << VIRTIO_F_VERSION_1) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES) | 0x7;
             if (b->script == WRONG_REQUEST)
                 reply(fd, VHOST_USER_SET_FEATURES, &v, 8, 8);
             else if (b->script == WRONG_SIZE)
@@ -99,7 +101,7 @@ static void *backend_main(void *arg)
             break;
         case VHOST_USER_GET_PROTOCOL_FEATURES:
             v = (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) | (1ull << VHOST_USER_PROTOCOL_F_MQ) |
-                (1ull << 1) | (1ull << 2);
+                (1ull << VHOST_USER_PROTOCOL_F_LOG_SHMFD) | (1ull << VHOST_USER_PROTOCOL_F_RARP);
             reply(fd, m.request, &v, 8, 8);
             break;
         case VHOST_USER_SET_PROTOCOL_FEATURES:
@@ -166,8 +168,8 @@ static void test_good_handshake(void **state)
 
     assert_int_equal(vhost_user_connect(&vu, b->path, "t"), 0);
     assert_int_equal(vhost_user_handshake(&vu, want), 0);
-    assert_true(vu.features & (1ull << 32));
-    /* Negotiated = wanted & offered: CONFIG was not offered, 1 and 2 not wanted. */
+    assert_true(vu.features & (1ull << VIRTIO_F_VERSION_1));
+    /* Negotiated = wanted & offered: CONFIG was not offered, LOG_SHMFD and RARP not wanted. */
     assert_int_equal(vu.protocol_features, (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |
                                                (1ull << VHOST_USER_PROTOCOL_F_MQ));
     assert_int_equal(vhost_user_get_queue_num(&vu, &n), 0);
