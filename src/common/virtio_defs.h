@@ -30,6 +30,46 @@
 #define VIRTIO_ID_BLOCK 2
 #define VIRTIO_ID_RNG   4
 
+/* PCI transport (4.1). */
+#define VIRTIO_PCI_VENDOR      0x1af4
+#define VIRTIO_PCI_DEVICE_BASE 0x1040 /* + device ID: the modern PCI device ID */
+#define VIRTIO_MSI_NO_VECTOR   0xffff
+
+#define VIRTIO_PCI_CAP_COMMON_CFG 1
+#define VIRTIO_PCI_CAP_NOTIFY_CFG 2
+#define VIRTIO_PCI_CAP_ISR_CFG    3
+#define VIRTIO_PCI_CAP_DEVICE_CFG 4
+#define VIRTIO_PCI_CAP_PCI_CFG    5
+
+#define VIRTIO_PCI_ISR_QUEUE  0x1
+#define VIRTIO_PCI_ISR_CONFIG 0x2
+
+/* Vendor-specific PCI capability locating one structure in a BAR (4.1.4). */
+struct virtio_pci_cap {
+    uint8_t cap_vndr, cap_next, cap_len, cfg_type, bar, id, padding[2];
+    uint32_t offset, length;
+};
+
+/* Field offsets in struct virtio_pci_common_cfg (4.1.4.3). */
+#define VIRTIO_PCI_COMMON_DFSELECT 0x00
+#define VIRTIO_PCI_COMMON_DF       0x04
+#define VIRTIO_PCI_COMMON_GFSELECT 0x08
+#define VIRTIO_PCI_COMMON_GF       0x0c
+#define VIRTIO_PCI_COMMON_MSIX     0x10
+#define VIRTIO_PCI_COMMON_NUMQ     0x12
+#define VIRTIO_PCI_COMMON_STATUS   0x14
+#define VIRTIO_PCI_COMMON_CFGGEN   0x15
+#define VIRTIO_PCI_COMMON_Q_SELECT 0x16
+#define VIRTIO_PCI_COMMON_Q_SIZE   0x18
+#define VIRTIO_PCI_COMMON_Q_MSIX   0x1a
+#define VIRTIO_PCI_COMMON_Q_ENABLE 0x1c
+#define VIRTIO_PCI_COMMON_Q_NOFF   0x1e
+#define VIRTIO_PCI_COMMON_Q_DESC   0x20
+#define VIRTIO_PCI_COMMON_Q_DRIVER 0x28
+#define VIRTIO_PCI_COMMON_Q_DEVICE 0x30
+
+_Static_assert(sizeof(struct virtio_pci_cap) == 16, "virtio_pci_cap size");
+
 /* Reserved feature bits (6). */
 #define VIRTIO_F_NOTIFY_ON_EMPTY    24
 #define VIRTIO_RING_F_INDIRECT_DESC 28

@@ -24,10 +24,7 @@
 #include "vmm/devices/pci.h"
 #include "vmm/devices/virtq.h"
 
-#define VIRTIO_PCI_VENDOR      0x1af4
-#define VIRTIO_PCI_DEVICE_BASE 0x1040
-#define VIRTIO_MSI_NO_VECTOR   0xffff
-#define VIRTIO_MAX_QUEUES      64
+#define VIRTIO_MAX_QUEUES 64
 
 /* BAR 0 layout. */
 #define VIRTIO_BAR_COMMON     0x0000

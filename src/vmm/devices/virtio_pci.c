@@ -10,39 +10,12 @@
 
 #include "common/log.h"
 
-#define VIRTIO_PCI_CAP_COMMON_CFG 1
-#define VIRTIO_PCI_CAP_NOTIFY_CFG 2
-#define VIRTIO_PCI_CAP_ISR_CFG    3
-#define VIRTIO_PCI_CAP_DEVICE_CFG 4
-#define VIRTIO_PCI_CAP_PCI_CFG    5
-
-/* struct virtio_pci_common_cfg (virtio 1.2, 4.1.4.3). */
-#define CC_DFSELECT     0x00
-#define CC_DF           0x04
-#define CC_GFSELECT     0x08
-#define CC_GF           0x0c
-#define CC_MSIX_CONFIG  0x10
-#define CC_NUM_QUEUES   0x12
-#define CC_STATUS       0x14
-#define CC_CFG_GEN      0x15
-#define CC_Q_SELECT     0x16
-#define CC_Q_SIZE       0x18
-#define CC_Q_MSIX       0x1a
-#define CC_Q_ENABLE     0x1c
-#define CC_Q_NOTIFY_OFF 0x1e
-#define CC_Q_DESC       0x20
-#define CC_Q_DRIVER     0x28
-#define CC_Q_DEVICE     0x30
-#define CC_SIZE         0x38
+/* The common configuration we implement: up to queue_device (no NOTIFICATION_DATA / RING_RESET). */
+#define CC_SIZE 0x38
 
 #define TRANSPORT_FEATURES                                                                         \
     ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |                        \
      (1ull << VIRTIO_RING_F_EVENT_IDX))
-
-struct virtio_pci_cap {
-    uint8_t cap_vndr, cap_next, cap_len, cfg_type, bar, id, padding[2];
-    uint32_t offset, length;
-};
 
 uint8_t virtio_dev_status(struct virtio_dev *vdev)
 {
@@ -53,7 +26,7 @@ static void virtio_raise_config_irq(struct virtio_dev *vdev)
 {
     uint16_t vec = __atomic_load_n(&vdev->msix_config, __ATOMIC_ACQUIRE);
 
-    __atomic_fetch_or(&vdev->isr, 2, __ATOMIC_SEQ_CST);
+    __atomic_fetch_or(&vdev->isr, VIRTIO_PCI_ISR_CONFIG, __ATOMIC_SEQ_CST);
     if (vec != VIRTIO_MSI_NO_VECTOR)
         pci_msix_notify(&vdev->pci, vec);
 }
@@ -85,7 +58,7 @@ void virtio_dev_signal_queue(struct virtio_dev *vdev, uint16_t q)
     if (q >= vdev->num_queues)
         return;
     vec = __atomic_load_n(&vdev->queues[q].msix_vector, __ATOMIC_ACQUIRE);
-    __atomic_fetch_or(&vdev->isr, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_or(&vdev->isr, VIRTIO_PCI_ISR_QUEUE, __ATOMIC_SEQ_CST);
     if (vec != VIRTIO_MSI_NO_VECTOR)
         pci_msix_notify(&vdev->pci, vec);
 }
@@ -215,25 +188,25 @@ static void virtio_common_image(struct virtio_dev *vdev, uint8_t *img)
     uint16_t v16;
 
     memset(img, 0, CC_SIZE);
-    memcpy(img + CC_DFSELECT, &vdev->dfselect, 4);
-    memcpy(img + CC_DF, &df, 4);
-    memcpy(img + CC_GFSELECT, &vdev->gfselect, 4);
-    memcpy(img + CC_GF, &gf, 4);
-    memcpy(img + CC_MSIX_CONFIG, &vdev->msix_config, 2);
-    memcpy(img + CC_NUM_QUEUES, &vdev->num_queues, 2);
-    img[CC_STATUS] = virtio_dev_status(vdev);
-    img[CC_CFG_GEN] = vdev->config_generation;
-    memcpy(img + CC_Q_SELECT, &vdev->queue_select, 2);
+    memcpy(img + VIRTIO_PCI_COMMON_DFSELECT, &vdev->dfselect, 4);
+    memcpy(img + VIRTIO_PCI_COMMON_DF, &df, 4);
+    memcpy(img + VIRTIO_PCI_COMMON_GFSELECT, &vdev->gfselect, 4);
+    memcpy(img + VIRTIO_PCI_COMMON_GF, &gf, 4);
+    memcpy(img + VIRTIO_PCI_COMMON_MSIX, &vdev->msix_config, 2);
+    memcpy(img + VIRTIO_PCI_COMMON_NUMQ, &vdev->num_queues, 2);
+    img[VIRTIO_PCI_COMMON_STATUS] = virtio_dev_status(vdev);
+    img[VIRTIO_PCI_COMMON_CFGGEN] = vdev->config_generation;
+    memcpy(img + VIRTIO_PCI_COMMON_Q_SELECT, &vdev->queue_select, 2);
     if (!vq)
         return;
-    memcpy(img + CC_Q_SIZE, &vq->size, 2);
-    memcpy(img + CC_Q_MSIX, &vq->msix_vector, 2);
+    memcpy(img + VIRTIO_PCI_COMMON_Q_SIZE, &vq->size, 2);
+    memcpy(img + VIRTIO_PCI_COMMON_Q_MSIX, &vq->msix_vector, 2);
     v16 = vq->enabled;
-    memcpy(img + CC_Q_ENABLE, &v16, 2);
-    memcpy(img + CC_Q_NOTIFY_OFF, &vdev->queue_select, 2);
-    memcpy(img + CC_Q_DESC, &vq->desc, 8);
-    memcpy(img + CC_Q_DRIVER, &vq->avail, 8);
-    memcpy(img + CC_Q_DEVICE, &vq->used, 8);
+    memcpy(img + VIRTIO_PCI_COMMON_Q_ENABLE, &v16, 2);
+    memcpy(img + VIRTIO_PCI_COMMON_Q_NOFF, &vdev->queue_select, 2);
+    memcpy(img + VIRTIO_PCI_COMMON_Q_DESC, &vq->desc, 8);
+    memcpy(img + VIRTIO_PCI_COMMON_Q_DRIVER, &vq->avail, 8);
+    memcpy(img + VIRTIO_PCI_COMMON_Q_DEVICE, &vq->used, 8);
 }
 
 static bool field_hit(uint64_t off, uint32_t len, uint32_t field, uint32_t flen)
@@ -259,62 +232,62 @@ static bool virtio_common_write(struct virtio_dev *vdev, uint64_t off, const voi
 
     virtio_common_image(vdev, img);
     memcpy(img + off, data, len);
-    if (field_hit(off, len, CC_DFSELECT, 4))
-        memcpy(&vdev->dfselect, img + CC_DFSELECT, 4);
-    if (field_hit(off, len, CC_GFSELECT, 4))
-        memcpy(&vdev->gfselect, img + CC_GFSELECT, 4);
-    if (field_hit(off, len, CC_GF, 4) && vdev->gfselect < 2 &&
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_DFSELECT, 4))
+        memcpy(&vdev->dfselect, img + VIRTIO_PCI_COMMON_DFSELECT, 4);
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_GFSELECT, 4))
+        memcpy(&vdev->gfselect, img + VIRTIO_PCI_COMMON_GFSELECT, 4);
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_GF, 4) && vdev->gfselect < 2 &&
         !(virtio_dev_status(vdev) & VIRTIO_STATUS_FEATURES_OK)) {
         uint64_t mask = 0xffffffffull << (32 * vdev->gfselect);
 
-        memcpy(&v32, img + CC_GF, 4);
+        memcpy(&v32, img + VIRTIO_PCI_COMMON_GF, 4);
         vdev->guest_features =
             (vdev->guest_features & ~mask) | ((uint64_t)v32 << (32 * vdev->gfselect));
     }
-    if (field_hit(off, len, CC_MSIX_CONFIG, 2)) {
-        memcpy(&v16, img + CC_MSIX_CONFIG, 2);
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_MSIX, 2)) {
+        memcpy(&v16, img + VIRTIO_PCI_COMMON_MSIX, 2);
         __atomic_store_n(&vdev->msix_config, virtio_valid_vector(vdev, v16), __ATOMIC_RELEASE);
     }
-    if (field_hit(off, len, CC_STATUS, 1)) {
-        if (img[CC_STATUS] == 0)
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_STATUS, 1)) {
+        if (img[VIRTIO_PCI_COMMON_STATUS] == 0)
             return true;
-        virtio_status_write(vdev, img[CC_STATUS]);
+        virtio_status_write(vdev, img[VIRTIO_PCI_COMMON_STATUS]);
     }
-    if (field_hit(off, len, CC_Q_SELECT, 2)) {
-        memcpy(&vdev->queue_select, img + CC_Q_SELECT, 2);
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_Q_SELECT, 2)) {
+        memcpy(&vdev->queue_select, img + VIRTIO_PCI_COMMON_Q_SELECT, 2);
         return false;
     }
     if (!vq)
         return false;
-    if (field_hit(off, len, CC_Q_MSIX, 2)) {
-        memcpy(&v16, img + CC_Q_MSIX, 2);
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_Q_MSIX, 2)) {
+        memcpy(&v16, img + VIRTIO_PCI_COMMON_Q_MSIX, 2);
         __atomic_store_n(&vq->msix_vector, virtio_valid_vector(vdev, v16), __ATOMIC_RELEASE);
     }
     /* Queue layout is frozen once the queue is enabled (virtio 1.2, 4.1.4.3.2). */
     if (vq->enabled)
         return false;
-    if (field_hit(off, len, CC_Q_SIZE, 2)) {
-        memcpy(&v16, img + CC_Q_SIZE, 2);
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_Q_SIZE, 2)) {
+        memcpy(&v16, img + VIRTIO_PCI_COMMON_Q_SIZE, 2);
         if (v16 && v16 <= vq->max_size)
             vq->size = v16;
         else
             log_debug("virtio device '%s': queue %u size %u refused (max %u)", vdev->name,
                       vdev->queue_select, v16, vq->max_size);
     }
-    if (field_hit(off, len, CC_Q_DESC, 8)) {
-        memcpy(&v64, img + CC_Q_DESC, 8);
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_Q_DESC, 8)) {
+        memcpy(&v64, img + VIRTIO_PCI_COMMON_Q_DESC, 8);
         vq->desc = v64;
     }
-    if (field_hit(off, len, CC_Q_DRIVER, 8)) {
-        memcpy(&v64, img + CC_Q_DRIVER, 8);
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_Q_DRIVER, 8)) {
+        memcpy(&v64, img + VIRTIO_PCI_COMMON_Q_DRIVER, 8);
         vq->avail = v64;
     }
-    if (field_hit(off, len, CC_Q_DEVICE, 8)) {
-        memcpy(&v64, img + CC_Q_DEVICE, 8);
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_Q_DEVICE, 8)) {
+        memcpy(&v64, img + VIRTIO_PCI_COMMON_Q_DEVICE, 8);
         vq->used = v64;
     }
-    if (field_hit(off, len, CC_Q_ENABLE, 2)) {
-        memcpy(&v16, img + CC_Q_ENABLE, 2);
+    if (field_hit(off, len, VIRTIO_PCI_COMMON_Q_ENABLE, 2)) {
+        memcpy(&v16, img + VIRTIO_PCI_COMMON_Q_ENABLE, 2);
         if (v16 == 1)
             vq->enabled = true;
     }

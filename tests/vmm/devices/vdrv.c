@@ -5,25 +5,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/virtio_defs.h"
+#include "vmm/devices/virtio.h"
 #include "vmm/devices/virtq.h"
 #include "vmm/layout.h"
-
-#define CC_DFSELECT 0x00
-#define CC_DF       0x04
-#define CC_GFSELECT 0x08
-#define CC_GF       0x0c
-#define CC_MSIX     0x10
-#define CC_STATUS   0x14
-#define CC_QSEL     0x16
-#define CC_QSIZE    0x18
-#define CC_QMSIX    0x1a
-#define CC_QENABLE  0x1c
-#define CC_QNOFF    0x1e
-#define CC_QDESC    0x20
-#define CC_QDRIVER  0x28
-#define CC_QDEVICE  0x30
-#define DEVCFG      0x2000
-#define NOTIFY      0x3000
 
 static uint64_t ecam(struct vdrv *d, uint32_t off)
 {
@@ -57,7 +42,7 @@ int vdrv_open(struct vdrv *d, struct vm *vm, uint16_t device_id, int nth)
     d->heap = 0x100000;
     for (int s = 0; s < 32; s++) {
         d->slot = s;
-        if (vdrv_cfg_read(d, 0, 4) != (0x1af4u | (uint32_t)device_id << 16) || nth-- > 0)
+        if (vdrv_cfg_read(d, 0, 4) != (VIRTIO_PCI_VENDOR | (uint32_t)device_id << 16) || nth-- > 0)
             continue;
         d->bar0 = vdrv_cfg_read(d, 0x10, 4) & ~15u;
         d->msix = vdrv_cfg_read(d, 0x14, 4) & ~15u;
@@ -77,12 +62,12 @@ uint64_t vdrv_alloc(struct vdrv *d, uint64_t size)
 
 uint8_t vdrv_status(struct vdrv *d)
 {
-    return (uint8_t)rd(d, CC_STATUS, 1);
+    return (uint8_t)rd(d, VIRTIO_PCI_COMMON_STATUS, 1);
 }
 
 void vdrv_reset(struct vdrv *d)
 {
-    wr(d, CC_STATUS, 1, 0);
+    wr(d, VIRTIO_PCI_COMMON_STATUS, 1, 0);
     for (int q = 0; q < VDRV_MAX_QUEUES; q++)
         d->q[q] = (struct vdrv_queue){0};
 }
@@ -91,10 +76,10 @@ uint64_t vdrv_device_features(struct vdrv *d)
 {
     uint64_t f;
 
-    wr(d, CC_DFSELECT, 4, 0);
-    f = rd(d, CC_DF, 4);
-    wr(d, CC_DFSELECT, 4, 1);
-    return f | (uint64_t)rd(d, CC_DF, 4) << 32;
+    wr(d, VIRTIO_PCI_COMMON_DFSELECT, 4, 0);
+    f = rd(d, VIRTIO_PCI_COMMON_DF, 4);
+    wr(d, VIRTIO_PCI_COMMON_DFSELECT, 4, 1);
+    return f | (uint64_t)rd(d, VIRTIO_PCI_COMMON_DF, 4) << 32;
 }
 
 uint8_t vdrv_negotiate(struct vdrv *d, uint64_t want)
@@ -102,14 +87,15 @@ uint8_t vdrv_negotiate(struct vdrv *d, uint64_t want)
     uint64_t f;
 
     vdrv_reset(d);
-    wr(d, CC_STATUS, 1, 1);
-    wr(d, CC_STATUS, 1, 3);
+    wr(d, VIRTIO_PCI_COMMON_STATUS, 1, VIRTIO_STATUS_ACKNOWLEDGE);
+    wr(d, VIRTIO_PCI_COMMON_STATUS, 1, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
     f = (want & vdrv_device_features(d)) | (1ull << VIRTIO_F_VERSION_1);
-    wr(d, CC_GFSELECT, 4, 0);
-    wr(d, CC_GF, 4, (uint32_t)f);
-    wr(d, CC_GFSELECT, 4, 1);
-    wr(d, CC_GF, 4, (uint32_t)(f >> 32));
-    wr(d, CC_STATUS, 1, 0xb);
+    wr(d, VIRTIO_PCI_COMMON_GFSELECT, 4, 0);
+    wr(d, VIRTIO_PCI_COMMON_GF, 4, (uint32_t)f);
+    wr(d, VIRTIO_PCI_COMMON_GFSELECT, 4, 1);
+    wr(d, VIRTIO_PCI_COMMON_GF, 4, (uint32_t)(f >> 32));
+    wr(d, VIRTIO_PCI_COMMON_STATUS, 1,
+       VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
     d->features = f;
     return vdrv_status(d);
 }
@@ -118,26 +104,26 @@ int vdrv_setup_queue(struct vdrv *d, uint16_t q, uint16_t size, uint16_t vector)
 {
     struct vdrv_queue *vq = &d->q[q];
 
-    wr(d, CC_QSEL, 2, q);
-    if (rd(d, CC_QSIZE, 2) < size)
+    wr(d, VIRTIO_PCI_COMMON_Q_SELECT, 2, q);
+    if (rd(d, VIRTIO_PCI_COMMON_Q_SIZE, 2) < size)
         return -EINVAL;
-    wr(d, CC_QSIZE, 2, size);
+    wr(d, VIRTIO_PCI_COMMON_Q_SIZE, 2, size);
     vq->size = size;
     vq->desc = vdrv_alloc(d, 16u * size);
     vq->avail = vdrv_alloc(d, 6u + 2u * size);
     vq->used = vdrv_alloc(d, 6u + 8u * size);
-    wr(d, CC_QDESC, 4, (uint32_t)vq->desc);
-    wr(d, CC_QDESC + 4, 4, vq->desc >> 32);
-    wr(d, CC_QDRIVER, 8, vq->avail);
-    wr(d, CC_QDEVICE, 8, vq->used);
-    wr(d, CC_QMSIX, 2, vector);
-    wr(d, CC_QENABLE, 2, 1);
-    return rd(d, CC_QMSIX, 2) == vector ? 0 : -ENOSPC;
+    wr(d, VIRTIO_PCI_COMMON_Q_DESC, 4, (uint32_t)vq->desc);
+    wr(d, VIRTIO_PCI_COMMON_Q_DESC + 4, 4, vq->desc >> 32);
+    wr(d, VIRTIO_PCI_COMMON_Q_DRIVER, 8, vq->avail);
+    wr(d, VIRTIO_PCI_COMMON_Q_DEVICE, 8, vq->used);
+    wr(d, VIRTIO_PCI_COMMON_Q_MSIX, 2, vector);
+    wr(d, VIRTIO_PCI_COMMON_Q_ENABLE, 2, 1);
+    return rd(d, VIRTIO_PCI_COMMON_Q_MSIX, 2) == vector ? 0 : -ENOSPC;
 }
 
 void vdrv_set_config_vector(struct vdrv *d, uint16_t vector)
 {
-    wr(d, CC_MSIX, 2, vector);
+    wr(d, VIRTIO_PCI_COMMON_MSIX, 2, vector);
 }
 
 void vdrv_msix_vector(struct vdrv *d, uint16_t vec, uint32_t data)
@@ -155,12 +141,12 @@ void vdrv_msix_vector(struct vdrv *d, uint16_t vec, uint32_t data)
 
 void vdrv_driver_ok(struct vdrv *d)
 {
-    wr(d, CC_STATUS, 1, vdrv_status(d) | 4);
+    wr(d, VIRTIO_PCI_COMMON_STATUS, 1, vdrv_status(d) | VIRTIO_STATUS_DRIVER_OK);
 }
 
 uint32_t vdrv_devcfg_read(struct vdrv *d, uint32_t off, uint32_t len)
 {
-    return rd(d, DEVCFG + off, len);
+    return rd(d, VIRTIO_BAR_DEVICE + off, len);
 }
 
 void vdrv_publish(struct vdrv *d, uint16_t q, uint16_t head)
@@ -196,7 +182,7 @@ int vdrv_submit(struct vdrv *d, uint16_t q, const struct vdrv_buf *bufs, int n)
 
 void vdrv_kick(struct vdrv *d, uint16_t q)
 {
-    wr(d, NOTIFY + 4u * q, 2, q);
+    wr(d, VIRTIO_BAR_NOTIFY + VIRTIO_NOTIFY_MULT * q, 2, q);
 }
 
 int vdrv_wait(struct vdrv *d, uint16_t q, uint32_t *len, int timeout_ms)
