@@ -40,7 +40,9 @@ void port_vhost_sync_features(struct port *p)
     uint64_t f = p->dev.features;
     p->guest_csum = f & (1ull << VIRTIO_NET_F_GUEST_CSUM);
     p->mrg_rxbuf = f & (1ull << VIRTIO_NET_F_MRG_RXBUF);
-    p->vnet_hdr_len = ((f & (1ull << VIRTIO_F_VERSION_1)) || p->mrg_rxbuf) ? 12 : 10;
+    p->vnet_hdr_len = ((f & (1ull << VIRTIO_F_VERSION_1)) || p->mrg_rxbuf)
+                          ? VIRTIO_NET_HDR_LEN
+                          : VIRTIO_NET_HDR_LEN_LEGACY;
 }
 
 static void vhost_net_features_set(void *opaque, struct vu_dev *dev, uint64_t features)

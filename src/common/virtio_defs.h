@@ -157,6 +157,8 @@ struct virtio_net_hdr_v1 {
 };
 
 #define VIRTIO_NET_HDR_LEN 12 /* sizeof(struct virtio_net_hdr_v1) */
+/* Without num_buffers: a legacy device that negotiated neither VERSION_1 nor MRG_RXBUF. */
+#define VIRTIO_NET_HDR_LEN_LEGACY 10
 _Static_assert(sizeof(struct virtio_net_hdr_v1) == VIRTIO_NET_HDR_LEN, "virtio_net_hdr_v1 size");
 
 /* Device configuration up to mtu. */

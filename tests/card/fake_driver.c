@@ -106,7 +106,7 @@ int fdrv_connect(struct fdrv *d, const char *path, uint64_t features, uint32_t r
         return -EIO;
     d->features = (features & offered) | (1ull << VIRTIO_F_VERSION_1) |
                   (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
-    d->hdr_len = 12;
+    d->hdr_len = VIRTIO_NET_HDR_LEN;
     fdrv_sendmsg(d, VHOST_USER_SET_OWNER, NULL, 0, -1);
     if (fdrv_get_u64(d, VHOST_USER_GET_PROTOCOL_FEATURES, &v))
         return -EIO;
