@@ -30,6 +30,11 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /tmp /run /srv && mount -t tmpfs -o size=1g tmpfs /tmp
 echo "LAB-L1 up uptime=$(cut -d' ' -f1 /proc/uptime)"
+# Only panics go straight to the console from now on, so that kernel
+# messages never split the lines this script and lab-relay print; warnings
+# and errors are printed, whole lines, after each run (LAB-L1 dmesg|).
+dmesg -n 1
+dmesg -c >/dev/null
 
 arg() { # name default -> value of lab.<name>= on the kernel command line
     for w in $(cat /proc/cmdline); do
@@ -188,6 +193,7 @@ run_one() { # index vmm step
             fi
         fi
     fi
+    dmesg -c -r | grep -E '^<[0-4]>' | sed 's/^/LAB-L1 dmesg| /'
     echo "LAB-L1 end run=$n"
 }
 

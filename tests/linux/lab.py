@@ -548,7 +548,7 @@ def boot_l1(l1_kernel, l1_initrd, append, timeout_s, log_path, echo=None):
         return lab
     deadline = t0 + timeout_s
     buf = b""
-    with open(log_path, "w") as logf:
+    with open(log_path, "w", buffering=1) as logf:  # live, line by line
         logf.write("# " + " ".join(cmd) + "\n")
         while True:
             left = deadline - time.monotonic()
@@ -574,6 +574,18 @@ def boot_l1(l1_kernel, l1_initrd, append, timeout_s, log_path, echo=None):
                                     for e in lab.errors)):
                     lab.errors.append("L1 kernel panic")
                     deadline = min(deadline, time.monotonic() + 5)
+                # An L1 CPU stuck in the kernel for a minute does not come
+                # back here (seen: L1 CPUs spinning in the L2 VMM's vCPU
+                # threads); with both CPUs stuck lab-relay cannot even run
+                # its own time limit, so stop now instead of at the L1 limit.
+                m = re.search(r"soft lockup - CPU#(\d+) stuck for (\d+)s! "
+                              r"\[(.*)\]", line)
+                if (m and int(m.group(2)) >= 60 and not line.startswith("[L2")
+                        and not any("soft lockup" in e for e in lab.errors)):
+                    lab.errors.append(
+                        f"L1 soft lockup: CPU#{m.group(1)} stuck for "
+                        f"{m.group(2)} s in task {m.group(3)}")
+                    deadline = min(deadline, time.monotonic() + 3)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         rc = proc.wait()
