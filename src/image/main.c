@@ -215,8 +215,11 @@ static int cmd_create(struct cli *cli, int argc, char **argv)
     }
     co.backing_file = bfile;
     co.backing_fmt = bfmt;
-    if (!quiet)
+    if (!quiet && co.size)
         printf("Formatting '%s', fmt=%s size=%" PRIu64 "\n", argv[optind], fmt, co.size);
+    else if (!quiet)
+        printf("Formatting '%s', fmt=%s backing_file=%s (size of the backing file)\n", argv[optind],
+               fmt, bfile);
     ret = qtimg_create(argv[optind], &co);
     free(bfile);
     free(bfmt);
