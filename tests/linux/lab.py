@@ -485,11 +485,14 @@ class Lab:
 
 
 class LabLock:
-    """One TCG lab at a time on this machine (flock on work/.lock)."""
+    """One TCG lab at a time on this machine, whichever checkout it runs
+    from (flock on LAB_LOCK, by default qingtian-lab-<uid>.lock in /tmp)."""
 
     def __enter__(self):
         os.makedirs(WORK, exist_ok=True)
-        self.f = open(os.path.join(WORK, ".lock"), "w")
+        path = os.environ.get("LAB_LOCK") or os.path.join(
+            tempfile.gettempdir(), f"qingtian-lab-{os.getuid()}.lock")
+        self.f = open(path, "a")
         t = time.monotonic()
         try:
             fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
