@@ -775,8 +775,15 @@ def cmd_direct(a):
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, errors="replace",
                            timeout=a.timeout)
-    except subprocess.TimeoutExpired:
-        print(f"lab: FAIL: qtvmm did not finish in {a.timeout} s")
+    except subprocess.TimeoutExpired as e:
+        print(f"lab: FAIL: qtvmm did not finish in {a.timeout} s (killed); "
+              f"console tail:")
+        out = b""
+        for part in (e.stdout, e.stderr):
+            if part:
+                out += part if isinstance(part, bytes) else part.encode()
+        for line in out.decode("utf-8", "replace").splitlines()[-30:]:
+            print(f"lab: | {line}")
         return 1
     out = (p.stdout + p.stderr).splitlines()
     results = [line for line in out if "LAB-RESULT" in line]
