@@ -510,6 +510,7 @@ int vm_create(struct vm **out, const struct vm_config *cfg)
     vm->exit_code = -1;
     vm->n_vcpus = (int)cfg->cpus_boot;
     pthread_mutex_init(&vm->io_lock, NULL);
+    pthread_mutex_init(&vm->devstate.lock, NULL);
     pthread_mutex_init(&vm->irq_lock, NULL);
     pthread_mutex_init(&vm->state_lock, NULL);
     pthread_cond_init(&vm->state_cond, NULL);
@@ -600,6 +601,7 @@ void vm_destroy(struct vm *vm)
     }
     free(vm->routing);
     pthread_mutex_destroy(&vm->io_lock);
+    pthread_mutex_destroy(&vm->devstate.lock);
     pthread_mutex_destroy(&vm->irq_lock);
     pthread_mutex_destroy(&vm->state_lock);
     pthread_cond_destroy(&vm->state_cond);
@@ -666,4 +668,9 @@ out:
     if (img.initrd)
         munmap((void *)img.initrd, img.initrd_len);
     return ret;
+}
+
+struct vm_devstate *vm_devstate(struct vm *vm)
+{
+    return &vm->devstate;
 }

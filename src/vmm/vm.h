@@ -7,6 +7,7 @@
 #ifndef QT_VMM_VM_H
 #define QT_VMM_VM_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -75,5 +76,20 @@ void vm_request_reset(struct vm *vm);
 /* Guest-visible facts devices need. */
 uint64_t vm_ram_size(struct vm *vm);
 int vm_num_vcpus(struct vm *vm);
+
+/*
+ * Per-VM state of the device models (the PCI bus, the list of virtio devices
+ * of each type), stored in the VM under a constant key string. The table is
+ * embedded in struct vm; vmm/devices/devstate.h has the accessors.
+ */
+#define VM_DEVSTATE_MAX 16
+struct vm_devstate {
+    pthread_mutex_t lock;
+    struct {
+        const char *key;
+        void *ptr;
+    } slot[VM_DEVSTATE_MAX];
+};
+struct vm_devstate *vm_devstate(struct vm *vm);
 
 #endif

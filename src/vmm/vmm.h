@@ -100,6 +100,8 @@ struct vm {
     struct rtc_dev *rtc;
     struct i8042_dev *i8042;
     uint64_t unhandled_pio, unhandled_mmio;
+
+    struct vm_devstate devstate; /* the device models' own per-VM state */
 };
 
 /* vm.c */

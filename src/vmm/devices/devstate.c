@@ -1,71 +1,62 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "vmm/devices/devstate.h"
+#include "vmm/vm.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
 
-#define DEVSTATE_MAX 64
-
-struct devstate_entry {
-    struct vm *vm;
-    const char *key;
-    void *ptr;
-};
-
-/*
- * The only mutable file-scope state in the device models; see devstate.h.
- * One qtvmm process runs one VM, so this holds a handful of entries.
- */
-static pthread_mutex_t devstate_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct devstate_entry devstate_table[DEVSTATE_MAX];
-
-static struct devstate_entry *devstate_find(struct vm *vm, const char *key)
+static int devstate_find(struct vm_devstate *t, const char *key)
 {
-    for (int i = 0; i < DEVSTATE_MAX; i++)
-        if (devstate_table[i].vm == vm && devstate_table[i].key &&
-            !strcmp(devstate_table[i].key, key))
-            return &devstate_table[i];
-    return NULL;
+    for (int i = 0; i < VM_DEVSTATE_MAX; i++)
+        if (t->slot[i].key && !strcmp(t->slot[i].key, key))
+            return i;
+    return -1;
 }
 
 int devstate_set(struct vm *vm, const char *key, void *ptr)
 {
-    struct devstate_entry *e;
-    int ret = 0;
+    struct vm_devstate *t = vm_devstate(vm);
+    int i, ret = 0;
 
-    pthread_mutex_lock(&devstate_lock);
-    e = devstate_find(vm, key);
-    for (int i = 0; !e && i < DEVSTATE_MAX; i++)
-        if (!devstate_table[i].key)
-            e = &devstate_table[i];
-    if (e)
-        *e = (struct devstate_entry){vm, key, ptr};
-    else
+    pthread_mutex_lock(&t->lock);
+    i = devstate_find(t, key);
+    for (int j = 0; i < 0 && j < VM_DEVSTATE_MAX; j++)
+        if (!t->slot[j].key)
+            i = j;
+    if (i >= 0) {
+        t->slot[i].key = key;
+        t->slot[i].ptr = ptr;
+    } else {
         ret = -ENOSPC;
-    pthread_mutex_unlock(&devstate_lock);
+    }
+    pthread_mutex_unlock(&t->lock);
     return ret;
 }
 
 void *devstate_get(struct vm *vm, const char *key)
 {
-    struct devstate_entry *e;
-    void *ptr;
+    struct vm_devstate *t = vm_devstate(vm);
+    void *ptr = NULL;
+    int i;
 
-    pthread_mutex_lock(&devstate_lock);
-    e = devstate_find(vm, key);
-    ptr = e ? e->ptr : NULL;
-    pthread_mutex_unlock(&devstate_lock);
+    pthread_mutex_lock(&t->lock);
+    i = devstate_find(t, key);
+    if (i >= 0)
+        ptr = t->slot[i].ptr;
+    pthread_mutex_unlock(&t->lock);
     return ptr;
 }
 
 void devstate_clear(struct vm *vm, const char *key)
 {
-    struct devstate_entry *e;
+    struct vm_devstate *t = vm_devstate(vm);
+    int i;
 
-    pthread_mutex_lock(&devstate_lock);
-    e = devstate_find(vm, key);
-    if (e)
-        *e = (struct devstate_entry){0};
-    pthread_mutex_unlock(&devstate_lock);
+    pthread_mutex_lock(&t->lock);
+    i = devstate_find(t, key);
+    if (i >= 0) {
+        t->slot[i].key = NULL;
+        t->slot[i].ptr = NULL;
+    }
+    pthread_mutex_unlock(&t->lock);
 }

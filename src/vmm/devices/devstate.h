@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Per-VM state of the device models (the PCI bus, the list of virtio devices
- * of each type), looked up by (vm, key). vm.h has no slot for device-private
- * data yet; this small table stands in for it until the core offers one.
+ * of each type), looked up by (vm, key) in the table the VM core keeps for
+ * them (struct vm_devstate, vm.h). Keys are string constants.
  */
 #ifndef QT_VMM_DEVICES_DEVSTATE_H
 #define QT_VMM_DEVICES_DEVSTATE_H

@@ -59,6 +59,7 @@ struct vm {
     struct fake_ioeventfd ioeventfds[FAKE_MAX_FDS];
     struct fake_msi_count msis[FAKE_MAX_ROUTES];
     int resets;
+    struct vm_devstate devstate;
 };
 
 struct vm *fake_vm_new(uint64_t ram_size)
@@ -68,6 +69,7 @@ struct vm *fake_vm_new(uint64_t ram_size)
     if (!vm)
         return NULL;
     pthread_mutex_init(&vm->lock, NULL);
+    pthread_mutex_init(&vm->devstate.lock, NULL);
     vm->memfd = memfd_create("fake-guest-ram", MFD_CLOEXEC);
     if (vm->memfd < 0 || ftruncate(vm->memfd, (off_t)ram_size) < 0)
         goto fail;
@@ -90,6 +92,7 @@ void fake_vm_free(struct vm *vm)
     munmap(vm->ram, vm->ram_size);
     close(vm->memfd);
     pthread_mutex_destroy(&vm->lock);
+    pthread_mutex_destroy(&vm->devstate.lock);
     free(vm);
 }
 
@@ -449,4 +452,9 @@ int fake_vm_reset_count(struct vm *vm)
     n = vm->resets;
     pthread_mutex_unlock(&vm->lock);
     return n;
+}
+
+struct vm_devstate *vm_devstate(struct vm *vm)
+{
+    return &vm->devstate;
 }
