@@ -691,6 +691,14 @@ def cmd_test(a):
         return test_panic(a.vmm, a.qtvmm)
     lab = run_lab(f"{a.vmm}:{a.name}", a.qtvmm, quiet=TEST_QUIET)
     lab.report()
+    if not lab.verdict() and a.vmm == "qemu":
+        # QEMU is the reference here, not the system under test: it has been
+        # seen (about 1 boot in 30) to lose its PCI config access inside L2
+        # ("PCI: Fatal: No config space access function found"). Give the
+        # reference one more try; qtvmm gets none.
+        log("lab: the QEMU reference run failed; retrying it once")
+        lab = run_lab(f"{a.vmm}:{a.name}", a.qtvmm, quiet=TEST_QUIET)
+        lab.report()
     return 0 if lab.verdict() else 1
 
 
