@@ -110,6 +110,12 @@ void vcpu_cpuid_patch(struct kvm_cpuid2 *c, uint32_t apic_id, uint32_t n, uint32
             memcpy(&e->ecx, "VMKV", 4);
             memcpy(&e->edx, "M\0\0\0", 4);
             break;
+        case 0x40000001:
+            /* KVM reports KVM_HINTS_REALTIME (EDX bit 0) as supported, but it promises the
+             * guest that its vCPUs are never preempted, which holds only for vCPUs pinned
+             * to dedicated host CPUs. qtvmm does not pin, so the hints stay clear. */
+            e->edx = 0;
+            break;
         case 0x80000008:
             e->ecx = (e->ecx & ~0xf0ffu) | (bits_for(n) << 12) | ((n - 1) & 0xff);
             break;

@@ -31,7 +31,7 @@ static struct kvm_cpuid2 *make_supported(uint32_t max_basic)
         {.function = 0xb, .index = 0, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .ebx = 99},
         {.function = 0xb, .index = 1, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .ebx = 99},
         {.function = 0x40000000, .eax = 0x40000001},
-        {.function = 0x40000001, .eax = 0x1234},
+        {.function = 0x40000001, .eax = 0x1234, .edx = 1 /* KVM_HINTS_REALTIME */},
         {.function = 0x80000008, .eax = 0x3030, .ecx = 0xffff},
     };
 
@@ -100,6 +100,7 @@ static void test_six_vcpus(void **state)
     memcpy(sig + 8, &e->edx, 4);
     assert_string_equal(sig, "KVMKVMKVM");
     assert_int_equal(find(c, 0x40000001, 0)->eax, 0x1234); /* kvmclock features kept */
+    assert_int_equal(find(c, 0x40000001, 0)->edx, 0);      /* no "dedicated vCPUs" hint */
     e = find(c, 0x80000008, 0);
     assert_int_equal(e->ecx & 0xff, 5);
     assert_int_equal((e->ecx >> 12) & 0xf, 3);
