@@ -55,7 +55,6 @@ int main(int argc, char **argv)
         {"log-level", required_argument, NULL, 'l'},  {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},          {NULL, 0, NULL, 0}};
     struct card_config cfg = {.socket_dir = ".", .cores = 1, .idle_us = 200};
-    enum log_level lvl = LOG_LVL_INFO;
     struct httpd *api = NULL;
     struct sigaction sa;
     uint64_t v;
@@ -102,12 +101,8 @@ int main(int argc, char **argv)
             break;
         }
         case 'l':
-            if (log_parse_level(optarg, &lvl)) {
-                fprintf(stderr, "qtcard: --log-level '%s': expected error|warn|info|debug\n",
-                        optarg);
+            if (log_set_level_arg("qtcard", optarg))
                 return 2;
-            }
-            log_set_level(lvl);
             break;
         case 'h':
             usage(stdout);

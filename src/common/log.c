@@ -35,6 +35,18 @@ int log_parse_level(const char *s, enum log_level *out)
     return -EINVAL;
 }
 
+int log_set_level_arg(const char *prog, const char *arg)
+{
+    enum log_level lvl;
+
+    if (log_parse_level(arg, &lvl)) {
+        fprintf(stderr, "%s: --log-level '%s': expected error|warn|info|debug\n", prog, arg);
+        return -EINVAL;
+    }
+    log_set_level(lvl);
+    return 0;
+}
+
 void log_init(const char *prog, enum log_level level)
 {
     const char *env = getenv("QT_LOG");

@@ -13,6 +13,9 @@ void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 /* Parse "error", "warn", "info", "debug"; returns -EINVAL on anything else. */
 int log_parse_level(const char *s, enum log_level *out);
+/* Apply a --log-level argument: on a bad value print "<prog>: --log-level '<arg>': expected
+ * error|warn|info|debug" to stderr and return -EINVAL, leaving the level unchanged. */
+int log_set_level_arg(const char *prog, const char *arg);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));

@@ -129,7 +129,6 @@ int main(int argc, char **argv)
                                              {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
     const char *sock = NULL;
-    enum log_level lvl = LOG_LVL_WARN;
     int c;
 
     log_init("qtctl", LOG_LVL_WARN);
@@ -139,12 +138,8 @@ int main(int argc, char **argv)
             sock = optarg;
             break;
         case 'l':
-            if (log_parse_level(optarg, &lvl)) {
-                fprintf(stderr, "qtctl: --log-level '%s': expected error|warn|info|debug\n",
-                        optarg);
+            if (log_set_level_arg("qtctl", optarg))
                 return 2;
-            }
-            log_set_level(lvl);
             break;
         case 'h':
             usage(stdout);
