@@ -1131,6 +1131,18 @@ static int cmd_snapshot(struct cli *cli, int argc, char **argv)
     return ret < 0 ? 1 : 0;
 }
 
+/* Close img (if open) and return ret, or the close's error when ret was 0: a failed
+ * close means metadata did not reach the disk, which must not go unreported. */
+static int close_keep_first_error(struct qtimg *img, int ret)
+{
+    int r2;
+
+    if (!img)
+        return ret;
+    r2 = qtimg_close(img);
+    return ret == 0 ? r2 : ret;
+}
+
 /* ---- commit ---- */
 
 static int cmd_commit(struct cli *cli, int argc, char **argv)
@@ -1230,16 +1242,8 @@ static int cmd_commit(struct cli *cli, int argc, char **argv)
         printf("Image committed.\n");
 out:
     free(buf);
-    if (base) {
-        int r2 = qtimg_close(base);
-        if (ret == 0)
-            ret = r2;
-    }
-    if (top) {
-        int r2 = qtimg_close(top);
-        if (ret == 0)
-            ret = r2;
-    }
+    ret = close_keep_first_error(base, ret);
+    ret = close_keep_first_error(top, ret);
     if (ret < 0)
         fprintf(stderr, "qtimg commit: %s\n", strerror(-ret));
     return ret < 0 ? 1 : 0;
@@ -1359,11 +1363,7 @@ out:
     free(b);
     if (newb)
         qtimg_close(newb);
-    if (top) {
-        int r2 = qtimg_close(top);
-        if (ret == 0)
-            ret = r2;
-    }
+    ret = close_keep_first_error(top, ret);
     if (ret < 0)
         fprintf(stderr, "qtimg rebase: %s\n", strerror(-ret));
     return ret < 0 ? 1 : 0;
