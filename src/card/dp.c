@@ -181,7 +181,36 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
     } else if (pk->vh.flags & VIRTIO_NET_HDR_F_DATA_VALID && p->guest_csum) {
         h.flags = VIRTIO_NET_HDR_F_DATA_VALID;
     }
-    do {
+    /* Common case first: the first buffer takes the header and the whole frame. */
+    ret = virtq_pop(vq, &elems[0]);
+    if (ret <= 0)
+        return ret < 0 ? ret : -ENOBUFS;
+    if (elems[0].n_out) {
+        log_err("%s: receive chain %u has device-readable buffers", vq->name, elems[0].head);
+        return -EINVAL;
+    }
+    if (elems[0].n_in && elems[0].iov[0].len >= need) {
+        uint8_t *dst = elems[0].iov[0].base;
+        h.num_buffers = 1;
+        if (p->vnet_hdr_len == sizeof(h))
+            memcpy(dst, &h, sizeof(h));
+        else
+            memcpy(dst, &h, 10); /* no num_buffers without VERSION_1 or MRG_RXBUF */
+        dst += p->vnet_hdr_len;
+        if (fo->seg[2] == fo->seg[0] + fo->len[0] && !fo->len[1]) {
+            memcpy(dst, fo->seg[0], fo->total); /* untouched frame: one copy */
+        } else {
+            memcpy(dst, fo->seg[0], fo->len[0]);
+            memcpy(dst + fo->len[0], fo->seg[1], fo->len[1]);
+            memcpy(dst + fo->len[0] + fo->len[1], fo->seg[2], fo->len[2]);
+        }
+        virtq_log_elem_write(vq, &elems[0], need);
+        virtq_push(vq, elems[0].head, need);
+        return 0;
+    }
+    have = elems[0].in_len;
+    nbuf = 1;
+    while (have < need) {
         if (nbuf >= max_elems || (!p->mrg_rxbuf && nbuf == 1))
             break;
         ret = virtq_pop(vq, &elems[nbuf]);
@@ -197,7 +226,7 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
         }
         have += elems[nbuf].in_len;
         nbuf++;
-    } while (have < need);
+    }
     if (have < need) {
         /* Return the buffers empty: the packet does not fit what the driver gave us. */
         for (unsigned i = 0; i < nbuf; i++)
@@ -263,6 +292,8 @@ static void vhost_output(struct worker *w, struct port *p, struct pkt **pk, cons
         return;
     }
     vq = &p->dev.vr[2 * q->qpair].vq;
+    if (virtq_avail_refresh(vq))
+        virtq_prefetch(vq, n, true);
     for (unsigned i = 0; i < n; i++) {
         struct frame_out fo;
         int ret;
@@ -522,6 +553,13 @@ void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, st
     struct vswitch *sw = rcu_dereference(c->switches[in->sw]);
     struct dest_batch *dests = w->dests;
     unsigned ndests = 0;
+    /* Bursts usually carry one conversation: the last source learned and the
+     * last destination looked up are remembered for the rest of the burst
+     * (a learn that touches the table forgets the lookup). */
+    const uint8_t *learned_src = NULL, *looked_dst = NULL;
+    uint16_t learned_vid = 0, looked_vid = 0;
+    bool looked_known = false;
+    uint32_t looked_id = 0;
 
     if (!sw)
         return;
@@ -558,10 +596,25 @@ void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, st
             q->st.tx_dropped++;
             continue;
         }
-        if (!pkt_mac_is_multicast(pk->m.src_mac))
+        if (!pkt_mac_is_multicast(pk->m.src_mac) &&
+            !(learned_src && learned_vid == pk->vid && !memcmp(learned_src, pk->m.src_mac, 6))) {
             mac_table_learn(sw->fdb, pk->vid, pk->m.src_mac, in->id, now);
-        known = !pkt_mac_is_multicast(pk->m.dst_mac) &&
-                mac_table_lookup(sw->fdb, pk->vid, pk->m.dst_mac, &dst_id) == 0;
+            learned_src = pk->m.src_mac;
+            learned_vid = pk->vid;
+            looked_dst = NULL;
+        }
+        if (pkt_mac_is_multicast(pk->m.dst_mac)) {
+            known = false;
+        } else if (looked_dst && looked_vid == pk->vid && !memcmp(looked_dst, pk->m.dst_mac, 6)) {
+            known = looked_known;
+            dst_id = looked_id;
+        } else {
+            known = mac_table_lookup(sw->fdb, pk->vid, pk->m.dst_mac, &dst_id) == 0;
+            looked_dst = pk->m.dst_mac;
+            looked_vid = pk->vid;
+            looked_known = known;
+            looked_id = dst_id;
+        }
         if (!storm_control_admit(&q->storm, storm_control_classify(&pk->m, known), pk->len, now)) {
             in->drops[DROP_STORM]++;
             q->st.tx_dropped++;
@@ -604,8 +657,9 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
     struct pkt **pkts = w->pkt_ptrs;
     unsigned n = 0, popped = 0;
 
-    if (!virtq_avail_count(vq))
+    if (!virtq_avail_refresh(vq))
         return 0;
+    virtq_prefetch(vq, CARD_BURST, false);
     while (popped < CARD_BURST) {
         struct virtq_elem *e = &w->tx_elem;
         struct pkt *pk = &w->pkts[n];
@@ -657,7 +711,8 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
             q->st.notifications++;
     }
     if (n) {
-        *now = card_now_ns();
+        if (!*now) /* one clock read per poll round */
+            *now = card_now_ns();
         dp_switch_burst(w, p, q, pkts, n, *now);
     }
     return popped;
@@ -776,7 +831,10 @@ void *worker_main(void *arg)
             work += worker_service_shapers(w, now);
             last_work = now;
         }
-        rcu_quiescent_state();
+        /* Grace periods need a quiescent state from every worker now and then, not
+         * every round: one per 16 rounds keeps the announcement off the fast path. */
+        if (!(w->loops & 15))
+            rcu_quiescent_state();
         if (work || (w->loops & 63))
             continue;
         now = card_now_ns();

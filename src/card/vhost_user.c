@@ -288,6 +288,7 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
             vq->used_idx = uidx;
         }
     }
+    vq->shadow_avail_idx = vq->last_avail_idx;
     if (dev->inflight_addr && i < dev->inflight_num_queues) {
         struct vhost_user_inflight_queue *q =
             (void *)((uint8_t *)dev->inflight_addr +

@@ -18,6 +18,7 @@ void virtq_init(struct virtq *vq, uint16_t num, struct virtq_desc *desc, struct 
     vq->mem = mem;
     vq->event_idx = event_idx;
     vq->signalled_valid = false;
+    vq->shadow_avail_idx = vq->last_avail_idx;
 }
 
 static int virtq_add_seg(struct virtq *vq, struct virtq_elem *e, uint64_t gpa, uint32_t len,
@@ -135,17 +136,24 @@ static int virtq_walk_chain(struct virtq *vq, struct virtq_elem *e, uint16_t hea
 
 int virtq_pop(struct virtq *vq, struct virtq_elem *e)
 {
-    uint16_t avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
-    uint16_t pending = (uint16_t)(avail_idx - vq->last_avail_idx);
+    uint16_t pending = (uint16_t)(vq->shadow_avail_idx - vq->last_avail_idx);
     uint16_t head;
     int ret;
 
-    if (pending == 0)
-        return 0;
-    if (pending > vq->num) {
-        log_err("%s: driver avail index %u is %u ahead of ours %u (ring size %u)", vq->name,
-                avail_idx, pending, vq->last_avail_idx, vq->num);
-        return -EINVAL;
+    /* Entries seen at the last read of avail->idx are consumed first; the
+     * index is read again only when they are gone (or the cached value does
+     * not make sense for our position, e.g. after SET_VRING_BASE). */
+    if (pending == 0 || pending > vq->num) {
+        uint16_t avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
+        vq->shadow_avail_idx = avail_idx;
+        pending = (uint16_t)(avail_idx - vq->last_avail_idx);
+        if (pending == 0)
+            return 0;
+        if (pending > vq->num) {
+            log_err("%s: driver avail index %u is %u ahead of ours %u (ring size %u)", vq->name,
+                    avail_idx, pending, vq->last_avail_idx, vq->num);
+            return -EINVAL;
+        }
     }
     head = __atomic_load_n(&vq->avail->ring[vq->last_avail_idx & (vq->num - 1)], __ATOMIC_RELAXED);
     if (head >= vq->num) {
@@ -166,6 +174,45 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *e)
     vq->last_avail_idx++;
     vq->n_chains++;
     return 1;
+}
+
+void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write)
+{
+    uint16_t heads[64];
+    unsigned n = (uint16_t)(vq->shadow_avail_idx - vq->last_avail_idx);
+
+    if (n > vq->num)
+        return;
+    if (n > max)
+        n = max;
+    if (n > 64)
+        n = 64;
+    for (unsigned k = 0; k < n; k++) {
+        uint16_t h = __atomic_load_n(
+            &vq->avail->ring[(uint16_t)(vq->last_avail_idx + k) & (vq->num - 1)], __ATOMIC_RELAXED);
+        heads[k] = h & (vq->num - 1);
+        __builtin_prefetch(&vq->desc[heads[k]]);
+    }
+    for (unsigned k = 0; k < n; k++) {
+        const struct virtq_desc *d = &vq->desc[heads[k]];
+        uint64_t addr = __atomic_load_n(&d->addr, __ATOMIC_RELAXED), len = 128;
+        uint8_t *p;
+
+        if (__atomic_load_n(&d->flags, __ATOMIC_RELAXED) & VIRTQ_DESC_F_INDIRECT)
+            continue;
+        p = vu_mem_gpa_ptr(vq->mem, addr, &len);
+        if (!p)
+            continue;
+        if (for_write) {
+            __builtin_prefetch(p, 1);
+            if (len > 64)
+                __builtin_prefetch(p + 64, 1);
+        } else {
+            __builtin_prefetch(p);
+            if (len > 64)
+                __builtin_prefetch(p + 64);
+        }
+    }
 }
 
 void virtq_unpop(struct virtq *vq, uint16_t n)

@@ -49,6 +49,7 @@ struct virtq {
     bool event_idx;
     /* Device-side indices. */
     uint16_t last_avail_idx;
+    uint16_t shadow_avail_idx; /* the driver's avail->idx when last read */
     uint16_t used_idx;
     uint16_t signalled_used;
     bool signalled_valid;
@@ -73,11 +74,32 @@ static inline uint16_t virtq_avail_count(const struct virtq *vq)
 }
 
 /*
+ * Like virtq_avail_count, and remembers the index read, so that the pops that
+ * follow do not read the driver's index (a cache line the driver keeps
+ * writing) once per chain.
+ */
+static inline uint16_t virtq_avail_refresh(struct virtq *vq)
+{
+    vq->shadow_avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
+    return (uint16_t)(vq->shadow_avail_idx - vq->last_avail_idx);
+}
+
+/*
  * Pop the next chain. Returns 1 with *e filled, 0 when the ring is empty,
  * -EINVAL (after logging why) when the driver put a malformed chain or index
  * in the ring; the queue must then be considered broken.
  */
 int virtq_pop(struct virtq *vq, struct virtq_elem *e);
+
+/*
+ * Hint the CPU to fetch what the next `max` pops will touch: the descriptors of
+ * the chains made available (as of the last virtq_avail_refresh) and the first
+ * bytes of their buffers (for writing when `for_write`). The driver wrote all
+ * of these from another CPU; fetching them together overlaps the transfers
+ * instead of taking one after the other. Only hints: nothing is validated or
+ * consumed here, virtq_pop does that.
+ */
+void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write);
 
 /* Undo the last n pops (buffers not consumed, e.g. packet did not fit). */
 void virtq_unpop(struct virtq *vq, uint16_t n);

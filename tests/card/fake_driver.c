@@ -230,6 +230,17 @@ int fdrv_send_burst(struct fdrv *d, const void *frame, uint32_t len, unsigned n)
     return (int)i;
 }
 
+int fdrv_send_frames(struct fdrv *d, const uint8_t *const *frames, const uint32_t *lens, unsigned n)
+{
+    unsigned i;
+    for (i = 0; i < n; i++)
+        if (fdrv_queue_tx(d, frames[i], lens[i], NULL))
+            break;
+    if (i)
+        fdrv_kick(d);
+    return (int)i;
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;

@@ -51,6 +51,10 @@ void fdrv_close(struct fdrv *d);
 int fdrv_send(struct fdrv *d, const void *frame, uint32_t len, const struct virtio_net_hdr_v1 *hdr);
 /* Several frames, one kick. */
 int fdrv_send_burst(struct fdrv *d, const void *frame, uint32_t len, unsigned n);
+/* Different frames published together (one avail index update, one kick), so the
+ * switch takes them in one burst; returns how many were queued. */
+int fdrv_send_frames(struct fdrv *d, const uint8_t *const *frames, const uint32_t *lens,
+                     unsigned n);
 /* Reclaim completed transmit buffers; returns how many. */
 unsigned fdrv_tx_reclaim(struct fdrv *d);
 

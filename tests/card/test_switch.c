@@ -248,6 +248,72 @@ static void test_learning_flooding(void **state)
     env_stop(&e);
 }
 
+/* The switch remembers the last source learned and the last destination looked up
+ * for the rest of a burst; a station moving within the burst must still be seen. */
+static void test_move_within_burst(void **state)
+{
+    struct env e;
+    struct fdrv a, b, c;
+    uint8_t f1[128], f2[128], f3[128];
+    const uint8_t *frames[3] = {f1, f2, f3};
+    uint32_t lens[3], n;
+    (void)state;
+
+    env_start(&e);
+    assert_int_equal(jcall(&e.card, card_switch_add, "{\"name\":\"br0\"}"), 0);
+    add_port(&e, "{\"name\":\"a\",\"switch\":\"br0\"}");
+    add_port(&e, "{\"name\":\"b\",\"switch\":\"br0\"}");
+    add_port(&e, "{\"name\":\"c\",\"switch\":\"br0\"}");
+    connect_port(&e, &a, "a", 0, 2048);
+    connect_port(&e, &b, "b", 0, 2048);
+    connect_port(&e, &c, "c", 0, 2048);
+
+    /* B is learned behind port b (the broadcast reaches a and c). */
+    n = eth_frame(f1, BCAST, MAC_B, 0x88b5, 40, 0x01);
+    assert_int_equal(fdrv_send(&b, f1, n, NULL), 0);
+    assert_int_equal(recv1(&a, NULL, NULL), (int)n);
+    assert_int_equal(recv1(&c, NULL, NULL), (int)n);
+
+    /* One burst from a: X -> B (to b), then B itself sends from a to A (B moves
+     * to a; A unknown: flooded to b and c), then X -> B again: B is now behind
+     * the input port, so the frame goes nowhere. */
+    lens[0] = eth_frame(f1, MAC_B, MAC_X, 0x88b5, 50, 0x11);
+    lens[1] = eth_frame(f2, MAC_A, MAC_B, 0x88b5, 51, 0x22);
+    lens[2] = eth_frame(f3, MAC_B, MAC_X, 0x88b5, 52, 0x33);
+    assert_int_equal(fdrv_send_frames(&a, frames, lens, 3), 3);
+    assert_int_equal(recv1(&b, NULL, NULL), (int)lens[0]);
+    assert_memory_equal(rxbuf, f1, lens[0]);
+    assert_int_equal(recv1(&b, NULL, NULL), (int)lens[1]);
+    assert_memory_equal(rxbuf, f2, lens[1]);
+    assert_int_equal(recv1(&c, NULL, NULL), (int)lens[1]);
+    assert_memory_equal(rxbuf, f2, lens[1]);
+    expect_silence(&b);
+    expect_silence(&c);
+    expect_silence(&a);
+    assert_int_equal(port_drop(&e, "a", DROP_NO_DEST), 1);
+
+    /* B back behind b; then from a: X -> B (to b) and, in the same burst, a frame
+     * from B to B: learning it moves B to a, so the destination looked up for the
+     * first frame no longer holds and the second frame is dropped. */
+    n = eth_frame(f1, BCAST, MAC_B, 0x88b5, 40, 0x02);
+    assert_int_equal(fdrv_send(&b, f1, n, NULL), 0);
+    assert_int_equal(recv1(&a, NULL, NULL), (int)n);
+    assert_int_equal(recv1(&c, NULL, NULL), (int)n);
+    lens[0] = eth_frame(f1, MAC_B, MAC_X, 0x88b5, 53, 0x44);
+    lens[1] = eth_frame(f2, MAC_B, MAC_B, 0x88b5, 54, 0x55);
+    assert_int_equal(fdrv_send_frames(&a, frames, lens, 2), 2);
+    assert_int_equal(recv1(&b, NULL, NULL), (int)lens[0]);
+    assert_memory_equal(rxbuf, f1, lens[0]);
+    expect_silence(&b);
+    expect_silence(&c);
+    assert_int_equal(port_drop(&e, "a", DROP_NO_DEST), 2);
+
+    fdrv_close(&a);
+    fdrv_close(&b);
+    fdrv_close(&c);
+    env_stop(&e);
+}
+
 static void test_vlans(void **state)
 {
     struct env e;
@@ -491,6 +557,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_learning_flooding),
+        cmocka_unit_test(test_move_within_burst),
         cmocka_unit_test(test_vlans),
         cmocka_unit_test(test_spoofing_mrg_csum),
         cmocka_unit_test(test_api_and_state),
