@@ -90,13 +90,47 @@ static bool img_dio_ok(const void *buf, size_t len, uint64_t off)
 int img_data_pread(struct qtimg *img, void *buf, size_t len, uint64_t off)
 {
     int fd = (img->data_fd != img->fd && img_dio_ok(buf, len, off)) ? img->data_fd : img->fd;
+    img->sync_io++;
     return img_pread_full(fd, buf, len, off);
 }
 
 int img_data_pwrite(struct qtimg *img, const void *buf, size_t len, uint64_t off)
 {
     int fd = (img->data_fd != img->fd && img_dio_ok(buf, len, off)) ? img->data_fd : img->fd;
+    img->sync_io++;
     return img_pwrite_full(fd, buf, len, off);
+}
+
+int img_meta_pread(struct qtimg *img, void *buf, size_t len, uint64_t off)
+{
+    img->sync_io++;
+    return img_pread_full(img->fd, buf, len, off);
+}
+
+int img_meta_pwrite(struct qtimg *img, const void *buf, size_t len, uint64_t off)
+{
+    img->sync_io++;
+    return img_pwrite_full(img->fd, buf, len, off);
+}
+
+int img_fdatasync(struct qtimg *img)
+{
+    img->sync_io++;
+    return fdatasync(img->fd);
+}
+
+int img_fallocate(struct qtimg *img, int mode, uint64_t off, uint64_t len)
+{
+    img->sync_io++;
+    return fallocate(img->fd, mode, (off_t)off, (off_t)len);
+}
+
+uint64_t img_sync_io_count(const struct qtimg *img)
+{
+    uint64_t n = 0;
+    for (; img; img = img->backing)
+        n += img->sync_io;
+    return n;
 }
 
 char *img_resolve_backing(const char *child_path, const char *name)
@@ -436,12 +470,12 @@ static int raw_pwrite(struct qtimg *img, const void *buf, uint64_t len, uint64_t
 
 static int raw_flush(struct qtimg *img)
 {
-    return fdatasync(img->fd) < 0 ? -errno : 0;
+    return img_fdatasync(img) < 0 ? -errno : 0;
 }
 
 static int raw_discard(struct qtimg *img, uint64_t off, uint64_t len, bool zero)
 {
-    if (fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+    if (img_fallocate(img, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
         return 0;
     if (!zero)
         return 0; /* discard is advisory */
@@ -449,7 +483,7 @@ static int raw_discard(struct qtimg *img, uint64_t off, uint64_t len, bool zero)
         static const uint8_t zbuf[65536];
         while (len) {
             size_t n = len > sizeof(zbuf) ? sizeof(zbuf) : len;
-            int ret = img_pwrite_full(img->fd, zbuf, n, off);
+            int ret = img_meta_pwrite(img, zbuf, n, off);
             if (ret < 0)
                 return ret;
             off += n;

@@ -10,16 +10,50 @@
 
 /* Where a guest range lives, as seen by the data path (aio). */
 enum img_ext_kind {
-    IMG_EXT_HOST,    /* plain data at host_off in img->data_fd */
-    IMG_EXT_ZERO,    /* reads as zero */
-    IMG_EXT_BACKING, /* defer to the backing image (or zero past its end) */
-    IMG_EXT_SLOW     /* needs the synchronous path (compressed, encrypted, ...) */
+    IMG_EXT_HOST,      /* plain data at host_off in img->data_fd */
+    IMG_EXT_ZERO,      /* reads as zero */
+    IMG_EXT_BACKING,   /* defer to the backing image (or zero past its end) */
+    IMG_EXT_SLOW,      /* needs the synchronous path */
+    IMG_EXT_COMPRESSED /* compressed cluster: clen bytes at host_off, inflate, take
+                          [coff, coff+len) of the cluster */
 };
 struct img_ext {
     enum img_ext_kind kind;
     uint64_t len;
     uint64_t host_off;
-    bool crypt; /* IMG_EXT_HOST holds encrypted data: drv->crypt() around the I/O */
+    bool crypt;    /* IMG_EXT_HOST holds encrypted data: drv->crypt() around the I/O */
+    uint64_t clen; /* IMG_EXT_COMPRESSED: compressed bytes, */
+    uint64_t coff; /* offset of the range in the cluster, */
+    uint64_t ulen; /* cluster size */
+};
+
+/*
+ * Non-blocking mode (set by aio.c while it calls into a driver): a driver
+ * that would have to wait for metadata I/O fills *img->nowait and returns
+ * -EWOULDBLOCK instead; the caller parks the request and retries it.
+ */
+enum img_need_kind {
+    IMG_NEED_READ = 1, /* read the table at [off, off+len) and hand it to meta_insert */
+    IMG_NEED_ROOM,     /* the metadata cache is full of dirty tables: write back first */
+    IMG_NEED_RETRY     /* wait for in-flight work (an allocation, ring slots) to finish */
+};
+struct img_need {
+    enum img_need_kind kind;
+    struct qtimg *img; /* the image whose metadata is needed */
+    int table;         /* driver-defined: which cache */
+    uint64_t off;
+    uint32_t len;
+};
+
+/* Ring access for drivers' asynchronous metadata I/O (provided by aio.c). */
+enum img_io_op { IMG_IO_READ, IMG_IO_WRITE, IMG_IO_FDATASYNC };
+typedef void (*img_io_done)(void *arg, int res);
+struct img_io {
+    void *ctx;
+    /* buf must stay valid until done(arg, res) runs (from the reap path);
+     * res is the byte count or -errno. */
+    int (*queue)(void *ctx, struct qtimg *img, enum img_io_op op, void *buf, uint64_t len,
+                 uint64_t off, img_io_done done, void *arg);
 };
 
 /* An allocation reserved by write_prepare, published by write_commit. */
@@ -33,6 +67,11 @@ struct img_ticket {
      * parts around its data filled from zeroes or the backing file */
     bool cow;
     bool head_zero, tail_zero;
+    /* replace: the cluster replaces a shared or compressed one; the fill comes
+     * from the image itself (its current mapping), old_* is released on commit */
+    bool replace;
+    bool crypt; /* encrypt the written span (host offset as the XTS sector) */
+    uint64_t old_l2e[2];
     uint64_t cow_lo, cow_hi;
     uint64_t guest_base; /* guest offset of the cluster */
 };
@@ -64,6 +103,19 @@ struct img_driver {
     int (*write_commit)(struct qtimg *img, const struct img_ticket *t, int result);
     /* Encrypts / decrypts len bytes that live (or will live) at host offset. */
     int (*crypt)(struct qtimg *img, bool encrypt, uint64_t host, void *buf, uint64_t len);
+    /* Asynchronous metadata (optional; see struct img_need). aio_attach runs
+     * once when an io_uring queue is set up (may block: part of opening).
+     * meta_insert takes a table read for an IMG_NEED_READ (owns buf on 0;
+     * -EWOULDBLOCK: no room yet). meta_flush writes dirty metadata on the
+     * ring in crash-safe order; final: also the L1 table and an fdatasync at
+     * the end (a flush), else only what frees cache room. */
+    int (*aio_attach)(struct qtimg *img);
+    int (*meta_insert)(struct qtimg *img, const struct img_need *need, void *buf);
+    int (*meta_flush)(struct qtimg *img, const struct img_io *io, bool final, img_io_done done,
+                      void *arg);
+    /* Inflates one compressed cluster (in: clen bytes read at host) into out. */
+    int (*inflate)(struct qtimg *img, const uint8_t *in, uint64_t clen, uint64_t host,
+                   uint8_t *out);
 };
 
 struct qtimg {
@@ -78,7 +130,12 @@ struct qtimg {
     void *priv;
     uint32_t open_flags;
     int chain_depth;
-    const char *const *chain; /* realpaths of the images above, during open */
+    const char *const *chain;        /* realpaths of the images above, during open */
+    struct img_need *nowait;         /* non-blocking mode (aio.c) when set */
+    bool want_writeback;             /* driver: cache over its bound, write back soon */
+    bool want_flush;                 /* driver: deferred frees piling up, flush soon */
+    uint64_t falloc_off, falloc_len; /* driver: preallocation to run on the ring */
+    uint64_t sync_io; /* synchronous pread/pwrite/fdatasync/fallocate on this image's fds */
 };
 
 extern const struct img_driver img_raw_driver;
@@ -92,6 +149,13 @@ int img_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 int img_read_backing(struct qtimg *img, void *buf, uint64_t len, uint64_t off);
 /* Opens the backing image named by a child image (path relative to the child's dir). */
 int img_open_backing(struct qtimg *img, const char *name, const char *fmt);
+/* Counted synchronous I/O on an image's metadata fd (img->fd). */
+int img_meta_pread(struct qtimg *img, void *buf, size_t len, uint64_t off);
+int img_meta_pwrite(struct qtimg *img, const void *buf, size_t len, uint64_t off);
+int img_fdatasync(struct qtimg *img); /* 0 or -1 with errno, as fdatasync(2) */
+int img_fallocate(struct qtimg *img, int mode, uint64_t off, uint64_t len); /* idem */
+/* Test/diagnostic: synchronous I/O calls made on the image and its backing chain. */
+uint64_t img_sync_io_count(const struct qtimg *img);
 int img_data_pread(struct qtimg *img, void *buf, size_t len, uint64_t off);
 int img_data_pwrite(struct qtimg *img, const void *buf, size_t len, uint64_t off);
 int img_open_internal(const char *path, const struct qtimg_open_opts *opts, int depth,

@@ -154,7 +154,8 @@ void qcow2_rb_set(uint8_t *rb, uint32_t order, uint64_t idx, uint64_t val)
 static int qcow2_cache_init(struct qcow2_cache *c, unsigned n, uint64_t cs)
 {
     c->n = n;
-    c->ent = calloc(n, sizeof(*c->ent));
+    c->base = n;
+    c->ent = calloc(n + QCOW2_CACHE_SLACK, sizeof(*c->ent));
     if (!c->ent)
         return -ENOMEM;
     for (unsigned i = 0; i < n; i++) {
@@ -175,13 +176,40 @@ static void qcow2_cache_free(struct qcow2_cache *c)
     c->ent = NULL;
 }
 
+/* Writes the refcount table entries changed in memory only (new refcount
+ * blocks); the blocks they point to must be on disk first. */
+static int qcow2_rt_writeback(struct qcow2 *s)
+{
+    uint64_t lo = s->rt_dirty_lo, hi = s->rt_dirty_hi;
+    uint64_t *be;
+    int ret;
+
+    if (lo >= hi)
+        return 0;
+    be = malloc((hi - lo) * 8);
+    if (!be)
+        return -ENOMEM;
+    for (uint64_t i = lo; i < hi; i++)
+        be[i - lo] = htobe64(s->rt[i]);
+    ret = img_meta_pwrite(s->img, be, (hi - lo) * 8, s->rt_off + lo * 8);
+    free(be);
+    if (ret < 0) {
+        log_err("image '%s': writing refcount table: %s", s->img->path, strerror(-ret));
+        return ret;
+    }
+    s->rt_dirty_lo = s->rt_dirty_hi = 0;
+    return 0;
+}
+
 static int qcow2_rb_writeback(struct qcow2 *s, bool sync)
 {
     bool wrote = false;
+    int ret;
+
     for (unsigned i = 0; i < s->rbc.n; i++) {
         struct qcow2_cache_ent *e = &s->rbc.ent[i];
         if (e->off && e->dirty) {
-            int ret = img_pwrite_full(s->img->fd, e->data, s->cluster_size, e->off);
+            ret = img_meta_pwrite(s->img, e->data, s->cluster_size, e->off);
             if (ret < 0) {
                 log_err("image '%s': writing refcount block at 0x%llx: %s", s->img->path,
                         (unsigned long long)e->off, strerror(-ret));
@@ -191,7 +219,16 @@ static int qcow2_rb_writeback(struct qcow2 *s, bool sync)
             wrote = true;
         }
     }
-    if (sync && wrote && fdatasync(s->img->fd) < 0)
+    if (s->rt_dirty_lo < s->rt_dirty_hi) {
+        /* new blocks are on disk before the table points to them */
+        if (wrote && img_fdatasync(s->img) < 0)
+            return -errno;
+        ret = qcow2_rt_writeback(s);
+        if (ret < 0)
+            return ret;
+        wrote = true;
+    }
+    if (sync && wrote && img_fdatasync(s->img) < 0)
         return -errno;
     return 0;
 }
@@ -206,7 +243,7 @@ static int qcow2_cache_write_ent(struct qcow2 *s, struct qcow2_cache *c, struct 
         if (ret < 0)
             return ret;
     }
-    ret = img_pwrite_full(s->img->fd, e->data, s->cluster_size, e->off);
+    ret = img_meta_pwrite(s->img, e->data, s->cluster_size, e->off);
     if (ret < 0) {
         log_err("image '%s': writing %s at 0x%llx: %s", s->img->path,
                 c == &s->l2c ? "L2 table" : "refcount block", (unsigned long long)e->off,
@@ -217,40 +254,172 @@ static int qcow2_cache_write_ent(struct qcow2 *s, struct qcow2_cache *c, struct 
     return 0;
 }
 
+static struct qcow2_cache_ent *qcow2_cache_find(struct qcow2_cache *c, uint64_t off)
+{
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->ent[i].off == off)
+            return &c->ent[i];
+    return NULL;
+}
+
+/* Takes one more slot past the bound (non-blocking mode only). */
+static struct qcow2_cache_ent *qcow2_cache_grow(struct qcow2 *s, struct qcow2_cache *c)
+{
+    struct qcow2_cache_ent *e;
+
+    if (c->n >= c->base + QCOW2_CACHE_SLACK)
+        return NULL;
+    e = &c->ent[c->n];
+    memset(e, 0, sizeof(*e));
+    e->data = qcow2_alloc_buf(s->cluster_size);
+    if (!e->data)
+        return NULL;
+    c->n++;
+    return e;
+}
+
+/*
+ * A slot for a table that is not cached: a free one, else the least recently
+ * used clean one. Blocking mode writes back the least recently used dirty
+ * table; non-blocking mode never does I/O here: it takes a slot from the
+ * slack and asks for a write-back, or reports IMG_NEED_ROOM when the slack
+ * is used up too. Pinned tables are never evicted.
+ */
+static int qcow2_cache_slot(struct qcow2 *s, struct qcow2_cache *c, struct qcow2_cache_ent **out)
+{
+    struct qcow2_cache_ent *clean = NULL, *dirty = NULL, *e;
+    int ret;
+
+    for (unsigned i = 0; i < c->n; i++) {
+        e = &c->ent[i];
+        if (!e->off) {
+            *out = e;
+            return 0;
+        }
+        if (e->pin)
+            continue;
+        if (!e->dirty) {
+            if (!clean || e->lru < clean->lru)
+                clean = e;
+        } else if (!dirty || e->lru < dirty->lru) {
+            dirty = e;
+        }
+    }
+    if (clean && s->img->nowait && clean->lru == c->tick) {
+        /* the only clean table was just read for a request that has not used
+         * it yet: keep it while the slack lasts */
+        e = qcow2_cache_grow(s, c);
+        if (e) {
+            s->img->want_writeback = true;
+            *out = e;
+            return 0;
+        }
+    }
+    if (clean) {
+        *out = clean;
+        return 0;
+    }
+    if (s->img->nowait) {
+        s->img->want_writeback = true;
+        e = qcow2_cache_grow(s, c);
+        if (e) {
+            *out = e;
+            return 0;
+        }
+        s->img->nowait->kind = IMG_NEED_ROOM;
+        s->img->nowait->img = s->img;
+        return -EWOULDBLOCK;
+    }
+    if (dirty && s->flushing) {
+        /* an older copy of it may be on the ring: writing it here could be
+         * overtaken by that copy; take a slack slot instead */
+        e = qcow2_cache_grow(s, c);
+        if (e) {
+            *out = e;
+            return 0;
+        }
+        log_err("image '%s': metadata cache full while a flush is on the ring; poll and retry",
+                s->img->path);
+        return -EBUSY;
+    }
+    if (dirty) {
+        ret = qcow2_cache_write_ent(s, c, dirty);
+        if (ret < 0)
+            return ret;
+        *out = dirty;
+        return 0;
+    }
+    /* every table is pinned by an in-flight allocation */
+    e = qcow2_cache_grow(s, c);
+    if (!e) {
+        log_err("image '%s': metadata cache exhausted by in-flight allocations", s->img->path);
+        return -ENOBUFS;
+    }
+    *out = e;
+    return 0;
+}
+
+/* Gives back the slots taken past the bound once their tables are clean. */
+static void qcow2_cache_trim(struct qcow2_cache *c)
+{
+    for (unsigned i = 0; i < c->n && c->n > c->base;) {
+        struct qcow2_cache_ent *e = &c->ent[i];
+        if (e->off && (e->dirty || e->pin)) {
+            i++;
+            continue;
+        }
+        free(e->data);
+        c->n--;
+        if (i != c->n)
+            *e = c->ent[c->n];
+        memset(&c->ent[c->n], 0, sizeof(c->ent[c->n]));
+    }
+    c->last = 0;
+}
+
+static int qcow2_cache_id(const struct qcow2 *s, const struct qcow2_cache *c)
+{
+    return c == &s->l2c ? 0 : 1;
+}
+
 /* Returns the cached table at off; read=false gives a zeroed table (new). */
 int qcow2_cache_get(struct qcow2 *s, struct qcow2_cache *c, uint64_t off, bool read, uint8_t **out)
 {
     struct qcow2_cache_ent *victim = NULL;
     int ret;
 
-    if (c->ent[c->last].off == off && read) {
+    if (c->last < c->n && c->ent[c->last].off == off && read) {
         c->ent[c->last].lru = ++c->tick;
         *out = c->ent[c->last].data;
         return 0;
     }
-    for (unsigned i = 0; i < c->n; i++) {
-        struct qcow2_cache_ent *e = &c->ent[i];
-        if (e->off == off) {
-            e->lru = ++c->tick;
-            c->last = i;
-            if (!read) {
-                memset(e->data, 0, s->cluster_size);
-                e->dirty = false;
-            }
-            *out = e->data;
-            return 0;
+    victim = qcow2_cache_find(c, off);
+    if (victim) {
+        victim->lru = ++c->tick;
+        c->last = (unsigned)(victim - c->ent);
+        if (!read) {
+            memset(victim->data, 0, s->cluster_size);
+            victim->dirty = false;
+            victim->gen++;
         }
-        if (!victim || (victim->off && (!e->off || e->lru < victim->lru)))
-            victim = e;
+        *out = victim->data;
+        return 0;
     }
-    if (victim->off && victim->dirty) {
-        ret = qcow2_cache_write_ent(s, c, victim);
-        if (ret < 0)
-            return ret;
+    if (read && s->img->nowait) {
+        struct img_need *need = s->img->nowait;
+        need->kind = IMG_NEED_READ;
+        need->img = s->img;
+        need->table = qcow2_cache_id(s, c);
+        need->off = off;
+        need->len = (uint32_t)s->cluster_size;
+        return -EWOULDBLOCK;
     }
+    ret = qcow2_cache_slot(s, c, &victim);
+    if (ret < 0)
+        return ret;
     victim->off = 0;
     if (read) {
-        ret = img_pread_full(s->img->fd, victim->data, s->cluster_size, off);
+        ret = img_meta_pread(s->img, victim->data, s->cluster_size, off);
         if (ret < 0) {
             log_err("image '%s': reading table at 0x%llx: %s", s->img->path,
                     (unsigned long long)off, strerror(-ret));
@@ -261,26 +430,66 @@ int qcow2_cache_get(struct qcow2 *s, struct qcow2_cache *c, uint64_t off, bool r
     }
     victim->off = off;
     victim->dirty = false;
+    victim->gen++;
     victim->lru = ++c->tick;
     c->last = (unsigned)(victim - c->ent);
     *out = victim->data;
     return 0;
 }
 
+/* Non-blocking mode: a slot can be had without I/O (checked before a change
+ * that must not be left half done). */
+static int qcow2_cache_reserve(struct qcow2 *s, struct qcow2_cache *c)
+{
+    struct qcow2_cache_ent *e;
+
+    if (!s->img->nowait)
+        return 0;
+    for (unsigned i = 0; i < c->n; i++) {
+        e = &c->ent[i];
+        if (!e->off || (!e->pin && !e->dirty))
+            return 0;
+    }
+    if (c->n < c->base + QCOW2_CACHE_SLACK)
+        return 0;
+    s->img->want_writeback = true;
+    s->img->nowait->kind = IMG_NEED_ROOM;
+    s->img->nowait->img = s->img;
+    return -EWOULDBLOCK;
+}
+
 void qcow2_cache_mark_dirty(struct qcow2_cache *c, uint64_t off)
 {
-    for (unsigned i = 0; i < c->n; i++) {
-        if (c->ent[i].off == off) {
-            c->ent[i].dirty = true;
-            return;
-        }
+    struct qcow2_cache_ent *e = qcow2_cache_find(c, off);
+
+    if (e) {
+        e->dirty = true;
+        e->gen++;
     }
+}
+
+static void qcow2_cache_pin(struct qcow2_cache *c, uint64_t off, bool pin)
+{
+    struct qcow2_cache_ent *e = qcow2_cache_find(c, off);
+
+    if (!e)
+        return;
+    if (pin)
+        e->pin++;
+    else if (e->pin)
+        e->pin--;
+}
+
+void qcow2_mark_l1_dirty(struct qcow2 *s)
+{
+    s->l1_dirty = true;
+    s->l1_gen++;
 }
 
 static void qcow2_cache_drop(struct qcow2_cache *c, uint64_t off)
 {
     for (unsigned i = 0; i < c->n; i++)
-        if (c->ent[i].off == off)
+        if (c->ent[i].off == off && !c->ent[i].pin)
             c->ent[i].off = 0;
 }
 
@@ -343,14 +552,34 @@ static int qcow2_refblock_create(struct qcow2 *s, uint64_t bi)
     if (ret < 0)
         return ret;
     qcow2_rb_set(rb, s->refcount_order, 0, 1);
-    ret = img_pwrite_full(s->img->fd, rb, s->cluster_size, off);
+    if (s->img->nowait) {
+        /* no I/O now: the block is a dirty cache entry, the table entry is
+         * written after it by the next write-back (qcow2_rb_writeback / the
+         * asynchronous flush), before any table that references a cluster
+         * it counts */
+        qcow2_cache_mark_dirty(&s->rbc, off);
+        if (off + s->cluster_size > s->file_size)
+            s->file_size = off + s->cluster_size;
+        s->rt[bi] = off;
+        if (s->rt_dirty_lo >= s->rt_dirty_hi) {
+            s->rt_dirty_lo = bi;
+            s->rt_dirty_hi = bi + 1;
+        } else {
+            if (bi < s->rt_dirty_lo)
+                s->rt_dirty_lo = bi;
+            if (bi + 1 > s->rt_dirty_hi)
+                s->rt_dirty_hi = bi + 1;
+        }
+        return 0;
+    }
+    ret = img_meta_pwrite(s->img, rb, s->cluster_size, off);
     if (ret < 0)
         return ret;
     if (off + s->cluster_size > s->file_size)
         s->file_size = off + s->cluster_size;
     s->rt[bi] = off;
     be = htobe64(off);
-    ret = img_pwrite_full(s->img->fd, &be, 8, s->rt_off + bi * 8);
+    ret = img_meta_pwrite(s->img, &be, 8, s->rt_off + bi * 8);
     if (ret < 0)
         return ret;
     return 0;
@@ -428,6 +657,8 @@ static int qcow2_reftable_grow(struct qcow2 *s, uint64_t min_entries)
     uint8_t hdr[12];
     int ret;
 
+    if (s->img->nowait)
+        log_warn("image '%s': growing the refcount table synchronously", s->img->path);
     if (new_size < min_entries)
         new_size = min_entries;
     new_size = (new_size + per_cluster - 1) / per_cluster * per_cluster;
@@ -475,7 +706,7 @@ static int qcow2_reftable_grow(struct qcow2 *s, uint64_t min_entries)
         for (uint64_t c = tbl_start; c < tbl_start + new_clusters; c++)
             if ((c >> s->rb_bits) == bi)
                 qcow2_rb_set(rb, s->refcount_order, c - first, 1);
-        ret = img_pwrite_full(s->img->fd, rb, s->cluster_size, first << s->cluster_bits);
+        ret = img_meta_pwrite(s->img, rb, s->cluster_size, first << s->cluster_bits);
         free(rb);
         if (ret < 0)
             goto out;
@@ -488,7 +719,7 @@ static int qcow2_reftable_grow(struct qcow2 *s, uint64_t min_entries)
         }
         for (uint64_t i = 0; i < new_size; i++)
             be[i] = htobe64(nrt[i]);
-        ret = img_pwrite_full(s->img->fd, be, new_size * 8, tbl_start << s->cluster_bits);
+        ret = img_meta_pwrite(s->img, be, new_size * 8, tbl_start << s->cluster_bits);
         free(be);
         if (ret < 0)
             goto out;
@@ -496,16 +727,16 @@ static int qcow2_reftable_grow(struct qcow2 *s, uint64_t min_entries)
     ret = qcow2_rb_writeback(s, false);
     if (ret < 0)
         goto out;
-    if (fdatasync(s->img->fd) < 0) {
+    if (img_fdatasync(s->img) < 0) {
         ret = -errno;
         goto out;
     }
     wr64(hdr, tbl_start << s->cluster_bits);
     wr32(hdr + 8, (uint32_t)new_clusters);
-    ret = img_pwrite_full(s->img->fd, hdr, 12, 48);
+    ret = img_meta_pwrite(s->img, hdr, 12, 48);
     if (ret < 0)
         goto out;
-    if (fdatasync(s->img->fd) < 0) {
+    if (img_fdatasync(s->img) < 0) {
         ret = -errno;
         goto out;
     }
@@ -556,6 +787,8 @@ retry:
             return -ENOSPC;
         }
         ret = qcow2_refcount_get(s, c, &rc);
+        if (ret == -EWOULDBLOCK && i == 0)
+            s->free_hint = start; /* everything below is in use: do not rescan it */
         if (ret < 0)
             return ret;
         if (rc || (s->ndec && qcow2_is_deferred(s, c))) {
@@ -608,7 +841,15 @@ static void qcow2_prealloc(struct qcow2 *s, uint64_t end)
     if (end <= s->prealloc_end)
         return;
     to = (end + chunk - 1) / chunk * chunk;
-    if (fallocate(s->img->fd, 0, (off_t)s->prealloc_end, (off_t)(to - s->prealloc_end)) == 0)
+    if (s->img->nowait) {
+        /* run on the ring by the caller (aio.c) */
+        if (!s->img->falloc_len)
+            s->img->falloc_off = s->prealloc_end;
+        s->img->falloc_len = to - s->img->falloc_off;
+        s->prealloc_end = to;
+        return;
+    }
+    if (img_fallocate(s->img, 0, s->prealloc_end, to - s->prealloc_end) == 0)
         s->prealloc_end = to;
     else
         s->prealloc_end = end;
@@ -625,8 +866,13 @@ static int qcow2_defer_dec(struct qcow2 *s, uint64_t cluster)
         s->capdec = cap;
     }
     s->dec[s->ndec++] = cluster;
-    if (s->ndec >= DEC_MAX)
+    if (s->ndec >= DEC_MAX) {
+        if (s->img->nowait) {
+            s->img->want_flush = true; /* aio.c runs an asynchronous flush */
+            return 0;
+        }
         return qcow2_flush_meta(s);
+    }
     return 0;
 }
 
@@ -645,7 +891,7 @@ int qcow2_write_l1(struct qcow2 *s)
         return -ENOMEM;
     for (uint32_t i = 0; i < s->l1_size; i++)
         be[i] = htobe64(s->l1[i]);
-    ret = img_pwrite_full(s->img->fd, be, bytes, s->l1_off);
+    ret = img_meta_pwrite(s->img, be, bytes, s->l1_off);
     free(be);
     if (ret < 0)
         log_err("image '%s': writing L1 table: %s", s->img->path, strerror(-ret));
@@ -665,30 +911,30 @@ int qcow2_flush_meta(struct qcow2 *s)
         ret = qcow2_rb_writeback(s, false);
         if (ret < 0)
             return ret;
-        return fdatasync(s->img->fd) < 0 ? -errno : 0;
+        return img_fdatasync(s->img) < 0 ? -errno : 0;
     }
     ret = qcow2_rb_writeback(s, false);
     if (ret < 0)
         return ret;
-    if (fdatasync(s->img->fd) < 0)
+    if (img_fdatasync(s->img) < 0)
         return -errno;
     for (unsigned i = 0; i < s->l2c.n; i++) {
         struct qcow2_cache_ent *e = &s->l2c.ent[i];
         if (e->off && e->dirty) {
-            ret = img_pwrite_full(s->img->fd, e->data, s->cluster_size, e->off);
+            ret = img_meta_pwrite(s->img, e->data, s->cluster_size, e->off);
             if (ret < 0)
                 return ret;
             e->dirty = false;
         }
     }
     if (s->l1_dirty) {
-        if (fdatasync(s->img->fd) < 0)
+        if (img_fdatasync(s->img) < 0)
             return -errno;
         ret = qcow2_write_l1(s);
         if (ret < 0)
             return ret;
     }
-    if (fdatasync(s->img->fd) < 0)
+    if (img_fdatasync(s->img) < 0)
         return -errno;
     if (s->ndec) {
         size_t n = s->ndec;
@@ -703,6 +949,400 @@ int qcow2_flush_meta(struct qcow2 *s)
             return ret;
     }
     return 0;
+}
+
+/* ---- asynchronous metadata flush (on the ring, aio.c) ----
+ *
+ * The same order as qcow2_flush_meta: refcount blocks, fdatasync, new
+ * refcount-table entries, fdatasync, L2 tables, [fdatasync, L1,] fdatasync,
+ * then the deferred refcount decrements. Every dirty table is copied when
+ * the flush starts, so the copies form one consistent state (a reference in
+ * a copied L2 table has its refcount in a copied refcount block: allocation
+ * counts a cluster before publishing it) while the poll thread goes on
+ * changing the cache; a table changed after its copy was taken stays dirty
+ * (generation counter).
+ */
+
+enum qf_stage { QF_RB, QF_RT, QF_RT_W, QF_L2, QF_L2_W, QF_L1, QF_L1_W, QF_END, QF_DEC, QF_DONE };
+
+struct qcow2_wb {
+    struct qcow2_flush *f;
+    int table; /* 0 L2, 1 refcount block, 2 refcount table, 3 L1 */
+    uint64_t off, gen, len;
+    uint8_t *copy;
+};
+
+struct qcow2_flush {
+    struct qtimg *img;
+    struct qcow2 *s;
+    struct img_io io;
+    bool final;
+    img_io_done done;
+    void *arg;
+    int ret;
+    unsigned pending;
+    enum qf_stage stage;
+    bool synced; /* an fdatasync is queued/done after the last write */
+    struct qcow2_wb *wb;
+    size_t nwb, next_wb;
+    size_t ndec;  /* deferred decrements covered by this flush */
+    size_t dec_i; /* next one to apply */
+    uint8_t *dec_buf;
+    struct img_need dec_need;
+};
+
+static void qcow2_flush_step(struct qcow2_flush *f);
+static int qcow2_mark_dirty(struct qcow2 *s);
+
+static void qcow2_flush_io_done(void *arg, int res)
+{
+    struct qcow2_wb *w = arg;
+    struct qcow2_flush *f = w->f;
+
+    if (res < 0 || (w->copy && (uint64_t)res != w->len)) {
+        if (f->ret == 0)
+            f->ret = res < 0 ? res : -EIO;
+        log_err("image '%s': metadata write at 0x%llx: %s", f->img->path,
+                (unsigned long long)w->off, strerror(res < 0 ? -res : EIO));
+    } else if (w->copy) {
+        struct qcow2 *s = f->s;
+        struct qcow2_cache_ent *e = NULL;
+        if (w->table == 0)
+            e = qcow2_cache_find(&s->l2c, w->off);
+        else if (w->table == 1)
+            e = qcow2_cache_find(&s->rbc, w->off);
+        if (e && e->gen == w->gen)
+            e->dirty = false;
+        if (w->table == 3 && s->l1_gen == w->gen)
+            s->l1_dirty = false;
+    }
+    if (res < 0 && w->table == 2) { /* write the whole table next time */
+        f->s->rt_dirty_lo = 0;
+        f->s->rt_dirty_hi = f->s->rt_size;
+    }
+    free(w->copy);
+    w->copy = NULL;
+    if (w->table < 0)
+        free(w); /* an fdatasync */
+    f->pending--;
+    if (f->pending == 0)
+        qcow2_flush_step(f);
+}
+
+static int qcow2_flush_queue(struct qcow2_flush *f, struct qcow2_wb *w, enum img_io_op op)
+{
+    int ret;
+
+    w->f = f;
+    f->pending++;
+    ret = f->io.queue(f->io.ctx, f->img, op, w->copy, w->len, w->off, qcow2_flush_io_done, w);
+    if (ret < 0) {
+        f->pending--;
+        free(w->copy);
+        w->copy = NULL;
+        if (w->table < 0)
+            free(w);
+        if (f->ret == 0)
+            f->ret = ret;
+    }
+    return ret;
+}
+
+static void qcow2_flush_sync(struct qcow2_flush *f)
+{
+    struct qcow2_wb *w = calloc(1, sizeof(*w));
+
+    if (!w) {
+        if (f->ret == 0)
+            f->ret = -ENOMEM;
+        return;
+    }
+    w->table = -1;
+    qcow2_flush_queue(f, w, IMG_IO_FDATASYNC);
+    f->synced = true;
+}
+
+/* Queues the copies of one stage's tables. */
+static void qcow2_flush_write_stage(struct qcow2_flush *f, int table)
+{
+    for (size_t i = 0; i < f->nwb && f->ret == 0; i++)
+        if (f->wb[i].table == table && f->wb[i].copy) {
+            f->synced = false;
+            qcow2_flush_queue(f, &f->wb[i], IMG_IO_WRITE);
+        }
+}
+
+static bool qcow2_flush_has(const struct qcow2_flush *f, int table)
+{
+    for (size_t i = 0; i < f->nwb; i++)
+        if (f->wb[i].table == table)
+            return true;
+    return false;
+}
+
+static void qcow2_flush_dec_read_done(void *arg, int res)
+{
+    struct qcow2_flush *f = arg;
+    struct qcow2 *s = f->s;
+    uint8_t *buf = f->dec_buf;
+
+    f->dec_buf = NULL;
+    f->pending--;
+    if (res >= 0 && (uint64_t)res < s->cluster_size)
+        memset(buf + res, 0, s->cluster_size - (uint64_t)res);
+    if (res < 0) {
+        free(buf);
+        f->stage = QF_DONE; /* the decrements stay deferred */
+    } else {
+        struct img_need *saved = s->img->nowait, need;
+        s->img->nowait = &need;
+        if (s->img->drv->meta_insert(s->img, &f->dec_need, buf) < 0) {
+            free(buf);
+            f->stage = QF_DONE;
+        }
+        s->img->nowait = saved;
+    }
+    qcow2_flush_step(f);
+}
+
+/* Applies the decrements the flush covered; a missing refcount block is read
+ * on the ring first. Runs in non-blocking mode. */
+static void qcow2_flush_apply_dec(struct qcow2_flush *f)
+{
+    struct qcow2 *s = f->s;
+    struct img_need *saved = s->img->nowait, need = {0};
+    int ret = 0;
+
+    s->img->nowait = &need;
+    while (f->dec_i < f->ndec) {
+        ret = qcow2_refcount_add(s, s->dec[f->dec_i], -1);
+        if (ret < 0)
+            break;
+        f->dec_i++;
+    }
+    s->img->nowait = saved;
+    if (ret == -EWOULDBLOCK && need.kind == IMG_NEED_READ) {
+        f->dec_need = need;
+        f->dec_buf = qcow2_alloc_buf(need.len);
+        if (f->dec_buf) {
+            f->pending++;
+            ret = f->io.queue(f->io.ctx, f->img, IMG_IO_READ, f->dec_buf, need.len, need.off,
+                              qcow2_flush_dec_read_done, f);
+            if (ret == 0)
+                return;
+            f->pending--;
+            free(f->dec_buf);
+            f->dec_buf = NULL;
+        }
+    } else if (ret < 0 && ret != -EWOULDBLOCK && f->ret == 0) {
+        f->ret = ret;
+    }
+    f->stage = QF_DONE; /* what is left stays deferred to the next flush */
+}
+
+static void qcow2_flush_finish(struct qcow2_flush *f)
+{
+    struct qcow2 *s = f->s;
+    img_io_done done = f->done;
+    void *arg = f->arg;
+    int ret = f->ret;
+
+    if (f->dec_i) {
+        memmove(s->dec, s->dec + f->dec_i, (s->ndec - f->dec_i) * sizeof(*s->dec));
+        s->ndec -= f->dec_i;
+    }
+    for (size_t i = 0; i < f->nwb; i++)
+        free(f->wb[i].copy);
+    free(f->wb);
+    s->flushing = NULL;
+    qcow2_cache_trim(&s->l2c);
+    qcow2_cache_trim(&s->rbc);
+    free(f);
+    done(arg, ret);
+}
+
+static void qcow2_flush_step(struct qcow2_flush *f)
+{
+    while (f->pending == 0) {
+        if (f->ret < 0 && f->stage < QF_DONE)
+            f->stage = QF_DONE;
+        switch (f->stage) {
+        case QF_RB:
+            f->stage = QF_RT;
+            qcow2_flush_write_stage(f, 1);
+            break;
+        case QF_RT:
+            /* refcount blocks are on disk before the table points to them and
+             * before any table that references what they count */
+            f->stage = QF_RT_W;
+            if (qcow2_flush_has(f, 2) && qcow2_flush_has(f, 1))
+                qcow2_flush_sync(f);
+            break;
+        case QF_RT_W:
+            f->stage = QF_L2;
+            qcow2_flush_write_stage(f, 2);
+            break;
+        case QF_L2:
+            f->stage = QF_L2_W;
+            if (qcow2_flush_has(f, 0) && !f->synced &&
+                (qcow2_flush_has(f, 1) || qcow2_flush_has(f, 2)))
+                qcow2_flush_sync(f);
+            break;
+        case QF_L2_W:
+            f->stage = QF_L1;
+            qcow2_flush_write_stage(f, 0);
+            break;
+        case QF_L1:
+            f->stage = QF_L1_W;
+            if (qcow2_flush_has(f, 3) && !f->synced && qcow2_flush_has(f, 0))
+                qcow2_flush_sync(f);
+            break;
+        case QF_L1_W:
+            f->stage = QF_END;
+            qcow2_flush_write_stage(f, 3);
+            break;
+        case QF_END:
+            f->stage = f->final ? QF_DEC : QF_DONE;
+            if (f->final && !f->synced)
+                qcow2_flush_sync(f);
+            break;
+        case QF_DEC:
+            qcow2_flush_apply_dec(f);
+            break;
+        default:
+            qcow2_flush_finish(f);
+            return;
+        }
+    }
+}
+
+/* Copies a dirty table for the flush. */
+static int qcow2_flush_copy(struct qcow2_flush *f, int table, uint64_t off, uint64_t gen,
+                            const void *data, uint64_t len)
+{
+    struct qcow2_wb *w = &f->wb[f->nwb];
+
+    w->copy = qcow2_alloc_buf(len);
+    if (!w->copy)
+        return -ENOMEM;
+    memcpy(w->copy, data, len);
+    w->table = table;
+    w->off = off;
+    w->gen = gen;
+    w->len = len;
+    w->f = f;
+    f->nwb++;
+    return 0;
+}
+
+static int qcow2_meta_flush(struct qtimg *img, const struct img_io *io, bool final,
+                            img_io_done done, void *arg)
+{
+    struct qcow2 *s = img->priv;
+    struct qcow2_flush *f;
+    size_t max = (size_t)s->l2c.n + s->rbc.n + 2;
+    int ret = 0;
+
+    if (s->flushing)
+        return -EBUSY;
+    f = calloc(1, sizeof(*f));
+    if (!f)
+        return -ENOMEM;
+    f->wb = calloc(max, sizeof(*f->wb));
+    if (!f->wb) {
+        free(f);
+        return -ENOMEM;
+    }
+    f->img = img;
+    f->s = s;
+    f->io = *io;
+    f->final = final;
+    f->done = done;
+    f->arg = arg;
+    f->ndec = final ? s->ndec : 0;
+    for (unsigned i = 0; i < s->rbc.n && ret == 0; i++) {
+        struct qcow2_cache_ent *e = &s->rbc.ent[i];
+        if (e->off && e->dirty)
+            ret = qcow2_flush_copy(f, 1, e->off, e->gen, e->data, s->cluster_size);
+    }
+    if (ret == 0 && s->rt_dirty_lo < s->rt_dirty_hi) {
+        uint64_t lo = s->rt_dirty_lo, hi = s->rt_dirty_hi;
+        uint64_t *be = malloc((hi - lo) * 8);
+        if (!be) {
+            ret = -ENOMEM;
+        } else {
+            for (uint64_t i = lo; i < hi; i++)
+                be[i - lo] = htobe64(s->rt[i]);
+            ret = qcow2_flush_copy(f, 2, s->rt_off + lo * 8, 0, be, (hi - lo) * 8);
+            free(be);
+            if (ret == 0)
+                s->rt_dirty_lo = s->rt_dirty_hi = 0; /* re-marked if the write fails */
+        }
+    }
+    for (unsigned i = 0; i < s->l2c.n && ret == 0; i++) {
+        struct qcow2_cache_ent *e = &s->l2c.ent[i];
+        if (e->off && e->dirty)
+            ret = qcow2_flush_copy(f, 0, e->off, e->gen, e->data, s->cluster_size);
+    }
+    if (ret == 0 && final && s->l1_dirty && s->l1_size) {
+        size_t bytes = (size_t)s->l1_size * 8;
+        uint64_t *be = malloc(bytes);
+        if (!be) {
+            ret = -ENOMEM;
+        } else {
+            for (uint32_t i = 0; i < s->l1_size; i++)
+                be[i] = htobe64(s->l1[i]);
+            ret = qcow2_flush_copy(f, 3, s->l1_off, s->l1_gen, be, bytes);
+            free(be);
+        }
+    }
+    if (ret < 0) {
+        for (size_t i = 0; i < f->nwb; i++)
+            free(f->wb[i].copy);
+        free(f->wb);
+        free(f);
+        return ret;
+    }
+    s->flushing = f;
+    qcow2_flush_step(f);
+    return 0;
+}
+
+/* A table read on the ring for an IMG_NEED_READ: into the cache. */
+static int qcow2_meta_insert(struct qtimg *img, const struct img_need *need, void *buf)
+{
+    struct qcow2 *s = img->priv;
+    struct qcow2_cache *c = need->table == 0 ? &s->l2c : &s->rbc;
+    struct qcow2_cache_ent *e;
+    int ret;
+
+    if (need->len != s->cluster_size)
+        return -EINVAL;
+    if (qcow2_cache_find(c, need->off)) {
+        free(buf); /* read twice: the cached copy may be newer */
+        return 0;
+    }
+    ret = qcow2_cache_slot(s, c, &e);
+    if (ret < 0)
+        return ret;
+    free(e->data);
+    e->data = buf;
+    e->off = need->off;
+    e->dirty = false;
+    e->pin = 0;
+    e->gen++;
+    e->lru = ++c->tick;
+    return 0;
+}
+
+/* Before the first asynchronous request: what would otherwise block later. */
+static int qcow2_aio_attach(struct qtimg *img)
+{
+    struct qcow2 *s = img->priv;
+
+    if (img->read_only)
+        return 0;
+    return qcow2_mark_dirty(s); /* lazy refcounts: the header's dirty bit */
 }
 
 int qcow2_write_header(struct qcow2 *s)
@@ -767,8 +1407,8 @@ int qcow2_write_header(struct qcow2 *s)
         memcpy(buf + pos, s->backing_file, blen);
         pos += blen;
     }
-    ret = img_pwrite_full(s->img->fd, buf, pos, 0);
-    if (ret == 0 && fdatasync(s->img->fd) < 0)
+    ret = img_meta_pwrite(s->img, buf, pos, 0);
+    if (ret == 0 && img_fdatasync(s->img) < 0)
         ret = -errno;
 out:
     if (ret == -ENOSPC)
@@ -1037,6 +1677,16 @@ static int qcow2_l2_for_write(struct qcow2 *s, uint64_t l1i, uint64_t *out)
         *out = l2off;
         return 0;
     }
+    /* everything that may have to wait comes before the allocation, so
+     * that a non-blocking caller retrying later finds nothing half done */
+    if (l2off) {
+        ret = qcow2_cache_get(s, &s->l2c, l2off, true, &src);
+        if (ret < 0)
+            return ret;
+    }
+    ret = qcow2_cache_reserve(s, &s->l2c);
+    if (ret < 0)
+        return ret;
     ret = qcow2_alloc_clusters(s, 1, &noff);
     if (ret < 0)
         return ret;
@@ -1064,7 +1714,7 @@ static int qcow2_l2_for_write(struct qcow2 *s, uint64_t l1i, uint64_t *out)
     }
     qcow2_cache_mark_dirty(&s->l2c, noff);
     s->l1[l1i] = noff | QCOW2_OFLAG_COPIED;
-    s->l1_dirty = true;
+    qcow2_mark_l1_dirty(s);
     *out = noff;
     return 0;
 }
@@ -1084,15 +1734,44 @@ static int qcow2_set_entry(struct qcow2 *s, uint64_t l2off, uint64_t gc, const s
 
 /* ---- data path ---- */
 
+static int qcow2_inflate_buf(struct qcow2 *s, const uint8_t *in, uint64_t clen, uint64_t host,
+                             uint8_t *out)
+{
+    z_stream zs;
+    int zr;
+
+    memset(&zs, 0, sizeof(zs));
+    if (inflateInit2(&zs, -12) != Z_OK)
+        return -ENOMEM;
+    zs.next_in = (uint8_t *)in;
+    zs.avail_in = (uInt)clen;
+    zs.next_out = out;
+    zs.avail_out = (uInt)s->cluster_size;
+    zr = inflate(&zs, Z_FINISH);
+    inflateEnd(&zs);
+    if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR) || zs.avail_out != 0)
+        return qcow2_signal_corrupt(s, "compressed cluster at 0x%llx does not inflate to a cluster",
+                                    (unsigned long long)host);
+    memcpy(s->dcache, out, s->cluster_size);
+    s->dcache_key = host + 1;
+    return 0;
+}
+
+static int qcow2_compressed_check(struct qcow2 *s, uint64_t host, uint64_t csize)
+{
+    if (csize > 2 * s->cluster_size + 512 || host + csize > s->file_size + 512)
+        return qcow2_signal_corrupt(s, "compressed cluster at 0x%llx (%llu bytes) out of bounds",
+                                    (unsigned long long)host, (unsigned long long)csize);
+    return 0;
+}
+
 static int qcow2_decompress(struct qcow2 *s, const struct qcow2_l2e *e, uint8_t *out)
 {
     uint8_t *in;
-    z_stream zs;
-    int ret, zr;
+    int ret = qcow2_compressed_check(s, e->host, e->csize);
 
-    if (e->csize > 2 * s->cluster_size + 512 || e->host + e->csize > s->file_size + 512)
-        return qcow2_signal_corrupt(s, "compressed cluster at 0x%llx (%llu bytes) out of bounds",
-                                    (unsigned long long)e->host, (unsigned long long)e->csize);
+    if (ret < 0)
+        return ret;
     if (s->dcache_key == e->host + 1) {
         memcpy(out, s->dcache, s->cluster_size);
         return 0;
@@ -1100,31 +1779,27 @@ static int qcow2_decompress(struct qcow2 *s, const struct qcow2_l2e *e, uint8_t 
     in = malloc(e->csize);
     if (!in)
         return -ENOMEM;
-    ret = img_pread_full(s->img->fd, in, e->csize, e->host);
-    if (ret < 0)
-        goto out;
-    memset(&zs, 0, sizeof(zs));
-    if (inflateInit2(&zs, -12) != Z_OK) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    zs.next_in = in;
-    zs.avail_in = (uInt)e->csize;
-    zs.next_out = out;
-    zs.avail_out = (uInt)s->cluster_size;
-    zr = inflate(&zs, Z_FINISH);
-    inflateEnd(&zs);
-    if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR) || zs.avail_out != 0) {
-        ret = qcow2_signal_corrupt(s, "compressed cluster at 0x%llx does not inflate to a cluster",
-                                   (unsigned long long)e->host);
-        goto out;
-    }
-    memcpy(s->dcache, out, s->cluster_size);
-    s->dcache_key = e->host + 1;
-    ret = 0;
-out:
+    ret = img_meta_pread(s->img, in, e->csize, e->host);
+    if (ret == 0)
+        ret = qcow2_inflate_buf(s, in, e->csize, e->host, out);
     free(in);
     return ret;
+}
+
+/* aio.c: a compressed cluster read on the ring. */
+static int qcow2_aio_inflate(struct qtimg *img, const uint8_t *in, uint64_t clen, uint64_t host,
+                             uint8_t *out)
+{
+    struct qcow2 *s = img->priv;
+    int ret = qcow2_compressed_check(s, host, clen);
+
+    if (ret < 0)
+        return ret;
+    if (s->dcache_key == host + 1) {
+        memcpy(out, s->dcache, s->cluster_size);
+        return 0;
+    }
+    return qcow2_inflate_buf(s, in, clen, host, out);
 }
 
 /* Guest data in host clusters: encrypted with sector = host offset / 512. */
@@ -1472,7 +2147,7 @@ int qtimg_pwrite_compressed(struct qtimg *img, const void *buf, uint64_t len, ui
             goto out;
         s->comp_end = place + nclus * s->cluster_size;
     }
-    ret = img_pwrite_full(img->fd, out, csize, place);
+    ret = img_meta_pwrite(img, out, csize, place);
     if (ret < 0)
         goto out;
     s->comp_cur = (place + csize + 511) & ~511ull;
@@ -1492,6 +2167,11 @@ out:
 static int qcow2_flush(struct qtimg *img)
 {
     struct qcow2 *s = img->priv;
+
+    if (s->flushing) {
+        log_err("image '%s': synchronous flush while a flush is on the ring", img->path);
+        return -EBUSY;
+    }
     return qcow2_flush_meta(s);
 }
 
@@ -1665,21 +2345,21 @@ int qcow2_grow_l1(struct qcow2 *s, uint64_t min_size)
         }
         for (uint64_t i = 0; i < new_size; i++)
             be[i] = htobe64(nl1[i]);
-        ret = img_pwrite_full(s->img->fd, be, clusters << s->cluster_bits, new_off);
+        ret = img_meta_pwrite(s->img, be, clusters << s->cluster_bits, new_off);
         free(be);
         if (ret < 0)
             goto fail;
     }
-    if (fdatasync(s->img->fd) < 0) {
+    if (img_fdatasync(s->img) < 0) {
         ret = -errno;
         goto fail;
     }
     wr32(hdr, (uint32_t)new_size);
     wr64(hdr + 4, new_off);
-    ret = img_pwrite_full(s->img->fd, hdr, 12, 36);
+    ret = img_meta_pwrite(s->img, hdr, 12, 36);
     if (ret < 0)
         goto fail;
-    if (fdatasync(s->img->fd) < 0) {
+    if (img_fdatasync(s->img) < 0) {
         ret = -errno;
         goto fail;
     }
@@ -1709,6 +2389,12 @@ static int qcow2_resize(struct qtimg *img, uint64_t new_size, uint32_t flags)
     uint8_t sz[8];
     int ret;
 
+    if (s->flushing) {
+        /* its table copies must land before the tables move */
+        log_err("image '%s': resize while a metadata flush is on the ring; poll and retry",
+                img->path);
+        return -EBUSY;
+    }
     if (new_size % 512) {
         log_err("image '%s': new size %llu is not a multiple of 512", img->path,
                 (unsigned long long)new_size);
@@ -1747,10 +2433,10 @@ static int qcow2_resize(struct qtimg *img, uint64_t new_size, uint32_t flags)
     if (ret < 0)
         return ret;
     wr64(sz, new_size);
-    ret = img_pwrite_full(img->fd, sz, 8, 24);
+    ret = img_meta_pwrite(img, sz, 8, 24);
     if (ret < 0)
         return ret;
-    if (fdatasync(img->fd) < 0)
+    if (img_fdatasync(img) < 0)
         return -errno;
     img->size = new_size;
     return 0;
@@ -1855,7 +2541,12 @@ static int qcow2_map_io(struct qtimg *img, uint64_t off, uint64_t len, bool for_
     if (ret < 0)
         return ret;
     if (e.type == L2E_COMPRESSED) {
-        ext->kind = IMG_EXT_SLOW;
+        ext->kind = IMG_EXT_COMPRESSED;
+        ext->host_off = e.host;
+        ext->clen = e.csize;
+        ext->coff = coff;
+        ext->ulen = s->cluster_size;
+        ext->crypt = false;
         return 0;
     }
     {
@@ -1905,10 +2596,12 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
     ext->len = n;
     ext->kind = IMG_EXT_SLOW;
     memset(t, 0, sizeof(*t));
-    if (s->crypt_method || (s->incompat & QCOW2_INCOMPAT_CORRUPT))
-        return 0;
+    if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) ||
+        (s->crypt_method && (!s->crypto || ((off | n) & 511))))
+        return 0; /* the synchronous path refuses it with a message */
     if (qcow2_inflight_has(s, gc))
         return -EBUSY;
+    t->crypt = s->crypt_method != 0;
     first = (uint32_t)(coff >> s->sc_bits);
     last = (uint32_t)((coff + n - 1) >> s->sc_bits);
     touched = sc_mask(first, last);
@@ -1936,7 +2629,7 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
         t->new_cluster = false;
     } else if (e.type == L2E_UNALLOC) {
         bool zero_fill = false;
-        if (t->cow && s->nb_sc == 1 && !img->backing && !e.zero) {
+        if (t->cow && s->nb_sc == 1 && !img->backing && !e.zero && !s->crypt_method) {
             /* a fresh cluster with nothing below it: no fill unless reused */
             t->cow = false;
             zero_fill = true;
@@ -1946,22 +2639,35 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
             return ret;
         if (s->ninflight)
             qcow2_prealloc(s, host + s->cluster_size); /* concurrent allocations only */
-        if (zero_fill && host < s->zero_above) {
-            /* a reused cluster: clear what the write does not cover */
-            ret = img_pwrite_full(img->fd, s->zbuf, coff, host);
-            if (ret == 0)
-                ret =
-                    img_pwrite_full(img->fd, s->zbuf, s->cluster_size - coff - n, host + coff + n);
-            if (ret < 0) {
-                qcow2_refcount_add(s, host >> s->cluster_bits, -1);
-                return ret;
-            }
-        }
+        if (zero_fill && host < s->zero_above)
+            t->cow = true; /* a reused cluster: the zero fill is written with the data */
         if (host + s->cluster_size > s->zero_above)
             s->zero_above = host + s->cluster_size;
         t->new_cluster = true;
     } else {
-        return 0; /* shared or compressed: copy-on-write runs synchronously */
+        /* shared with a snapshot (not COPIED) or compressed: a new cluster
+         * filled from the current mapping; the old one is released on commit */
+        uint32_t keep = e.type == L2E_COMPRESSED ? s->sc_all : e.alloc;
+        uint32_t newalloc = s->nb_sc == 1 ? 1 : (keep | touched), lo = 0, hi = 31;
+        while (!(newalloc & (1u << lo)))
+            lo++;
+        while (!(newalloc & (1u << hi)))
+            hi--;
+        t->cow_lo = (uint64_t)lo << s->sc_bits;
+        t->cow_hi = (uint64_t)(hi + 1) << s->sc_bits;
+        t->cow = !(coff == t->cow_lo && coff + n == t->cow_hi);
+        t->head_zero = t->tail_zero = false;
+        t->replace = true;
+        touched = newalloc;
+        qcow2_l2e_encode(s, &e, (uint8_t *)t->old_l2e);
+        ret = qcow2_alloc_clusters(s, 1, &host);
+        if (ret < 0)
+            return ret;
+        if (s->ninflight)
+            qcow2_prealloc(s, host + s->cluster_size);
+        if (host + s->cluster_size > s->zero_above)
+            s->zero_above = host + s->cluster_size;
+        t->new_cluster = true;
     }
     if (s->ninflight == s->capinflight) {
         unsigned cap = s->capinflight ? s->capinflight * 2 : 64;
@@ -1975,6 +2681,7 @@ static int qcow2_write_prepare(struct qtimg *img, uint64_t off, uint64_t len, st
         s->capinflight = cap;
     }
     s->inflight[s->ninflight++] = gc;
+    qcow2_cache_pin(&s->l2c, l2off, true); /* write_commit finds it without I/O */
     t->guest_base = gc << s->cluster_bits;
     t->gc = gc;
     t->l2off = l2off;
@@ -2010,12 +2717,45 @@ static int qcow2_write_commit(struct qtimg *img, const struct img_ticket *t, int
         }
     }
     if (result < 0) {
+        qcow2_cache_pin(&s->l2c, t->l2off, false);
         /* the new cluster was never referenced */
-        return t->new_cluster ? qcow2_refcount_add(s, t->host >> s->cluster_bits, -1) : 0;
+        if (!t->new_cluster)
+            return 0;
+        ret = qcow2_refcount_add(s, t->host >> s->cluster_bits, -1);
+        if (ret == -EWOULDBLOCK) {
+            log_warn("image '%s': cluster 0x%llx of a failed write leaked", img->path,
+                     (unsigned long long)t->host);
+            ret = 0;
+        }
+        return ret;
     }
     ret = qcow2_get_entry(s, t->gc, &e);
+    qcow2_cache_pin(&s->l2c, t->l2off, false);
     if (ret < 0)
         return ret;
+    if (t->replace) {
+        struct qcow2_l2e old, ne = {0};
+        const char *why = NULL;
+        if (qcow2_l2e_decode(s, (const uint8_t *)t->old_l2e, &old, &why) < 0 ||
+            e.type != old.type || e.host != old.host)
+            return qcow2_signal_corrupt(s, "L2 entry of guest cluster %llu changed during a write",
+                                        (unsigned long long)t->gc);
+        ne.type = L2E_NORMAL;
+        ne.copied = true;
+        ne.host = t->host;
+        ne.alloc = t->mask;
+        ne.zero = s->nb_sc == 1 ? 0 : (e.zero & ~t->mask);
+        ret = qcow2_set_entry(s, t->l2off, t->gc, &ne);
+        if (ret < 0)
+            return ret;
+        /* released once the tables no longer pointing to it are on disk */
+        if (old.type == L2E_NORMAL)
+            return qcow2_defer_dec(s, old.host >> s->cluster_bits);
+        for (uint64_t c = old.host >> s->cluster_bits;
+             c <= (old.host + old.csize - 1) >> s->cluster_bits && ret == 0; c++)
+            ret = qcow2_defer_dec(s, c);
+        return ret;
+    }
     if (e.type == L2E_UNALLOC) {
         e.type = L2E_NORMAL;
         e.host = t->host;
@@ -2125,7 +2865,7 @@ int qcow2_parse_snapshots(struct qcow2 *s)
             log_err("image '%s': snapshot %u header past the end of the file", s->img->path, i);
             return -EINVAL;
         }
-        ret = img_pread_full(s->img->fd, fixed, 40, pos);
+        ret = img_meta_pread(s->img, fixed, 40, pos);
         if (ret < 0)
             return ret;
         sn->l1_off = rd64(fixed);
@@ -2154,7 +2894,7 @@ int qcow2_parse_snapshots(struct qcow2 *s)
             log_err("image '%s': snapshot %u entry past the end of the file", s->img->path, i);
             return -EINVAL;
         }
-        ret = img_pread_full(s->img->fd, ex, extra < 24 ? extra : 24, pos);
+        ret = img_meta_pread(s->img, ex, extra < 24 ? extra : 24, pos);
         if (ret < 0)
             return ret;
         sn->disk_size = s->img->size;
@@ -2170,9 +2910,9 @@ int qcow2_parse_snapshots(struct qcow2 *s)
         sn->name = calloc(1, nl + 1);
         if (!sn->id || !sn->name)
             return -ENOMEM;
-        ret = img_pread_full(s->img->fd, sn->id, idl, pos);
+        ret = img_meta_pread(s->img, sn->id, idl, pos);
         if (ret == 0)
-            ret = img_pread_full(s->img->fd, sn->name, nl, pos + idl);
+            ret = img_meta_pread(s->img, sn->name, nl, pos + idl);
         if (ret < 0)
             return ret;
         pos += idl + nl;
@@ -2188,7 +2928,7 @@ static int qcow2_luks_read(void *opaque, uint64_t off, void *buf, size_t len)
     struct qcow2 *s = opaque;
     if (off + len > s->crypto_len)
         return -EINVAL;
-    return img_pread_full(s->img->fd, buf, len, s->crypto_off + off);
+    return img_meta_pread(s->img, buf, len, s->crypto_off + off);
 }
 
 /* Validates the encryption header pointer; unlocks when a passphrase is given. */
@@ -2295,7 +3035,7 @@ static int qcow2_open(struct qtimg *img, const struct qtimg_open_opts *opts)
         ret = -ENOMEM;
         goto fail;
     }
-    ret = img_pread_full(img->fd, hdr, 1u << QCOW2_MAX_CLUSTER_BITS, 0);
+    ret = img_meta_pread(img, hdr, 1u << QCOW2_MAX_CLUSTER_BITS, 0);
     if (ret < 0)
         goto fail;
     ret = qcow2_header_check(hdr, s->file_size < (1u << 21) ? s->file_size : (1u << 21),
@@ -2410,7 +3150,7 @@ static int qcow2_open(struct qtimg *img, const struct qtimg_open_opts *opts)
         goto fail;
     }
     if (s->l1_size) {
-        ret = img_pread_full(img->fd, s->l1, (size_t)s->l1_size * 8, s->l1_off);
+        ret = img_meta_pread(img, s->l1, (size_t)s->l1_size * 8, s->l1_off);
         if (ret < 0)
             goto fail;
         for (uint32_t i = 0; i < s->l1_size; i++)
@@ -2422,7 +3162,7 @@ static int qcow2_open(struct qtimg *img, const struct qtimg_open_opts *opts)
         ret = -ENOMEM;
         goto fail;
     }
-    ret = img_pread_full(img->fd, s->rt, s->rt_size * 8, s->rt_off);
+    ret = img_meta_pread(img, s->rt, s->rt_size * 8, s->rt_off);
     if (ret < 0)
         goto fail;
     for (uint64_t i = 0; i < s->rt_size; i++) {
@@ -2715,7 +3455,7 @@ static int qcow2_create(const char *path, const struct qtimg_create_opts *o)
             goto out;
         ret = qcow2_alloc_clusters(s, (area_len + cs - 1) / cs, &hoff);
         if (ret == 0)
-            ret = img_pwrite_full(img->fd, area, area_len, hoff);
+            ret = img_meta_pwrite(img, area, area_len, hoff);
         free(area);
         if (ret == 0)
             ret = qcow2_flush_meta(s);
@@ -2766,4 +3506,8 @@ const struct img_driver img_qcow2_driver = {
     .write_prepare = qcow2_write_prepare,
     .write_commit = qcow2_write_commit,
     .crypt = qcow2_crypt,
+    .aio_attach = qcow2_aio_attach,
+    .meta_insert = qcow2_meta_insert,
+    .meta_flush = qcow2_meta_flush,
+    .inflate = qcow2_aio_inflate,
 };

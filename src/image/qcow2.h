@@ -59,15 +59,24 @@ struct qcow2_cache_ent {
     uint64_t off; /* 0: free slot */
     uint8_t *data;
     uint64_t lru;
+    uint64_t gen; /* bumped on every change: a write-back copy older than this keeps it dirty */
+    unsigned pin; /* in-flight allocations publishing into this table: not evictable */
     bool dirty;
 };
 
+/* Non-blocking mode may take this many entries past the bound while dirty
+ * tables are written back on the ring. */
+#define QCOW2_CACHE_SLACK 8
+
 struct qcow2_cache {
-    struct qcow2_cache_ent *ent;
-    unsigned n;
+    struct qcow2_cache_ent *ent; /* base + QCOW2_CACHE_SLACK slots */
+    unsigned n;                  /* slots in use (data allocated) */
+    unsigned base;               /* the configured bound */
     uint64_t tick;
     unsigned last;
 };
+
+struct qcow2_flush;
 
 struct qcow2_snap {
     uint64_t l1_off;
@@ -104,11 +113,13 @@ struct qcow2 {
     uint32_t l1_size;
     uint64_t *l1; /* host byte order */
     bool l1_dirty;
+    uint64_t l1_gen;
 
     uint64_t rt_off;
     uint32_t rt_clusters;
     uint64_t rt_size; /* entries */
     uint64_t *rt;
+    uint64_t rt_dirty_lo, rt_dirty_hi; /* entries changed in memory only: [lo, hi) */
     uint32_t refcount_order;
     uint32_t rb_bits; /* log2 refcount entries per block */
     uint64_t refcount_max;
@@ -151,6 +162,7 @@ struct qcow2 {
     struct luks_cipher *crypto; /* its cipher; NULL: no key given (no data access) */
     uint64_t *inflight;         /* guest clusters with an asynchronous allocation in flight */
     unsigned ninflight, capinflight;
+    struct qcow2_flush *flushing; /* asynchronous metadata flush in progress */
 };
 
 static inline uint64_t qcow2_cluster_of(const struct qcow2 *s, uint64_t off)
@@ -161,6 +173,7 @@ static inline uint64_t qcow2_cluster_of(const struct qcow2 *s, uint64_t off)
 /* qcow2.c */
 int qcow2_cache_get(struct qcow2 *s, struct qcow2_cache *c, uint64_t off, bool read, uint8_t **out);
 void qcow2_cache_mark_dirty(struct qcow2_cache *c, uint64_t off);
+void qcow2_mark_l1_dirty(struct qcow2 *s);
 int qcow2_refcount_get(struct qcow2 *s, uint64_t cluster, uint64_t *out);
 int qcow2_refcount_set(struct qcow2 *s, uint64_t cluster, uint64_t val);
 int qcow2_refcount_add(struct qcow2 *s, uint64_t cluster, int64_t addend);

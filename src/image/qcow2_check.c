@@ -41,7 +41,7 @@ static void check_ref(struct check_ctx *c, uint64_t off, uint64_t len, const cha
 
 static int check_read_table(struct qcow2 *s, uint64_t off, uint8_t *buf)
 {
-    return img_pread_full(s->img->fd, buf, s->cluster_size, off);
+    return img_meta_pread(s->img, buf, s->cluster_size, off);
 }
 
 /* Counts references from one L1 table; active: also verify the copied flags. */
@@ -112,7 +112,7 @@ static int check_copied(struct check_ctx *c, bool fix)
                     s->img->path, i, (unsigned long long)s->l1[i], (unsigned long long)rc);
             if (fix) {
                 s->l1[i] = l2off | (rc == 1 ? QCOW2_OFLAG_COPIED : 0);
-                s->l1_dirty = true;
+                qcow2_mark_l1_dirty(s);
                 c->res->corruptions_fixed++;
             } else {
                 c->res->corruptions++;
@@ -198,7 +198,7 @@ static int check_bitmaps(struct check_ctx *c)
     dir = malloc(dir_size ? dir_size : 1);
     if (!dir)
         return -ENOMEM;
-    ret = img_pread_full(s->img->fd, dir, dir_size, dir_off);
+    ret = img_meta_pread(s->img, dir, dir_size, dir_off);
     for (uint32_t i = 0; i < nb && ret == 0; i++) {
         uint64_t toff, *tbl;
         uint32_t tsize, extra, nlen;
@@ -225,7 +225,7 @@ static int check_bitmaps(struct check_ctx *c)
             ret = -ENOMEM;
             break;
         }
-        ret = img_pread_full(s->img->fd, tbl, (size_t)tsize * 8, toff);
+        ret = img_meta_pread(s->img, tbl, (size_t)tsize * 8, toff);
         for (uint32_t j = 0; j < tsize && ret == 0; j++) {
             uint64_t d = be64toh(tbl[j]) & QCOW2_OFFSET_MASK;
             if (d)
@@ -280,7 +280,7 @@ int qcow2_check(struct qtimg *img, uint32_t fix, struct qtimg_check_result *res)
                 ret = -ENOMEM;
                 goto out;
             }
-            ret = img_pread_full(img->fd, l1, (size_t)sn->l1_size * 8, sn->l1_off);
+            ret = img_meta_pread(img, l1, (size_t)sn->l1_size * 8, sn->l1_off);
             for (uint32_t j = 0; j < sn->l1_size; j++)
                 l1[j] = be64toh(l1[j]);
             check_ref(&c, sn->l1_off, (uint64_t)sn->l1_size * 8, "snapshot L1 table");

@@ -22,7 +22,7 @@ static int snap_read_l1(struct qcow2 *s, const struct qcow2_snap *sn, uint64_t *
 
     if (!l1)
         return -ENOMEM;
-    ret = img_pread_full(s->img->fd, l1, (size_t)sn->l1_size * 8, sn->l1_off);
+    ret = img_meta_pread(s->img, l1, (size_t)sn->l1_size * 8, sn->l1_off);
     if (ret < 0) {
         free(l1);
         return ret;
@@ -93,7 +93,7 @@ int qcow2_fix_copied(struct qcow2 *s)
         nv = l2off | (rc == 1 ? QCOW2_OFLAG_COPIED : 0);
         if (nv != s->l1[i]) {
             s->l1[i] = nv;
-            s->l1_dirty = true;
+            qcow2_mark_l1_dirty(s);
         }
         for (uint64_t j = 0; j < (1ull << s->l2_bits); j++) {
             struct qcow2_l2e e;
@@ -185,7 +185,7 @@ int qcow2_write_snapshots(struct qcow2 *s)
         ret = qcow2_alloc_clusters(s, clusters, &off);
         if (ret < 0)
             goto out;
-        ret = img_pwrite_full(s->img->fd, buf, clusters << s->cluster_bits, off);
+        ret = img_meta_pwrite(s->img, buf, clusters << s->cluster_bits, off);
         if (ret < 0)
             goto out;
     }
@@ -198,10 +198,10 @@ int qcow2_write_snapshots(struct qcow2 *s)
         memcpy(hdr, &w, 4);
         memcpy(hdr + 4, &v, 8);
     }
-    ret = img_pwrite_full(s->img->fd, hdr, 12, 60);
+    ret = img_meta_pwrite(s->img, hdr, 12, 60);
     if (ret < 0)
         goto out;
-    if (fdatasync(s->img->fd) < 0) {
+    if (img_fdatasync(s->img) < 0) {
         ret = -errno;
         goto out;
     }
@@ -317,7 +317,7 @@ int qtimg_snapshot_create(struct qtimg *img, const char *name)
             be[i] = htobe64(s->l1[i] & ~QCOW2_OFLAG_COPIED);
         ret = qcow2_alloc_clusters(s, clusters, &l1off);
         if (ret == 0)
-            ret = img_pwrite_full(img->fd, be, clusters << s->cluster_bits, l1off);
+            ret = img_meta_pwrite(img, be, clusters << s->cluster_bits, l1off);
         free(be);
         if (ret < 0)
             return ret;
@@ -453,13 +453,13 @@ int qtimg_snapshot_apply(struct qtimg *img, const char *key)
     memset(s->l1, 0, (size_t)s->l1_size * 8);
     memcpy(s->l1, snl1, (size_t)sn->l1_size * 8);
     ret = qcow2_write_l1(s);
-    if (ret == 0 && fdatasync(img->fd) < 0)
+    if (ret == 0 && img_fdatasync(img) < 0)
         ret = -errno;
     if (ret < 0)
         goto out;
     if (sn->disk_size != img->size) {
         uint64_t v = htobe64(sn->disk_size);
-        ret = img_pwrite_full(img->fd, &v, 8, 24);
+        ret = img_meta_pwrite(img, &v, 8, 24);
         if (ret < 0)
             goto out;
         img->size = sn->disk_size;

@@ -11,7 +11,8 @@
  * With "aio", writes go through the io_uring API (queue depth 8, O_DIRECT
  * when the file system allows it); overlapping writes are not kept in
  * flight together, zero writes and discards run with nothing in flight, and
- * "F" is journaled when the flush request completes.
+ * "F" is journaled when the flush request completes. Odd seeds open the image
+ * with tiny metadata caches (2 L2 tables, 1 refcount block).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -110,9 +111,18 @@ int main(int argc, char **argv)
     if (jfd < 0)
         return 1;
     if (use_aio) {
-        if (qtimg_open(argv[1], &(struct qtimg_open_opts){.flags = QTIMG_O_DIRECT}, &img) < 0 &&
-            qtimg_open(argv[1], NULL, &img) < 0)
-            return 1;
+        /* odd seeds: tiny metadata caches, so that table reads and
+         * write-backs run on the ring between the kills too */
+        struct qtimg_open_opts oo = {.flags = QTIMG_O_DIRECT};
+        if (strtoul(argv[3], NULL, 0) & 1) {
+            oo.l2_cache_tables = 2;
+            oo.refblock_cache_size = 1;
+        }
+        if (qtimg_open(argv[1], &oo, &img) < 0) {
+            oo.flags = 0;
+            if (qtimg_open(argv[1], &oo, &img) < 0)
+                return 1;
+        }
         if (qtimg_aio_init(img, AIO_DEPTH, &a.aio) < 0)
             return 1;
         for (int i = 0; i < AIO_DEPTH; i++)

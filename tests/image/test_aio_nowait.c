@@ -1,0 +1,414 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The io_uring data path never blocks the polling thread: with tiny metadata
+ * caches (2 L2 tables, 1 refcount block) a random mix of reads, allocating
+ * and in-place writes and flushes runs through qtimg_aio_* on a plain qcow2,
+ * an overlay on a backing file, an image with an internal snapshot (writes
+ * copy away from shared clusters), a compressed image, a LUKS-encrypted image
+ * and a raw image, and the library's count of synchronous I/O calls on the
+ * images (pread/pwrite/fdatasync/fallocate outside the ring) must not move
+ * between the end of the open and the last completion. The data is then
+ * checked against a shadow copy after reopening with the synchronous API,
+ * and the image by qtimg_check.
+ *
+ *   test_aio_nowait           unit
+ *   test_aio_nowait interop   the same, then `qemu-img check` on every image
+ *                             (exit 77 without qemu-img)
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/log.h"
+#include "image/img_internal.h"
+#include "image/qtimg.h"
+
+#define IMG_SIZE   (24ull << 20)
+#define SECTOR     512u
+#define MAX_LEN    (20u * 1024)
+#define QD         16
+#define NOPS       1500
+#define PASSPHRASE "secret-pass"
+
+static char tmpdir[] = "/tmp/qtimg-nowait-XXXXXX";
+static bool with_qemu;
+
+enum layout { L_PLAIN, L_EXTL2, L_BACKING, L_SNAPSHOT, L_COMPRESSED, L_LUKS, L_RAW };
+static const char *const layout_name[] = {"plain",      "extl2", "backing", "snapshot",
+                                          "compressed", "luks",  "raw"};
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void fill_random(uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)rnd();
+}
+
+/* Compressible but not constant: runs of one byte with random lengths. */
+static void fill_compressible(uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t run = 1 + rnd() % 300;
+        uint8_t v = (uint8_t)rnd();
+        for (; run && i < n; run--)
+            p[i++] = v;
+    }
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Writes len random bytes at off through the synchronous API and the shadow. */
+static void sync_write(struct qtimg *img, uint8_t *shadow, uint64_t off, uint64_t len)
+{
+    uint8_t *buf = malloc(len);
+
+    assert_non_null(buf);
+    fill_random(buf, len);
+    assert_int_equal(qtimg_pwrite(img, buf, len, off), 0);
+    if (shadow)
+        memcpy(shadow + off, buf, len);
+    free(buf);
+}
+
+/* Creates the image for a layout with some data in it (mirrored in shadow). */
+static void layout_prepare(enum layout l, const char *path, const char *base, uint8_t *shadow)
+{
+    /* 64-bit refcounts: a refcount block covers 2 MiB, so that allocation
+     * misses refcount blocks and creates new ones */
+    struct qtimg_create_opts co = {.fmt = QTIMG_FMT_QCOW2,
+                                   .size = IMG_SIZE,
+                                   .cluster_size = 4096,
+                                   .refcount_bits = 64,
+                                   .compat = 3};
+    struct qtimg_open_opts oo = {0};
+    struct qtimg *img;
+
+    memset(shadow, 0, IMG_SIZE);
+    if (l == L_RAW)
+        co.fmt = QTIMG_FMT_RAW;
+    if (l == L_EXTL2) {
+        co.cluster_size = 65536;
+        co.refcount_bits = 16;
+        co.extended_l2 = true;
+    }
+    if (l == L_LUKS) {
+        co.encrypt_format = "luks";
+        co.key_secret = PASSPHRASE;
+        co.encrypt_iter_time_ms = 10;
+        oo.key_secret = PASSPHRASE;
+    }
+    if (l == L_BACKING) {
+        struct qtimg_create_opts bo = co;
+        assert_int_equal(qtimg_create(base, &bo), 0);
+        assert_int_equal(qtimg_open(base, &oo, &img), 0);
+        for (int i = 0; i < 60; i++)
+            sync_write(img, shadow, (rnd() % (IMG_SIZE / SECTOR - 64)) * SECTOR,
+                       (1 + rnd() % 40) * SECTOR);
+        assert_int_equal(qtimg_close(img), 0);
+        co.backing_file = strrchr(base, '/') + 1;
+        co.backing_fmt = "qcow2";
+    }
+    assert_int_equal(qtimg_create(path, &co), 0);
+    assert_int_equal(qtimg_open(path, &oo, &img), 0);
+    if (l == L_COMPRESSED) {
+        uint8_t *c = malloc(4096);
+        assert_non_null(c);
+        for (int i = 0; i < 300; i++) {
+            uint64_t off = (rnd() % (IMG_SIZE / 4096)) * 4096;
+            fill_compressible(c, 4096);
+            assert_int_equal(qtimg_pwrite_compressed(img, c, 4096, off), 0);
+            memcpy(shadow + off, c, 4096);
+        }
+        free(c);
+    } else {
+        for (int i = 0; i < 80; i++)
+            sync_write(img, shadow, (rnd() % (IMG_SIZE / SECTOR - 64)) * SECTOR,
+                       (1 + rnd() % 40) * SECTOR);
+    }
+    if (l == L_SNAPSHOT) {
+        /* every cluster written so far is now shared with the snapshot */
+        assert_int_equal(qtimg_snapshot_create(img, "before"), 0);
+    }
+    assert_int_equal(qtimg_close(img), 0);
+}
+
+struct io {
+    struct run *run;
+    uint8_t *buf;
+    uint64_t off, len;
+    int kind; /* 0 read, 1 write, 2 flush */
+    bool busy;
+};
+
+struct run {
+    uint8_t *shadow;
+    uint8_t *inflight; /* one byte per sector: a request covers it */
+    struct io io[QD];
+    unsigned busy, done_reads, done_writes, done_flushes, mismatches, errors;
+};
+
+static void io_done(void *opaque, int ret)
+{
+    struct io *io = opaque;
+    struct run *run = io->run;
+
+    if (ret < 0) {
+        fprintf(stderr, "request %d [%llu, +%llu) failed: %s\n", io->kind,
+                (unsigned long long)io->off, (unsigned long long)io->len, strerror(-ret));
+        run->errors++;
+    }
+    if (io->kind == 0) {
+        if (ret == 0 && memcmp(io->buf, run->shadow + io->off, io->len) != 0) {
+            fprintf(stderr, "read [%llu, +%llu) differs from what was written\n",
+                    (unsigned long long)io->off, (unsigned long long)io->len);
+            run->mismatches++;
+        }
+        run->done_reads++;
+    } else if (io->kind == 1) {
+        run->done_writes++;
+    } else {
+        run->done_flushes++;
+    }
+    if (io->kind != 2)
+        memset(run->inflight + io->off / SECTOR, 0, io->len / SECTOR);
+    io->busy = false;
+    run->busy--;
+}
+
+static bool range_free(const struct run *run, uint64_t off, uint64_t len)
+{
+    for (uint64_t s = off / SECTOR; s < (off + len) / SECTOR; s++)
+        if (run->inflight[s])
+            return false;
+    return true;
+}
+
+/* Picks a range: half of the time near the start of a cluster that the
+ * preparation may have written (shared / compressed / allocated). */
+static void pick_range(uint64_t *off, uint64_t *len)
+{
+    *len = (1 + rnd() % (MAX_LEN / SECTOR)) * SECTOR;
+    if (rnd() % 2)
+        *off = (rnd() % (IMG_SIZE / 4096)) * 4096 + (rnd() % 8) * SECTOR;
+    else
+        *off = (rnd() % (IMG_SIZE / SECTOR)) * SECTOR;
+    if (*off + *len > IMG_SIZE)
+        *off = IMG_SIZE - *len;
+}
+
+static void run_layout(enum layout l)
+{
+    char path[256], base[256];
+    struct qtimg_open_opts oo = {.l2_cache_tables = 2, .refblock_cache_size = 1};
+    struct run run = {0};
+    struct qtimg_aio *aio;
+    struct qtimg *img;
+    uint64_t sync0, sync1;
+    uint8_t *back;
+    unsigned submitted = 0;
+
+    rng_state = 0x9e3779b97f4a7c15ull ^ ((uint64_t)l << 32);
+    snprintf(path, sizeof(path), "%s/%s.img", tmpdir, layout_name[l]);
+    snprintf(base, sizeof(base), "%s/%s-base.qcow2", tmpdir, layout_name[l]);
+    run.shadow = malloc(IMG_SIZE);
+    run.inflight = calloc(IMG_SIZE / SECTOR, 1);
+    back = malloc(IMG_SIZE);
+    assert_non_null(run.shadow);
+    assert_non_null(run.inflight);
+    assert_non_null(back);
+    layout_prepare(l, path, base, run.shadow);
+    for (int i = 0; i < QD; i++) {
+        run.io[i].run = &run;
+        assert_int_equal(posix_memalign((void **)&run.io[i].buf, 4096, MAX_LEN), 0);
+    }
+
+    if (l == L_LUKS)
+        oo.key_secret = PASSPHRASE;
+    assert_int_equal(qtimg_open(path, &oo, &img), 0);
+    assert_int_equal(qtimg_aio_init(img, QD, &aio), 0);
+    sync0 = img_sync_io_count(img); /* the image is open and its queue set up */
+
+    while (submitted < NOPS || run.busy) {
+        if (submitted < NOPS && run.busy < QD) {
+            struct io *io = NULL;
+            uint64_t off, len;
+            unsigned r = (unsigned)(rnd() % 100);
+            for (int i = 0; i < QD && !io; i++)
+                if (!run.io[i].busy)
+                    io = &run.io[i];
+            assert_non_null(io);
+            if (r < (l == L_PLAIN ? 1u : 4u)) {
+                io->kind = 2;
+                io->off = io->len = 0;
+                assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_FLUSH, NULL, 0, 0, io_done, io),
+                                 0);
+            } else {
+                pick_range(&off, &len);
+                if (!range_free(&run, off, len)) {
+                    assert_true(qtimg_aio_poll(aio, false) >= 0);
+                    continue;
+                }
+                io->kind = r < 50 ? 0 : 1;
+                io->off = off;
+                io->len = len;
+                memset(run.inflight + off / SECTOR, 1, len / SECTOR);
+                if (io->kind == 1) {
+                    fill_random(io->buf, len);
+                    memcpy(run.shadow + off, io->buf, len);
+                }
+                assert_int_equal(qtimg_aio_submit(aio, io->kind ? QTIMG_AIO_WRITE : QTIMG_AIO_READ,
+                                                  io->buf, len, off, io_done, io),
+                                 0);
+            }
+            io->busy = true;
+            run.busy++;
+            submitted++;
+            if (rnd() % 4)
+                continue; /* build some queue depth */
+        }
+        assert_true(qtimg_aio_poll(aio, run.busy == QD || submitted == NOPS) >= 0);
+    }
+    sync1 = img_sync_io_count(img);
+    if (sync1 != sync0)
+        fprintf(stderr, "%s: %llu synchronous I/O calls on the data path\n", layout_name[l],
+                (unsigned long long)(sync1 - sync0));
+    assert_int_equal(sync1, sync0);
+    assert_int_equal(run.errors, 0);
+    assert_int_equal(run.mismatches, 0);
+    assert_true(run.done_reads > NOPS / 4);
+    assert_true(run.done_writes > NOPS / 4);
+    assert_true(run.done_flushes > 5);
+    qtimg_aio_fini(aio);
+    assert_int_equal(qtimg_close(img), 0);
+
+    /* reopened through the synchronous API with the default caches */
+    oo.l2_cache_tables = oo.refblock_cache_size = 0;
+    assert_int_equal(qtimg_open(path, &oo, &img), 0);
+    assert_int_equal(qtimg_pread(img, back, IMG_SIZE, 0), 0);
+    assert_memory_equal(back, run.shadow, IMG_SIZE);
+    if (l != L_RAW) {
+        struct qtimg_check_result cr;
+        assert_int_equal(qtimg_check(img, 0, &cr), 0);
+        assert_int_equal(cr.corruptions, 0);
+        assert_int_equal(cr.leaks, 0);
+    }
+    assert_int_equal(qtimg_close(img), 0);
+
+    if (with_qemu && l != L_RAW) {
+        if (l == L_LUKS)
+            assert_int_equal(sh("qemu-img check -q --object secret,id=s0,data=%s --image-opts "
+                                "driver=qcow2,encrypt.key-secret=s0,file.filename=%s",
+                                PASSPHRASE, path),
+                             0);
+        else
+            assert_int_equal(sh("qemu-img check -q -f qcow2 '%s'", path), 0);
+    }
+
+    for (int i = 0; i < QD; i++)
+        free(run.io[i].buf);
+    free(run.shadow);
+    free(run.inflight);
+    free(back);
+    unlink(path);
+    unlink(base);
+}
+
+static void test_plain(void **state)
+{
+    (void)state;
+    run_layout(L_PLAIN);
+}
+
+static void test_extl2(void **state)
+{
+    (void)state;
+    run_layout(L_EXTL2);
+}
+
+static void test_backing(void **state)
+{
+    (void)state;
+    run_layout(L_BACKING);
+}
+
+static void test_snapshot(void **state)
+{
+    (void)state;
+    run_layout(L_SNAPSHOT);
+}
+
+static void test_compressed(void **state)
+{
+    (void)state;
+    run_layout(L_COMPRESSED);
+}
+
+static void test_luks(void **state)
+{
+    (void)state;
+    run_layout(L_LUKS);
+}
+
+static void test_raw(void **state)
+{
+    (void)state;
+    run_layout(L_RAW);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    rmdir(tmpdir);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plain),      cmocka_unit_test(test_extl2),
+        cmocka_unit_test(test_backing),    cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_compressed), cmocka_unit_test(test_luks),
+        cmocka_unit_test(test_raw),
+    };
+    log_init("test_aio_nowait", LOG_LVL_ERROR);
+    if (argc >= 2 && strcmp(argv[1], "interop") == 0) {
+        if (sh("command -v qemu-img >/dev/null") != 0) {
+            fprintf(stderr, "qemu-img not installed (Debian qemu-utils): skipping\n");
+            return 77;
+        }
+        with_qemu = true;
+    }
+    if (!mkdtemp(tmpdir))
+        return 1;
+    return cmocka_run_group_tests(tests, NULL, teardown);
+}
