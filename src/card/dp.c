@@ -681,18 +681,29 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
             virtq_push(vq, e->head, 0);
             continue;
         }
-        for (unsigned s = 0; s < e->n_out; s++) {
-            const uint8_t *src = e->iov[s].base;
-            uint32_t l = e->iov[s].len;
-            if (skip) {
-                uint32_t hcopy = l < skip ? l : skip;
-                memcpy((uint8_t *)&pk->vh + (hl - skip), src, hcopy);
-                skip -= hcopy;
-                src += hcopy;
-                l -= hcopy;
+        if (e->n_out == 1) {
+            /* One segment: header and frame side by side. */
+            const uint8_t *src = e->iov[0].base;
+            if (hl == sizeof(pk->vh))
+                memcpy(&pk->vh, src, sizeof(pk->vh));
+            else
+                memcpy(&pk->vh, src, 10);
+            got = e->out_len - hl;
+            memcpy(pk->data, src + hl, got);
+        } else {
+            for (unsigned s = 0; s < e->n_out; s++) {
+                const uint8_t *src = e->iov[s].base;
+                uint32_t l = e->iov[s].len;
+                if (skip) {
+                    uint32_t hcopy = l < skip ? l : skip;
+                    memcpy((uint8_t *)&pk->vh + (hl - skip), src, hcopy);
+                    skip -= hcopy;
+                    src += hcopy;
+                    l -= hcopy;
+                }
+                memcpy(pk->data + got, src, l);
+                got += l;
             }
-            memcpy(pk->data + got, src, l);
-            got += l;
         }
         virtq_push(vq, e->head, 0);
         if (pk->vh.gso_type != VIRTIO_NET_HDR_GSO_NONE) {

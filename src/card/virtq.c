@@ -68,6 +68,32 @@ static int virtq_walk_chain(struct virtq *vq, struct virtq_elem *e, uint16_t hea
     e->head = head;
     e->n_out = e->n_in = 0;
     e->out_len = e->in_len = 0;
+    {
+        /* Fast path, the usual packet: one direct descriptor inside one memory
+         * region. Anything else takes the full walk below, which reads the
+         * descriptor again and checks everything. */
+        struct virtq_desc d;
+        memcpy(&d, (const void *)&tbl[head], sizeof(d));
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        if (!(d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) && d.len &&
+            d.len <= (1u << 30)) {
+            uint64_t l = d.len;
+            uint8_t *p = vu_mem_gpa_ptr(vq->mem, d.addr, &l);
+            if (p && l == d.len) {
+                e->iov[0].base = p;
+                e->iov[0].len = d.len;
+                e->iov[0].gpa = d.addr;
+                if (d.flags & VIRTQ_DESC_F_WRITE) {
+                    e->n_in = 1;
+                    e->in_len = d.len;
+                } else {
+                    e->n_out = 1;
+                    e->out_len = d.len;
+                }
+                return 0;
+            }
+        }
+    }
     for (;;) {
         struct virtq_desc d;
 
