@@ -657,8 +657,26 @@ static int qcow2_reftable_grow(struct qcow2 *s, uint64_t min_entries)
     uint8_t hdr[12];
     int ret;
 
-    if (s->img->nowait)
+    if (s->flushing) {
+        /* the flush on the ring holds copies of the tables this moves */
+        if (s->img->nowait) {
+            s->img->nowait->kind = IMG_NEED_RETRY;
+            s->img->nowait->img = s->img;
+            return -EWOULDBLOCK;
+        }
+        log_err("image '%s': refcount table growth while a flush is on the ring", s->img->path);
+        return -EBUSY;
+    }
+    if (s->img->nowait) {
+        /* the one synchronous step left on the data path (rare: a table
+         * cluster covers cluster_size^2 / refcount_bytes of the file) */
+        struct img_need *saved = s->img->nowait;
         log_warn("image '%s': growing the refcount table synchronously", s->img->path);
+        s->img->nowait = NULL;
+        ret = qcow2_reftable_grow(s, min_entries);
+        s->img->nowait = saved;
+        return ret;
+    }
     if (new_size < min_entries)
         new_size = min_entries;
     new_size = (new_size + per_cluster - 1) / per_cluster * per_cluster;
