@@ -1554,7 +1554,8 @@ static int cmd_bench(struct cli *cli, int argc, char **argv)
         qtimg_close(img);
         return 1;
     }
-    ret = qtimg_aio_init(img, b.depth, &b.aio);
+    /* one more slot for a flush request (it does not stop the writes) */
+    ret = qtimg_aio_init(img, b.depth + (b.flush_interval ? 1 : 0), &b.aio);
     if (ret < 0) {
         qtimg_close(img);
         return 1;
@@ -1588,7 +1589,10 @@ static int cmd_bench(struct cli *cli, int argc, char **argv)
             /* the same offset sequence as qemu-img bench (7.2): wrap modulo the size */
             b.offset = b.img_size ? (b.offset + b.step) % b.img_size : 0;
             if (b.flush_interval && b.write && b.submitted % b.flush_interval == 0) {
-                ret = qtimg_aio_submit(b.aio, QTIMG_AIO_FLUSH, NULL, 0, 0, NULL, NULL);
+                while ((ret = qtimg_aio_submit(b.aio, QTIMG_AIO_FLUSH, NULL, 0, 0, NULL, NULL)) ==
+                           -EAGAIN &&
+                       qtimg_aio_poll(b.aio, true) >= 0)
+                    ;
                 if (ret < 0)
                     b.err = ret;
             }
@@ -1596,6 +1600,9 @@ static int cmd_bench(struct cli *cli, int argc, char **argv)
         if (b.done < b.count && qtimg_aio_poll(b.aio, true) < 0)
             break;
     }
+    while (qtimg_aio_inflight(b.aio)) /* a flush request may still be on the ring */
+        if (qtimg_aio_poll(b.aio, true) < 0)
+            break;
     if (b.write && !b.err)
         qtimg_flush(img);
     clock_gettime(CLOCK_MONOTONIC, &t1);

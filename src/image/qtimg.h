@@ -154,10 +154,10 @@ int qtimg_amend_lazy_refcounts(struct qtimg *img, bool on);
 int qtimg_pwrite_compressed(struct qtimg *img, const void *buf, uint64_t len, uint64_t off);
 
 /*
- * Asynchronous I/O on io_uring. A request is split into host extents through
- * the metadata cache; data moves on the ring. Completion callbacks run from
- * qtimg_aio_poll(). Allocating writes and compressed reads are completed
- * inline (metadata updates run synchronously; see docs/qtimg.md).
+ * Asynchronous I/O on io_uring, for a poll-mode thread: once the queue is set
+ * up, submit and poll make no blocking I/O call (metadata misses, write-backs
+ * and flushes run on the ring too; the one exception, refcount-table growth,
+ * is in docs/qtimg.md). Completion callbacks run from qtimg_aio_poll().
  */
 struct qtimg_aio;
 typedef void (*qtimg_aio_cb)(void *opaque, int ret);
@@ -169,6 +169,8 @@ int qtimg_aio_submit(struct qtimg_aio *aio, enum qtimg_aio_op op, void *buf, uin
                      uint64_t off, qtimg_aio_cb cb, void *opaque);
 /* Reaps completions; returns how many requests completed. wait: block for at least one. */
 int qtimg_aio_poll(struct qtimg_aio *aio, bool wait);
+/* Requests in flight, plus one while the queue's own metadata write-back is
+ * on the ring: 0 means no I/O at all (the synchronous API may be used). */
 unsigned qtimg_aio_inflight(const struct qtimg_aio *aio);
 /* The ring's file descriptor: readable (epoll/poll) when completions are
  * waiting, for event loops that sleep instead of spinning. Call
