@@ -39,6 +39,7 @@ static void vhd_drv_close(struct qtimg *img)
 
 static int vhd_drv_pread(struct qtimg *img, void *buf, uint64_t len, uint64_t off)
 {
+    img->sync_io++; /* one or more preads (block table, sector bitmap, data) */
     return vhd_pread(img->priv, buf, len, off);
 }
 
@@ -67,9 +68,11 @@ static int vhd_drv_map(struct qtimg *img, uint64_t off, uint64_t len, struct qti
 static int vhd_drv_map_io(struct qtimg *img, uint64_t off, uint64_t len, bool for_write,
                           struct img_ext *ext)
 {
-    ext->kind = IMG_EXT_SLOW;
+    /* fixed disks: the data is the file up to the footer, read on the ring;
+     * dynamic / differencing: through vhd_pread (synchronous) */
+    ext->kind = vhd_get_type(img->priv) == VHD_TYPE_FIXED ? IMG_EXT_HOST : IMG_EXT_SLOW;
     ext->len = len;
-    ext->host_off = 0;
+    ext->host_off = ext->kind == IMG_EXT_HOST ? off : 0;
     ext->crypt = false;
     return 0;
 }

@@ -14,7 +14,8 @@
  * traffic.
  *
  *   test_aio_nowait           unit
- *   test_aio_nowait interop   the same, then `qemu-img check` on every image
+ *   test_aio_nowait interop   the same, then `qemu-img check` on every image,
+ *                             and a fixed VHD backing file read on the ring
  *                             (exit 77 without qemu-img)
  */
 #include <errno.h>
@@ -400,6 +401,59 @@ static void test_reftable_growth(void **state)
     run_layout(L_GROW);
 }
 
+static void count_cb(void *opaque, int ret)
+{
+    int *n = opaque;
+    assert_int_equal(ret, 0);
+    (*n)++;
+}
+
+/* interop: a fixed VHD (made by qemu-img) under a qcow2 overlay is read on
+ * the ring too. */
+static void test_vhd_fixed_backing(void **state)
+{
+    char vhd[256], top[256];
+    struct qtimg_create_opts co = {.fmt = QTIMG_FMT_QCOW2,
+                                   .cluster_size = 65536,
+                                   .compat = 3,
+                                   .backing_file = "fixed.vhd",
+                                   .backing_fmt = "vpc"};
+    struct qtimg_aio *aio;
+    struct qtimg *img;
+    uint8_t *buf = NULL;
+    uint64_t sync0, size;
+    int done = 0;
+
+    (void)state;
+    if (!with_qemu)
+        skip();
+    snprintf(vhd, sizeof(vhd), "%s/fixed.vhd", tmpdir);
+    snprintf(top, sizeof(top), "%s/vhdtop.qcow2", tmpdir);
+    assert_int_equal(sh("qemu-img create -q -f vpc -o subformat=fixed '%s' 4M && "
+                        "qemu-io -f vpc -c 'write -P 0x5a 0 4M' -c 'write -P 0x33 1M 4k' '%s' "
+                        ">/dev/null",
+                        vhd, vhd),
+                     0);
+    assert_int_equal(qtimg_create(top, &co), 0);
+    assert_int_equal(qtimg_open(top, &(struct qtimg_open_opts){0}, &img), 0);
+    size = qtimg_size(img);
+    assert_true(size >= (2u << 20));
+    assert_int_equal(posix_memalign((void **)&buf, 4096, 2u << 20), 0);
+    assert_int_equal(qtimg_aio_init(img, 4, &aio), 0);
+    sync0 = img_sync_io_count(img);
+    assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_READ, buf, 2u << 20, 0, count_cb, &done), 0);
+    while (!done)
+        assert_true(qtimg_aio_poll(aio, true) >= 0);
+    assert_int_equal(img_sync_io_count(img), sync0);
+    for (uint64_t i = 0; i < (2u << 20); i++)
+        assert_int_equal(buf[i], i >= (1u << 20) && i < (1u << 20) + 4096 ? 0x33 : 0x5a);
+    qtimg_aio_fini(aio);
+    assert_int_equal(qtimg_close(img), 0);
+    free(buf);
+    unlink(top);
+    unlink(vhd);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -410,10 +464,15 @@ static int teardown(void **state)
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plain),      cmocka_unit_test(test_extl2),
-        cmocka_unit_test(test_backing),    cmocka_unit_test(test_snapshot),
-        cmocka_unit_test(test_compressed), cmocka_unit_test(test_luks),
-        cmocka_unit_test(test_raw),        cmocka_unit_test(test_reftable_growth),
+        cmocka_unit_test(test_plain),
+        cmocka_unit_test(test_extl2),
+        cmocka_unit_test(test_backing),
+        cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_compressed),
+        cmocka_unit_test(test_luks),
+        cmocka_unit_test(test_raw),
+        cmocka_unit_test(test_reftable_growth),
+        cmocka_unit_test(test_vhd_fixed_backing),
     };
     log_init("test_aio_nowait", LOG_LVL_ERROR);
     if (argc >= 2 && strcmp(argv[1], "interop") == 0) {
