@@ -594,6 +594,7 @@ static void port_free(struct port *p)
     if (!p)
         return;
     free(p->policy);
+    free(p->vx_neigh);
     json_object_put(p->conf);
     for (unsigned i = 0; i < CARD_MAX_QPAIRS; i++)
         pthread_spin_destroy(&p->q[i].rx_lock);
@@ -609,7 +610,7 @@ static void port_free(struct port *p)
 static int port_vxlan_parse(struct port *p, json_object *j, char *err, size_t errlen)
 {
     const char *lip = j_str(j, "local_ip"), *nh = j_str(j, "nexthop_mac");
-    const char *lmac = j_str(j, "local_mac");
+    const char *lmac = j_str(j, "local_mac"), *gw = j_str(j, "gateway_ip");
     uint64_t vni = 0, udp = VXLAN_PORT;
     json_object *rips;
     int ret;
@@ -626,11 +627,28 @@ static int port_vxlan_parse(struct port *p, json_object *j, char *err, size_t er
         ERR("port '%s': 'local_ip' (IPv4 of this VTEP) is required", p->name);
         return -EINVAL;
     }
-    if (!nh || parse_mac(nh, p->vx_tun.nexthop_mac)) {
-        ERR("port '%s': 'nexthop_mac' (MAC of the underlay next hop) is required; qtcard "
-            "does not resolve it by ARP",
+    if (nh && parse_mac(nh, p->vx_tun.nexthop_mac)) {
+        ERR("port '%s': nexthop_mac '%s' is not aa:bb:cc:dd:ee:ff", p->name, nh);
+        return -EINVAL;
+    }
+    if (nh && gw) {
+        ERR("port '%s': give nexthop_mac (static next hop) or gateway_ip (resolved by ARP), "
+            "not both",
             p->name);
         return -EINVAL;
+    }
+    if (gw && (inet_pton(AF_INET, gw, p->vx_gw_ip) != 1 || !neigh_ip_ok(p->vx_gw_ip))) {
+        ERR("port '%s': gateway_ip '%s' is not a unicast IPv4 address", p->name, gw);
+        return -EINVAL;
+    }
+    if (!nh) {
+        /* Next hops resolved by ARP: the gateway, or each remote VTEP on the link. */
+        p->vx_neigh = calloc(1, sizeof(*p->vx_neigh));
+        if (!p->vx_neigh)
+            return -ENOMEM;
+        p->vx_have_gw = gw != NULL;
+        if (gw)
+            neigh_want(p->vx_neigh, p->vx_gw_ip);
     }
     if (lmac && parse_mac(lmac, p->vx_tun.local_mac)) {
         ERR("port '%s': local_mac '%s' is not aa:bb:cc:dd:ee:ff", p->name, lmac);
@@ -661,7 +679,8 @@ static int port_vxlan_parse(struct port *p, json_object *j, char *err, size_t er
                 json_object_is_type(a, json_type_string) ? json_object_get_string(a) : "";
             uint8_t ip[4];
             if (inet_pton(AF_INET, sa, ip) != 1 ||
-                vxlan_vtep_add_flood(p->vx_vtep, p->vx_vni, ip) < 0) {
+                vxlan_vtep_add_flood(p->vx_vtep, p->vx_vni, ip) < 0 ||
+                (p->vx_neigh && !p->vx_have_gw && neigh_want(p->vx_neigh, ip) < 0)) {
                 ERR("port '%s': remote VTEP '%s' is not a usable unicast IPv4 address (or the "
                     "list is full)",
                     p->name, sa);
@@ -675,10 +694,11 @@ static int port_vxlan_parse(struct port *p, json_object *j, char *err, size_t er
 int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
 {
     static const char *const keys[] = {
-        "name",       "switch",   "type",     "queues",        "mode",         "socket",
-        "mac",        "ifname",   "vlan",     "anti_spoofing", "ingress_rate", "storm_control",
-        "coalescing", "vni",      "local_ip", "egress_rate",   "remote_ips",   "nexthop_mac",
-        "local_mac",  "udp_port", "members",  "hash",          "lacp",         NULL};
+        "name",         "switch",        "type",        "queues",     "mode",
+        "socket",       "mac",           "ifname",      "vlan",       "anti_spoofing",
+        "ingress_rate", "storm_control", "coalescing",  "vni",        "local_ip",
+        "egress_rate",  "remote_ips",    "nexthop_mac", "gateway_ip", "local_mac",
+        "udp_port",     "members",       "hash",        "lacp",       NULL};
     const char *name, *swname, *type, *mode, *sock, *mac;
     struct vswitch *sw;
     struct port *p = NULL;
@@ -1055,6 +1075,32 @@ json_object *card_port_json(struct card *c, const struct port *p, bool with_stat
         json_object_object_add(vx, "bad", bad);
         json_object_object_add(vx, "remote_macs",
                                json_object_new_int64((int64_t)mac_table_count(p->vx_vtep->macs)));
+        if (p->vx_neigh) {
+            json_object *arr = json_object_new_array();
+            char ip[INET_ADDRSTRLEN], hw[18];
+            pthread_mutex_lock((pthread_mutex_t *)&p->tx_mutex);
+            for (unsigned i = 0; i < p->vx_neigh->n; i++) {
+                const struct neigh_entry *ne = &p->vx_neigh->e[i];
+                json_object *o2 = json_object_new_object();
+                inet_ntop(AF_INET, ne->ip, ip, sizeof(ip));
+                snprintf(hw, sizeof(hw), "%02x:%02x:%02x:%02x:%02x:%02x", ne->mac[0], ne->mac[1],
+                         ne->mac[2], ne->mac[3], ne->mac[4], ne->mac[5]);
+                json_object_object_add(o2, "ip", json_object_new_string(ip));
+                json_object_object_add(
+                    o2, "mac", ne->valid ? json_object_new_string(hw) : json_object_new_null());
+                json_object_object_add(o2, "requests",
+                                       json_object_new_int64((int64_t)ne->requests));
+                json_object_array_add(arr, o2);
+            }
+            json_object_object_add(vx, "neighbours", arr);
+            json_object_object_add(vx, "arp_requests_sent",
+                                   json_object_new_int64((int64_t)p->vx_arp_requests));
+            json_object_object_add(vx, "arp_replies_sent",
+                                   json_object_new_int64((int64_t)p->vx_arp_replies));
+            json_object_object_add(vx, "unresolved_drops",
+                                   json_object_new_int64((int64_t)p->vx_unresolved_drops));
+            pthread_mutex_unlock((pthread_mutex_t *)&p->tx_mutex);
+        }
         json_object_object_add(o, "vxlan", vx);
     }
     {
@@ -1317,9 +1363,12 @@ int card_run_control(struct card *c)
             ctl_handle(c, ev[i].data.u64);
         now = card_now_ns();
         /* LACP needs ~100 ms resolution (fast rate: 1 s period, 3 s timeout). */
-        for (unsigned i = 1; i < CARD_MAX_PORTS; i++)
+        for (unsigned i = 1; i < CARD_MAX_PORTS; i++) {
             if (c->ports[i] && c->ports[i]->type == PORT_BOND)
                 port_bond_run(c->ports[i], now);
+            else if (c->ports[i] && c->ports[i]->type == PORT_VXLAN)
+                port_vxlan_tick(c->ports[i], now);
+        }
         if (now - last_tick > 1000000000ull) {
             last_tick = now;
             for (unsigned i = 1; i < CARD_MAX_SWITCHES; i++)

@@ -18,6 +18,7 @@
 #include "card/net/bond.h"
 #include "card/net/coalesce.h"
 #include "card/net/mac_table.h"
+#include "card/net/neigh.h"
 #include "card/net/pkt.h"
 #include "card/net/policer.h"
 #include "card/net/security.h"
@@ -171,6 +172,12 @@ struct port {
     struct vxlan_stats vx_rx_st; /* owned by the polling worker */
     struct vxlan_stats vx_tx_st; /* under tx_mutex */
     uint8_t *vx_scratch;         /* encapsulation buffer, under tx_mutex */
+    /* Underlay next hops resolved by ARP (no nexthop_mac given), under tx_mutex:
+     * the gateway (vx_have_gw) or each remote VTEP. NULL with a static nexthop_mac. */
+    struct neigh_table *vx_neigh;
+    bool vx_have_gw;
+    uint8_t vx_gw_ip[4];
+    uint64_t vx_arp_requests, vx_arp_replies, vx_unresolved_drops; /* under tx_mutex */
     /* Bond: member uplinks are AF_PACKET sub-ports (not switch ports themselves). */
     struct bond *bond;
     pthread_mutex_t bond_lock; /* LACP state machines (control thread + LACPDU rx) */

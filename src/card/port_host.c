@@ -171,8 +171,15 @@ void port_vxlan_output(struct port *p, struct pkt *pk, bool tagged, struct queue
         uint8_t *f = inner;
         size_t flen = len;
         ssize_t r;
-        if (vxlan_encap(&p->vx_tun, &f, &flen, DP_HEADROOM, dests[i].ip, p->vx_vni, hash,
-                        &p->vx_tx_st)) {
+        struct vxlan_tunnel t = p->vx_tun;
+        if (p->vx_neigh && neigh_lookup(p->vx_neigh, p->vx_have_gw ? p->vx_gw_ip : dests[i].ip,
+                                        t.nexthop_mac) < 0) {
+            /* Next hop not resolved yet: the control thread's next tick asks for it. */
+            p->vx_unresolved_drops++;
+            st->rx_dropped++;
+            continue;
+        }
+        if (vxlan_encap(&t, &f, &flen, DP_HEADROOM, dests[i].ip, p->vx_vni, hash, &p->vx_tx_st)) {
             st->rx_dropped++;
             continue;
         }
@@ -184,6 +191,42 @@ void port_vxlan_output(struct port *p, struct pkt *pk, bool tagged, struct queue
             st->rx_dropped++;
         }
     }
+}
+
+/* ARP on the underlay of a VXLAN port that resolves its next hops: learn the sender
+ * when it is a neighbour we need, answer requests for our VTEP address. */
+static void vxlan_rx_arp(struct port *p, const struct pkt_meta *m, uint64_t now)
+{
+    uint8_t f[NEIGH_ARP_FRAME];
+
+    pthread_mutex_lock(&p->tx_mutex);
+    neigh_learn(p->vx_neigh, m->ip4.src, m->arp_sha, now);
+    if (m->arp_op == 1 && !memcmp(m->ip4.dst, p->vx_tun.local_ip, 4) &&
+        !pkt_mac_is_multicast(m->arp_sha) && neigh_ip_ok(m->ip4.src)) {
+        size_t n =
+            neigh_arp_build(f, 2, p->vx_tun.local_mac, p->vx_tun.local_ip, m->arp_sha, m->ip4.src);
+        if (send(p->fd, f, n, 0) == (ssize_t)n)
+            p->vx_arp_replies++;
+    }
+    pthread_mutex_unlock(&p->tx_mutex);
+}
+
+void port_vxlan_tick(struct port *p, uint64_t now)
+{
+    uint8_t ips[NEIGH_MAX][4], f[NEIGH_ARP_FRAME];
+    static const uint8_t zero[PKT_ETH_ALEN];
+    unsigned n;
+
+    if (!p->vx_neigh || p->fd < 0)
+        return;
+    pthread_mutex_lock(&p->tx_mutex);
+    n = neigh_due(p->vx_neigh, now, ips, NEIGH_MAX);
+    for (unsigned i = 0; i < n; i++) {
+        size_t len = neigh_arp_build(f, 1, p->vx_tun.local_mac, p->vx_tun.local_ip, zero, ips[i]);
+        if (send(p->fd, f, len, 0) == (ssize_t)len)
+            p->vx_arp_requests++;
+    }
+    pthread_mutex_unlock(&p->tx_mutex);
 }
 
 void port_host_close(struct port *p)
@@ -224,6 +267,10 @@ static bool vxlan_rx_frame(struct port *p, struct pkt *pk, struct port_queue *q,
     struct vxlan_decap_result r;
     struct pkt_meta m;
 
+    if (p->vx_neigh && pkt_parse(pk->data, pk->len, &m) == 0 && m.l3 == PKT_L3_ARP && !m.n_vlans) {
+        vxlan_rx_arp(p, &m, now);
+        return false; /* the host stack sees it too */
+    }
     if (pkt_parse(pk->data, pk->len, &m) || m.l3 != PKT_L3_IPV4 ||
         memcmp(m.ip4.dst, p->vx_tun.local_ip, 4) != 0 || m.l4_proto != PKT_IPPROTO_UDP ||
         !(m.flags & PKT_F_L4) || m.dport != p->vx_tun.dst_port)

@@ -13,6 +13,8 @@ int port_vxlan_open(struct port *p);
 /* Encapsulate and send one frame (unicast to the learned VTEP or head-end
  * replication to the flood list). Caller holds p->tx_mutex. */
 void port_vxlan_output(struct port *p, struct pkt *pk, bool tagged, struct queue_stats *st);
+/* Control thread, every 100 ms: ARP requests for the next hops that need one. */
+void port_vxlan_tick(struct port *p, uint64_t now);
 /* Close what the open functions set up (no-op for VM ports). */
 void port_host_close(struct port *p);
 

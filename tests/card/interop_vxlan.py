@@ -11,7 +11,11 @@ Checks: ping 10.77.0.1 -> 10.77.0.2 crosses the card's switch and the VXLAN
 tunnel both ways (ARP flooded by head-end replication, remote MAC learned);
 a VXLAN packet with bad flags is counted and dropped.
 
-  interop_vxlan.py QTCARD      (exit 77 without root or vxlan support)
+Mode "static" (default): the card is given the peer's underlay MAC (nexthop_mac) and the
+peer kernel a permanent neighbour entry for the card's VTEP. Mode "arp": neither; the card
+resolves 192.168.77.2 by ARP and answers the kernel's ARP for its VTEP address 192.168.77.1.
+
+  interop_vxlan.py QTCARD [static|arp]   (exit 77 without root or vxlan support)
 """
 
 import json
@@ -53,9 +57,10 @@ def cleanup():
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3) or sys.argv[2:] not in ([], ["static"], ["arp"]):
         print(__doc__)
         return 2
+    arp = sys.argv[2:] == ["arp"]
     if os.geteuid() != 0 or not cardlab.have("ip"):
         print("SKIP: needs root and iproute2")
         return cardlab.SKIP
@@ -82,8 +87,9 @@ def main():
             sh("ip", "addr", "add", "10.77.0.2/24", "dev", "vx100", ns=NS_PEER)
             sh("ip", "link", "set", "vx100", "up", ns=NS_PEER)
             card_ul_mac, peer_ul_mac = mac_of(NS_CARD, UL_CARD), mac_of(NS_PEER, UL_PEER)
-            sh("ip", "neigh", "replace", "192.168.77.1", "lladdr", card_ul_mac, "dev", UL_PEER,
-               "nud", "permanent", ns=NS_PEER)
+            if not arp:
+                sh("ip", "neigh", "replace", "192.168.77.1", "lladdr", card_ul_mac, "dev",
+                   UL_PEER, "nud", "permanent", ns=NS_PEER)
 
             # qtcard runs inside the card namespace, where its underlay and tap live.
             card = cardlab.Card(sys.argv[1], work, state=False)
@@ -105,10 +111,18 @@ def main():
                                     "ifname": UL_CARD, "vni": 100})
             check(st == 400 and "local_ip" in body["error"],
                   f"a vxlan port without local_ip is refused ({st} {body})")
-            cardlab.api_ok(api, "POST", "ports",
-                           {"name": "vx0", "switch": "br0", "type": "vxlan", "ifname": UL_CARD,
-                            "vni": 100, "local_ip": "192.168.77.1",
-                            "remote_ips": ["192.168.77.2"], "nexthop_mac": peer_ul_mac})
+            vx_conf = {"name": "vx0", "switch": "br0", "type": "vxlan", "ifname": UL_CARD,
+                       "vni": 100, "local_ip": "192.168.77.1", "remote_ips": ["192.168.77.2"]}
+            if arp:
+                for bad, why in (({"nexthop_mac": peer_ul_mac, "gateway_ip": "192.168.77.254"},
+                                  "not both"),
+                                 ({"gateway_ip": "224.0.0.1"}, "gateway_ip")):
+                    st, body = cardlab.api(api, "POST", "ports", dict(vx_conf, **bad))
+                    check(st == 400 and why in body["error"],
+                          f"refused: {bad} ({st} {body.get('error')})")
+            else:
+                vx_conf["nexthop_mac"] = peer_ul_mac
+            cardlab.api_ok(api, "POST", "ports", vx_conf)
             cardlab.api_ok(api, "POST", "ports",
                            {"name": "t0", "switch": "br0", "type": "tap", "ifname": TAP})
             sh("ip", "link", "set", TAP, "netns", NS_VM, ns=NS_CARD)
@@ -125,6 +139,25 @@ def main():
             check(vx["vxlan"]["encap_packets"] >= 3, "frames were encapsulated")
             check(vx["vxlan"]["decap_packets"] >= 3, "frames were decapsulated")
             check(vx["vxlan"]["remote_macs"] >= 1, "the remote MAC was learned behind its VTEP")
+            if arp:
+                nb = vx["vxlan"]["neighbours"]
+                check(len(nb) == 1 and nb[0]["ip"] == "192.168.77.2" and
+                      nb[0]["mac"] == peer_ul_mac and vx["vxlan"]["arp_requests_sent"] >= 1,
+                      f"the card resolved the peer VTEP by ARP ({nb})")
+                # The kernel learned the card's VTEP from the card's own request; make it ask.
+                sh("ip", "neigh", "flush", "dev", UL_PEER, ns=NS_PEER)
+                r = subprocess.run(["ip", "netns", "exec", NS_VM, "ping", "-c", "2", "-W", "2",
+                                    "10.77.0.2"], capture_output=True, text=True)
+                check(r.returncode == 0, "ping again after the peer forgot the card's VTEP")
+                vx = cardlab.api_ok(api, "GET", "ports/vx0")
+                check(vx["vxlan"]["arp_replies_sent"] >= 1,
+                      "the card answered the kernel's ARP for its VTEP address")
+                neigh = json.loads(sh("ip", "-j", "neigh", "show", "192.168.77.1", "dev", UL_PEER,
+                                      ns=NS_PEER))
+                check(neigh and neigh[0].get("lladdr") == card_ul_mac,
+                      f"the peer kernel's neighbour entry for the card's VTEP is ours ({neigh})")
+            else:
+                check("neighbours" not in vx["vxlan"], "a static next hop sends no ARP")
             peer_vx_mac = mac_of(NS_PEER, "vx100")
             sw = cardlab.api_ok(api, "GET", "switches/br0")
             check(any(e["mac"] == peer_vx_mac for e in sw["fdb"]),
