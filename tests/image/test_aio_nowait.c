@@ -454,6 +454,73 @@ static void test_vhd_fixed_backing(void **state)
     unlink(vhd);
 }
 
+struct order {
+    int seq;    /* completions so far */
+    int at[20]; /* completion rank of each request */
+};
+
+struct order_req {
+    struct order *o;
+    int i;
+};
+
+static void order_cb(void *opaque, int ret)
+{
+    struct order_req *r = opaque;
+
+    assert_int_equal(ret, 0);
+    r->o->at[r->i] = ++r->o->seq;
+}
+
+/* A flush completes after every request submitted before it; requests
+ * submitted after it are accepted meanwhile. */
+static void test_flush_order(void **state)
+{
+    char path[256];
+    struct qtimg_create_opts co = {
+        .fmt = QTIMG_FMT_QCOW2, .size = IMG_SIZE, .cluster_size = 4096, .compat = 3};
+    struct qtimg_open_opts oo = {.l2_cache_tables = 2, .refblock_cache_size = 1};
+    struct order o = {0};
+    struct order_req req[20];
+    struct qtimg_aio *aio;
+    struct qtimg *img;
+    uint8_t *buf = NULL;
+    uint64_t sync0;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/order.qcow2", tmpdir);
+    assert_int_equal(qtimg_create(path, &co), 0);
+    assert_int_equal(qtimg_open(path, &oo, &img), 0);
+    assert_int_equal(posix_memalign((void **)&buf, 4096, 4096), 0);
+    memset(buf, 0x77, 4096);
+    assert_int_equal(qtimg_aio_init(img, 20, &aio), 0);
+    sync0 = img_sync_io_count(img);
+    /* 0..8: writes in 9 different L2 tables, 9: flush, 10..18: writes, 19: flush */
+    for (int i = 0; i < 20; i++) {
+        req[i].o = &o;
+        req[i].i = i;
+        if (i == 9 || i == 19)
+            assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_FLUSH, NULL, 0, 0, order_cb, &req[i]),
+                             0);
+        else
+            assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_WRITE, buf, 4096,
+                                              (uint64_t)(i % 10) * (2u << 20) + 8192, order_cb,
+                                              &req[i]),
+                             0);
+    }
+    while (o.seq < 20)
+        assert_true(qtimg_aio_poll(aio, true) >= 0);
+    for (int i = 0; i < 9; i++)
+        assert_true(o.at[i] < o.at[9]);
+    for (int i = 0; i < 19; i++)
+        assert_true(o.at[i] < o.at[19]);
+    assert_int_equal(img_sync_io_count(img), sync0);
+    qtimg_aio_fini(aio);
+    assert_int_equal(qtimg_close(img), 0);
+    free(buf);
+    unlink(path);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -473,6 +540,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_raw),
         cmocka_unit_test(test_reftable_growth),
         cmocka_unit_test(test_vhd_fixed_backing),
+        cmocka_unit_test(test_flush_order),
     };
     log_init("test_aio_nowait", LOG_LVL_ERROR);
     if (argc >= 2 && strcmp(argv[1], "interop") == 0) {
