@@ -1371,16 +1371,31 @@ out:
 
 /* ---- amend ---- */
 
+static void amend_help_options(void)
+{
+    printf("Amendable qcow2 options (qemu-img amend names and meanings):\n"
+           "  compat=0.10|1.1       qcow2 version 2 or 3 (0.10 refuses images using\n"
+           "                        version 3 only features, see docs/qtimg.md)\n"
+           "  refcount_bits=N       refcount width, a power of two from 1 to 64\n"
+           "                        (needs compat=1.1 unless 16)\n"
+           "  lazy_refcounts=on|off lazy refcounts (needs compat=1.1)\n"
+           "  size=N                virtual size (K/M/G/T suffixes); shrinking refuses\n"
+           "                        to drop allocated data and images with snapshots\n"
+           "Not amendable: cluster_size, extended_l2, encryption, preallocation,\n"
+           "backing_file/backing_fmt (use 'qtimg rebase -u').\n");
+}
+
 static int cmd_amend(struct cli *cli, int argc, char **argv)
 {
     static const struct option lo[] = {
         {"help", no_argument, 0, 'h'}, {"object", required_argument, 0, 256}, {0, 0, 0, 0}};
-    const char *fmt = NULL, *optstr = NULL;
+    struct qtimg_amend_opts ao = {.lazy_refcounts = -1};
+    const char *fmt = NULL, *optstr = NULL, *v;
     struct qtimg *img;
     struct opts o = {0};
-    const char *u;
-    bool lazy;
-    int c, ret, have_lazy;
+    uint64_t u;
+    bool b;
+    int c, ret = 0;
 
     while ((c = getopt_long(argc, argv, "hf:o:pq", lo, NULL)) != -1) {
         switch (c) {
@@ -1398,34 +1413,78 @@ static int cmd_amend(struct cli *cli, int argc, char **argv)
                 return 1;
             break;
         default:
-            printf("usage: qtimg amend [-f fmt] -o lazy_refcounts=on|off filename\n");
+            printf("usage: qtimg amend [-f qcow2] -o option[,option...] filename\n"
+                   "  -o compat=0.10|1.1,refcount_bits=N,lazy_refcounts=on|off,size=N\n"
+                   "  -o help lists the options\n");
             return c == 'h' ? 0 : 1;
         }
+    }
+    if (optstr && (!strcmp(optstr, "help") || !strcmp(optstr, "?"))) {
+        amend_help_options();
+        return 0;
     }
     if (optind >= argc || !optstr) {
         fprintf(stderr, "qtimg amend: -o and a filename are needed\n");
         return 1;
     }
-    if (opts_parse(&o, optstr) < 0) {
-        fprintf(stderr, "qtimg amend: invalid -o\n");
+    if (fmt && strcmp(fmt, "qcow2")) {
+        fprintf(stderr, "qtimg amend: format '%s' cannot be amended (qcow2 only)\n", fmt);
         return 1;
     }
-    have_lazy = opts_get_bool(&o, "lazy_refcounts", &lazy);
-    if ((u = opts_first_unused(&o))) {
-        fprintf(stderr, "qtimg amend: changing '%s' is not supported\n", u);
-        opts_free(&o);
+    if (opts_parse(&o, optstr) < 0) {
+        fprintf(stderr, "qtimg amend: invalid -o '%s'\n", optstr);
         return 1;
+    }
+    if ((v = opts_get(&o, "compat"))) {
+        if (!strcmp(v, "1.1") || !strcmp(v, "v3"))
+            ao.compat = 3;
+        else if (!strcmp(v, "0.10") || !strcmp(v, "v2"))
+            ao.compat = 2;
+        else {
+            fprintf(stderr, "qtimg amend: compat must be 0.10 or 1.1 (got '%s')\n", v);
+            ret = -EINVAL;
+        }
+    }
+    if (opts_get(&o, "refcount_bits")) {
+        if (opts_get_u64(&o, "refcount_bits", &u) < 0 || u == 0 || u > 64 || (u & (u - 1))) {
+            fprintf(stderr, "qtimg amend: refcount_bits must be a power of two from 1 to 64\n");
+            ret = -EINVAL;
+        } else {
+            ao.refcount_bits = (uint32_t)u;
+        }
+    }
+    if (opts_get(&o, "lazy_refcounts")) {
+        if (opts_get_bool(&o, "lazy_refcounts", &b) < 0) {
+            fprintf(stderr, "qtimg amend: lazy_refcounts must be on or off\n");
+            ret = -EINVAL;
+        } else {
+            ao.lazy_refcounts = b;
+        }
+    }
+    if (opts_get(&o, "size")) {
+        if (opts_get_size(&o, "size", &u) < 0 || u == 0) {
+            fprintf(stderr, "qtimg amend: invalid size\n");
+            ret = -EINVAL;
+        } else {
+            ao.size = u;
+        }
+    }
+    if (ret == 0 && (v = opts_first_unused(&o))) {
+        fprintf(stderr, "qtimg amend: changing '%s' is not supported ('-o help' lists what is)\n",
+                v);
+        ret = -EINVAL;
     }
     opts_free(&o);
+    if (ret < 0)
+        return 1;
     ret = open_image(cli, argv[optind], fmt, 0, &img);
     if (ret < 0) {
         fprintf(stderr, "qtimg amend: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         return 1;
     }
-    if (have_lazy == 0)
-        ret = qtimg_amend_lazy_refcounts(img, lazy);
+    ret = qtimg_amend(img, &ao);
     if (ret < 0)
-        fprintf(stderr, "qtimg amend: %s\n", strerror(-ret));
+        fprintf(stderr, "qtimg amend: '%s': %s\n", argv[optind], strerror(-ret));
     if (qtimg_close(img) < 0 && ret == 0)
         ret = -EIO;
     return ret < 0 ? 1 : 0;

@@ -178,4 +178,15 @@ unsigned qtimg_aio_inflight(const struct qtimg_aio *aio);
  * submitted. */
 int qtimg_aio_fd(const struct qtimg_aio *aio);
 
+/* Amend (qemu-img amend -o for qcow2): changes an image in place. Every
+ * option is validated before the first write; each change is crash safe
+ * (the old or the new image, leaked clusters at worst). */
+struct qtimg_amend_opts {
+    uint32_t compat;        /* 0: unchanged; 2 (0.10) or 3 (1.1) */
+    uint32_t refcount_bits; /* 0: unchanged; 1, 2, 4, ... 64 */
+    int lazy_refcounts;     /* -1: unchanged; 0 off; 1 on */
+    uint64_t size;          /* 0: unchanged; shrinking refuses to drop data */
+};
+int qtimg_amend(struct qtimg *img, const struct qtimg_amend_opts *opts);
+
 #endif
