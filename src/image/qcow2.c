@@ -228,6 +228,20 @@ static int qcow2_rb_writeback(struct qcow2 *s, bool sync)
             return ret;
         wrote = true;
     }
+    if (s->rt_hdr_dirty) {
+        /* a table grown in non-blocking mode: the header switches to it once
+         * it is on disk */
+        uint8_t hdr[12];
+        if (img_fdatasync(s->img) < 0)
+            return -errno;
+        wr64(hdr, s->rt_off);
+        wr32(hdr + 8, s->rt_clusters);
+        ret = img_meta_pwrite(s->img, hdr, sizeof(hdr), 48);
+        if (ret < 0)
+            return ret;
+        s->rt_hdr_dirty = false;
+        wrote = true;
+    }
     if (sync && wrote && img_fdatasync(s->img) < 0)
         return -errno;
     return 0;
@@ -644,6 +658,102 @@ int qcow2_refcount_add(struct qcow2 *s, uint64_t cluster, int64_t addend)
     return qcow2_refcount_set(s, cluster, rc + (uint64_t)addend);
 }
 
+static int qcow2_defer_dec(struct qcow2 *s, uint64_t cluster);
+
+/* Lays out a grown refcount table past everything the old one covers: each
+ * new block at the first cluster of its range, the table contiguous in
+ * between. Fills nrt[rt_size..] and returns the table's first cluster and
+ * the first cluster past the layout. */
+static int qcow2_reftable_layout(struct qcow2 *s, uint64_t *nrt, uint64_t new_size,
+                                 uint64_t new_clusters, uint64_t *tbl_start, uint64_t *end)
+{
+    uint64_t cur, placed = 0;
+
+    *tbl_start = 0;
+    for (cur = s->rt_size << s->rb_bits; placed < new_clusters; cur++) {
+        uint64_t bi = cur >> s->rb_bits;
+        if ((cur & ((1ull << s->rb_bits) - 1)) == 0) {
+            if (bi >= new_size)
+                return -EFBIG;
+            nrt[bi] = cur << s->cluster_bits;
+            continue;
+        }
+        if (!placed || cur != *tbl_start + placed) {
+            /* the table must be contiguous: restart after the refblock */
+            placed = 0;
+            *tbl_start = cur;
+        }
+        placed++;
+    }
+    *end = cur;
+    return 0;
+}
+
+/*
+ * Non-blocking growth: the new refcount blocks become dirty cache entries,
+ * the new table and its header fields are written by the next write-back,
+ * in that order and before any table that references a cluster only they
+ * count (qcow2_flush_step: blocks, sync, table, sync, header, sync, L2). The
+ * old table's clusters are released through the deferred decrements once
+ * the header no longer points to them.
+ */
+static int qcow2_reftable_grow_nowait(struct qcow2 *s, uint64_t new_size, uint64_t new_clusters)
+{
+    uint64_t old_off = s->rt_off, old_clusters = s->rt_clusters, tbl_start, end, nblocks, avail = 0;
+    uint64_t *nrt = calloc(new_size, 8);
+    int ret;
+
+    if (!nrt)
+        return -ENOMEM;
+    memcpy(nrt, s->rt, s->rt_size * 8);
+    ret = qcow2_reftable_layout(s, nrt, new_size, new_clusters, &tbl_start, &end);
+    if (ret < 0)
+        goto out;
+    nblocks = ((end - 1) >> s->rb_bits) - s->rt_size + 1;
+    /* room for every new block in the cache before changing anything */
+    for (unsigned i = 0; i < s->rbc.n; i++)
+        if (!s->rbc.ent[i].off || (!s->rbc.ent[i].pin && !s->rbc.ent[i].dirty))
+            avail++;
+    avail += s->rbc.base + QCOW2_CACHE_SLACK - s->rbc.n;
+    if (avail < nblocks) {
+        s->img->want_writeback = true;
+        s->img->nowait->kind = IMG_NEED_ROOM;
+        s->img->nowait->img = s->img;
+        ret = -EWOULDBLOCK;
+        goto out;
+    }
+    for (uint64_t bi = s->rt_size; bi < s->rt_size + nblocks; bi++) {
+        uint64_t first = bi << s->rb_bits;
+        uint8_t *rb;
+        ret = qcow2_cache_get(s, &s->rbc, first << s->cluster_bits, false, &rb);
+        if (ret < 0) /* cannot happen after the check above */
+            goto out;
+        qcow2_rb_set(rb, s->refcount_order, 0, 1);
+        for (uint64_t c = tbl_start; c < tbl_start + new_clusters; c++)
+            if ((c >> s->rb_bits) == bi)
+                qcow2_rb_set(rb, s->refcount_order, c - first, 1);
+        qcow2_cache_mark_dirty(&s->rbc, first << s->cluster_bits);
+    }
+    free(s->rt);
+    s->rt = nrt;
+    nrt = NULL;
+    s->rt_size = new_size;
+    s->rt_off = tbl_start << s->cluster_bits;
+    s->rt_clusters = (uint32_t)new_clusters;
+    s->rt_dirty_lo = 0;
+    s->rt_dirty_hi = new_size;
+    s->rt_hdr_dirty = true;
+    if ((end << s->cluster_bits) > s->file_size)
+        s->file_size = end << s->cluster_bits;
+    if ((end << s->cluster_bits) > s->zero_above)
+        s->zero_above = end << s->cluster_bits;
+    for (uint64_t i = 0; i < old_clusters && ret == 0; i++)
+        ret = qcow2_defer_dec(s, (old_off >> s->cluster_bits) + i);
+out:
+    free(nrt);
+    return ret;
+}
+
 /*
  * Grows the refcount table to at least min_entries. The new table and the
  * refcount blocks it needs are laid out past everything the old table
@@ -652,7 +762,7 @@ int qcow2_refcount_add(struct qcow2 *s, uint64_t cluster, int64_t addend)
 static int qcow2_reftable_grow(struct qcow2 *s, uint64_t min_entries)
 {
     uint64_t per_cluster = s->cluster_size / 8;
-    uint64_t new_size = s->rt_size * 2, new_clusters, base, cur, placed = 0, tbl_start = 0;
+    uint64_t new_size = s->rt_size * 2, new_clusters, cur = 0, tbl_start = 0;
     uint64_t old_off = s->rt_off, old_clusters = s->rt_clusters, *nrt = NULL;
     uint8_t hdr[12];
     int ret;
@@ -667,16 +777,6 @@ static int qcow2_reftable_grow(struct qcow2 *s, uint64_t min_entries)
         log_err("image '%s': refcount table growth while a flush is on the ring", s->img->path);
         return -EBUSY;
     }
-    if (s->img->nowait) {
-        /* the one synchronous step left on the data path (rare: a table
-         * cluster covers cluster_size^2 / refcount_bytes of the file) */
-        struct img_need *saved = s->img->nowait;
-        log_warn("image '%s': growing the refcount table synchronously", s->img->path);
-        s->img->nowait = NULL;
-        ret = qcow2_reftable_grow(s, min_entries);
-        s->img->nowait = saved;
-        return ret;
-    }
     if (new_size < min_entries)
         new_size = min_entries;
     new_size = (new_size + per_cluster - 1) / per_cluster * per_cluster;
@@ -686,31 +786,15 @@ static int qcow2_reftable_grow(struct qcow2 *s, uint64_t min_entries)
         return -EFBIG;
     }
     new_clusters = new_size / per_cluster;
+    if (s->img->nowait)
+        return qcow2_reftable_grow_nowait(s, new_size, new_clusters);
     nrt = calloc(new_size, 8);
     if (!nrt)
         return -ENOMEM;
     memcpy(nrt, s->rt, s->rt_size * 8);
-    base = s->rt_size << s->rb_bits; /* first cluster not covered by the old table */
-    /* Walk clusters from base: a block's first cluster holds its refblock. */
-    for (cur = base; placed < new_clusters; cur++) {
-        uint64_t bi = cur >> s->rb_bits;
-        if ((cur & ((1ull << s->rb_bits) - 1)) == 0) {
-            if (bi >= new_size) {
-                ret = -EFBIG;
-                goto out;
-            }
-            nrt[bi] = cur << s->cluster_bits;
-            continue;
-        }
-        if (!placed)
-            tbl_start = cur;
-        else if (cur != tbl_start + placed) {
-            /* the table must be contiguous: restart after the refblock */
-            placed = 0;
-            tbl_start = cur;
-        }
-        placed++;
-    }
+    ret = qcow2_reftable_layout(s, nrt, new_size, new_clusters, &tbl_start, &cur);
+    if (ret < 0)
+        goto out;
     /* Write refblocks for blocks [s->rt_size, last block used]. */
     for (uint64_t bi = s->rt_size; bi <= ((cur - 1) >> s->rb_bits); bi++) {
         uint8_t *rb = qcow2_alloc_buf(s->cluster_size);
@@ -764,6 +848,8 @@ static int qcow2_reftable_grow(struct qcow2 *s, uint64_t min_entries)
     s->rt_size = new_size;
     s->rt_off = tbl_start << s->cluster_bits;
     s->rt_clusters = (uint32_t)new_clusters;
+    s->rt_dirty_lo = s->rt_dirty_hi = 0; /* all of it was written above */
+    s->rt_hdr_dirty = false;
     {
         uint64_t end = (cur << s->cluster_bits);
         if (end > s->file_size)
@@ -981,11 +1067,24 @@ int qcow2_flush_meta(struct qcow2 *s)
  * (generation counter).
  */
 
-enum qf_stage { QF_RB, QF_RT, QF_RT_W, QF_L2, QF_L2_W, QF_L1, QF_L1_W, QF_END, QF_DEC, QF_DONE };
+enum qf_stage {
+    QF_RB,
+    QF_RT,
+    QF_RT_W,
+    QF_HDR,
+    QF_HDR_W,
+    QF_L2,
+    QF_L2_W,
+    QF_L1,
+    QF_L1_W,
+    QF_END,
+    QF_DEC,
+    QF_DONE
+};
 
 struct qcow2_wb {
     struct qcow2_flush *f;
-    int table; /* 0 L2, 1 refcount block, 2 refcount table, 3 L1 */
+    int table; /* 0 L2, 1 refcount block, 2 refcount table, 3 L1, 4 header's table fields */
     uint64_t off, gen, len;
     uint8_t *copy;
 };
@@ -1038,6 +1137,8 @@ static void qcow2_flush_io_done(void *arg, int res)
         f->s->rt_dirty_lo = 0;
         f->s->rt_dirty_hi = f->s->rt_size;
     }
+    if (res < 0 && w->table == 4)
+        f->s->rt_hdr_dirty = true;
     free(w->copy);
     w->copy = NULL;
     if (w->table < 0)
@@ -1197,13 +1298,23 @@ static void qcow2_flush_step(struct qcow2_flush *f)
                 qcow2_flush_sync(f);
             break;
         case QF_RT_W:
-            f->stage = QF_L2;
+            f->stage = QF_HDR;
             qcow2_flush_write_stage(f, 2);
+            break;
+        case QF_HDR:
+            /* a grown table is on disk before the header points to it */
+            f->stage = QF_HDR_W;
+            if (qcow2_flush_has(f, 4) && !f->synced)
+                qcow2_flush_sync(f);
+            break;
+        case QF_HDR_W:
+            f->stage = QF_L2;
+            qcow2_flush_write_stage(f, 4);
             break;
         case QF_L2:
             f->stage = QF_L2_W;
             if (qcow2_flush_has(f, 0) && !f->synced &&
-                (qcow2_flush_has(f, 1) || qcow2_flush_has(f, 2)))
+                (qcow2_flush_has(f, 1) || qcow2_flush_has(f, 2) || qcow2_flush_has(f, 4)))
                 qcow2_flush_sync(f);
             break;
         case QF_L2_W:
@@ -1258,7 +1369,7 @@ static int qcow2_meta_flush(struct qtimg *img, const struct img_io *io, bool fin
 {
     struct qcow2 *s = img->priv;
     struct qcow2_flush *f;
-    size_t max = (size_t)s->l2c.n + s->rbc.n + 2;
+    size_t max = (size_t)s->l2c.n + s->rbc.n + 3;
     int ret = 0;
 
     if (s->flushing)
@@ -1296,6 +1407,14 @@ static int qcow2_meta_flush(struct qtimg *img, const struct img_io *io, bool fin
             if (ret == 0)
                 s->rt_dirty_lo = s->rt_dirty_hi = 0; /* re-marked if the write fails */
         }
+    }
+    if (ret == 0 && s->rt_hdr_dirty) {
+        uint8_t hdr[12];
+        wr64(hdr, s->rt_off);
+        wr32(hdr + 8, s->rt_clusters);
+        ret = qcow2_flush_copy(f, 4, 48, 0, hdr, sizeof(hdr));
+        if (ret == 0)
+            s->rt_hdr_dirty = false; /* re-marked if the write fails */
     }
     for (unsigned i = 0; i < s->l2c.n && ret == 0; i++) {
         struct qcow2_cache_ent *e = &s->l2c.ent[i];

@@ -120,6 +120,7 @@ struct qcow2 {
     uint64_t rt_size; /* entries */
     uint64_t *rt;
     uint64_t rt_dirty_lo, rt_dirty_hi; /* entries changed in memory only: [lo, hi) */
+    bool rt_hdr_dirty; /* the header does not point to the (grown) table yet */
     uint32_t refcount_order;
     uint32_t rb_bits; /* log2 refcount entries per block */
     uint64_t refcount_max;
