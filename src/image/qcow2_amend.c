@@ -535,7 +535,8 @@ static int amend_zero_scan(struct qcow2 *s, struct amend_zero_scan *z)
     ret = amend_zero_walk(s, z, NULL, NULL);
     if (ret < 0)
         return ret;
-    qsort(z->refs, z->nrefs, sizeof(*z->refs), amend_cmp_ref);
+    if (z->nrefs)
+        qsort(z->refs, z->nrefs, sizeof(*z->refs), amend_cmp_ref);
     for (size_t i = 0; i < z->nrefs;) {
         size_t k = i;
         bool all_active = true;

@@ -352,8 +352,54 @@ def case_kill():
           ({k: round(v, 3) for k, v in dur.items()}, outcomes))
 
 
+def case_crashpoints():
+    """Kill qtimg amend at each of its metadata writes in turn (strace injects
+    SIGKILL on entry to the Nth pwrite64, so that write and all after it never
+    happen): every crash point must leave an image qemu-img check calls clean
+    or leaky, with the contents unchanged (the snapshot's too)."""
+    if not shutil.which("strace"):
+        print("skip crashpoints: strace not installed (scripts/deps/amend.txt)")
+        return
+    make_image("p3.qcow2")  # backing file, snapshot, every kind of zero cluster
+    qio("p3.qcow2", "write -z 1M 128k")  # zeroes a cluster still shared with the snapshot
+    make_image("p2.qcow2", compat="0.10")
+    ops = [("p3.qcow2", "refcount_bits=2", ("refcount-bits", 2)),
+           ("p3.qcow2", "refcount_bits=64", ("refcount-bits", 64)),
+           ("p3.qcow2", "compat=0.10", ("compat", "0.10")),
+           ("p3.qcow2", "size=100M", None),
+           ("p2.qcow2", "compat=1.1,refcount_bits=4,lazy_refcounts=on,size=64M", None)]
+    points = 0
+    for src, op, field in ops:
+        copy(src, "orig.qcow2")
+        snapshot_raw("orig.qcow2", "snap1", "orig-snap.raw")
+        old = spec("orig.qcow2")
+        copy(src, "pt.qcow2")
+        log = os.path.join(TMP, "strace.log")
+        run("strace", "-f", "-qq", "-o", log, "-e", "trace=pwrite64", QTIMG, "amend", "-o", op,
+            "pt.qcow2")
+        with open(log) as f:
+            writes = sum(1 for line in f if "pwrite64(" in line)
+        assert writes > 0, op
+        for n in range(1, writes + 1):
+            copy(src, "pt.qcow2")
+            p = run("strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=pwrite64", "-e",
+                    "inject=pwrite64:signal=SIGKILL:when=%d" % n, QTIMG, "amend", "-o", op,
+                    "pt.qcow2", ok=None)
+            assert p.returncode != 0, "%s: not killed at write %d of %d" % (op, n, writes)
+            qemu_check("pt.qcow2", ok=(0, 3))
+            compare("orig.qcow2", "pt.qcow2")
+            snapshot_raw("pt.qcow2", "snap1", "snap.raw")
+            compare("orig-snap.raw", "snap.raw")
+            if field:
+                got = spec("pt.qcow2")[field[0]]
+                assert got in (old[field[0]], field[1]), (op, n, got)
+            points += 1
+    print("crashpoints: %d crash points, all consistent" % points)
+
+
 CASES = {"widths": case_widths, "reverse": case_reverse, "compat": case_compat,
-         "refusals": case_refusals, "size": case_size, "multi": case_multi, "kill": case_kill}
+         "refusals": case_refusals, "size": case_size, "multi": case_multi, "kill": case_kill,
+         "crashpoints": case_crashpoints}
 
 
 def main():
