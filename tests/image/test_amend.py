@@ -283,6 +283,21 @@ def case_multi():
     assert d["compat"] == "0.10" and d["refcount-bits"] == 16, d
     assert i["virtual-size"] == 32 << 20, i
     compare("orig.qcow2", "m.qcow2")
+    # the rebuilt refcounts serve the same process at once: the downgrade
+    # after the width change allocates zeroed clusters (zero clusters over
+    # a backing file) and drops references, counted at the new width
+    make_image("n.qcow2")
+    qio("n.qcow2", "write -z 1M 128k")
+    q("amend", "-o", "refcount_bits=4", "n.qcow2")
+    copy("n.qcow2", "orig.qcow2")
+    snapshot_raw("orig.qcow2", "snap1", "orig-snap.raw")
+    q("amend", "-o", "refcount_bits=16,compat=0.10", "n.qcow2")
+    qemu_check("n.qcow2")
+    d = spec("n.qcow2")
+    assert d["compat"] == "0.10" and d["refcount-bits"] == 16, d
+    compare("orig.qcow2", "n.qcow2")
+    snapshot_raw("n.qcow2", "snap1", "snap.raw")
+    compare("orig-snap.raw", "snap.raw")
     out = q("amend", "-o", "help", "m.qcow2")
     for w in ("compat=", "refcount_bits=", "lazy_refcounts=", "size="):
         assert w in out, out
