@@ -145,7 +145,7 @@ struct qtimg_check_result {
 #define QTIMG_CHECK_FIX_ERRORS (1u << 1)
 int qtimg_check(struct qtimg *img, uint32_t fix, struct qtimg_check_result *res);
 
-/* Feature changes (amend): lazy_refcounts, refcount_bits not supported to change. */
+/* Lazy refcounts on or off on an open image (qtimg_amend() changes the rest). */
 int qtimg_amend_lazy_refcounts(struct qtimg *img, bool on);
 
 /* Writes compressed cluster data (convert -c). off must be cluster aligned and
