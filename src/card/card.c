@@ -1147,6 +1147,22 @@ json_object *card_port_json(struct card *c, const struct port *p, bool with_stat
             json_object_object_add(o, "egress_shaper", sh);
         }
         json_object_object_add(o, "drops", drops);
+        {
+            json_object *g = json_object_new_object();
+            json_object_object_add(
+                g, "received",
+                json_object_new_int64((int64_t)__atomic_load_n(&p->gso_rx, __ATOMIC_RELAXED)));
+            json_object_object_add(
+                g, "delivered_whole",
+                json_object_new_int64((int64_t)__atomic_load_n(&p->gso_whole, __ATOMIC_RELAXED)));
+            json_object_object_add(g, "segmented",
+                                   json_object_new_int64((int64_t)__atomic_load_n(
+                                       &p->gso_segmented, __ATOMIC_RELAXED)));
+            json_object_object_add(g, "segments",
+                                   json_object_new_int64((int64_t)__atomic_load_n(
+                                       &p->gso_segments, __ATOMIC_RELAXED)));
+            json_object_object_add(o, "gso", g);
+        }
         json_object_object_add(o, "queue_stats", qs);
     }
     return o;

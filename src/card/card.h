@@ -17,6 +17,7 @@
 #include "card/vhost_user.h"
 #include "card/net/bond.h"
 #include "card/net/coalesce.h"
+#include "card/net/gso.h"
 #include "card/net/mac_table.h"
 #include "card/net/neigh.h"
 #include "card/net/pkt.h"
@@ -38,6 +39,7 @@
 #define CARD_MAX_QPAIRS   (VU_MAX_QUEUES / 2)
 #define CARD_NAME_MAX     32
 #define CARD_BURST        32
+#define CARD_GSO_BUFS     4 /* per worker: 64 KiB buffers for GSO frames over PKT_MAX_FRAME */
 
 enum port_type { PORT_VHOST = 0, PORT_TAP, PORT_AFPACKET, PORT_VXLAN, PORT_BOND };
 
@@ -54,7 +56,7 @@ struct queue_stats {
 /* Port-level drop reasons (counted per port by the owning worker). */
 enum port_drop {
     DROP_MALFORMED = 0, /* pkt_parse error, oversize, bad virtio-net header */
-    DROP_GSO,           /* GSO frame although no TSO was negotiated */
+    DROP_GSO,           /* malformed GSO frame, or a GSO type / ECN not negotiated */
     DROP_VLAN,          /* ingress VLAN classification refused */
     DROP_SPOOF,         /* anti-spoofing */
     DROP_POLICER,       /* ingress policer */
@@ -151,10 +153,15 @@ struct port {
     bool client; /* connect to the frontend's socket instead of listening */
     int listen_fd;
     struct vu_dev dev;
-    uint8_t mac[6];    /* config-space MAC for the VM */
-    unsigned n_qpairs; /* configured */
-    bool broken;       /* data plane saw a malformed ring; control disconnects */
-    bool guest_csum;   /* VIRTIO_NET_F_GUEST_CSUM negotiated */
+    uint8_t mac[6];     /* config-space MAC for the VM */
+    unsigned n_qpairs;  /* configured */
+    bool broken;        /* data plane saw a malformed ring; control disconnects */
+    bool guest_csum;    /* VIRTIO_NET_F_GUEST_CSUM negotiated */
+    unsigned host_gso;  /* GSO_ALLOW_*: GSO frames the driver may send (HOST_TSO4/6, HOST_ECN) */
+    unsigned guest_gso; /* GSO_ALLOW_*: GSO frames it takes whole (GUEST_TSO4/6, GUEST_ECN) */
+    /* GSO counters (atomic: several workers). rx = from the port, whole/segmented/segments
+     * = towards it. */
+    uint64_t gso_rx, gso_whole, gso_segmented, gso_segments;
     bool mrg_rxbuf;
     unsigned vnet_hdr_len;
     unsigned running_rxq; /* number of running receive queues (for queue selection) */
@@ -225,6 +232,11 @@ struct worker {
     struct dest_batch *dests;
     struct virtq_elem *rx_elems;
     struct virtq_elem tx_elem;
+    /* GSO (allocated on the first GSO frame): segments being sent, and buffers for
+     * frames larger than a struct pkt holds, reused every burst. */
+    struct pkt *gso_segs; /* CARD_BURST */
+    uint8_t *gso_bufs[CARD_GSO_BUFS];
+    unsigned gso_bufs_used;
 };
 
 struct card_config {

@@ -174,6 +174,13 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
             /* csum_start moves with the tag we add or remove. */
             h.csum_start = (uint16_t)(pk->vh.csum_start - pk->tag_len + fo->len[1]);
             h.csum_offset = pk->vh.csum_offset;
+            if (pk->vh.gso_type != GSO_TYPE_NONE) {
+                /* Only ports that take this GSO type get it whole (dp_gso_flush); the
+                 * header length moves with the tag like csum_start. */
+                h.gso_type = pk->vh.gso_type;
+                h.gso_size = pk->vh.gso_size;
+                h.hdr_len = (uint16_t)(pk->gi.hdr_len - pk->tag_len + fo->len[1]);
+            }
         } else {
             pkt_finish_csum(pk);
             h.flags = VIRTIO_NET_HDR_F_DATA_VALID;
@@ -363,6 +370,7 @@ static void host_output(struct worker *w, struct port *p, struct pkt **pk, const
 struct dest_batch {
     struct port *port;
     unsigned n;
+    bool has_gso; /* a GSO frame is in the batch: dp_gso_flush decides whole or segments */
     struct pkt *pk[DP_MAX_OUT];
     bool tagged[DP_MAX_OUT];
 };
@@ -472,6 +480,100 @@ static unsigned worker_service_shapers(struct worker *w, uint64_t now)
     return total;
 }
 
+/* ---- GSO frames towards a port: whole, or segmented in software ---- */
+
+static void dp_output(struct worker *w, struct port *p, const struct port_policy *pol,
+                      struct pkt **pk, const bool *tagged, unsigned n, uint64_t now)
+{
+    if (pol->egress_rate_bps)
+        shaped_output(w, p, pol, pk, tagged, n, now);
+    else
+        port_output_now(w, p, pk, tagged, n, now);
+}
+
+/* Does p take this GSO frame as one? A VM that negotiated the type (and ECN when the frame
+ * carries it) with GUEST_CSUM, and is not shaped (the shaper's FIFO holds struct pkt
+ * copies, too small for a GSO frame). */
+static bool dp_port_takes_gso(const struct port *p, const struct port_policy *pol,
+                              const struct pkt *pk)
+{
+    unsigned need = pk->gi.type == GSO_TYPE_TCPV4 ? GSO_ALLOW_TCPV4 : GSO_ALLOW_TCPV6;
+    if (pk->gi.ecn)
+        need |= GSO_ALLOW_ECN;
+    return p->type == PORT_VHOST && !pol->egress_rate_bps && (p->guest_gso & need) == need;
+}
+
+/* Cut pk into segments and send them, CARD_BURST at a time. A VM that negotiated
+ * GUEST_CSUM gets them with the TCP checksum partial (NEEDS_CSUM), everyone else
+ * complete. */
+static void dp_gso_segment_out(struct worker *w, struct port *p, const struct port_policy *pol,
+                               struct pkt *pk, bool tagged, uint64_t now)
+{
+    bool partial = p->type == PORT_VHOST && p->guest_csum;
+    struct pkt *ptrs[CARD_BURST];
+    bool tags[CARD_BURST];
+    unsigned nseg = pk->gi.n_segs, done = 0;
+
+    while (done < nseg) {
+        unsigned k;
+        for (k = 0; k < CARD_BURST && done + k < nseg; k++) {
+            struct pkt *s = &w->gso_segs[k];
+            int len;
+            s->data = s->buf + DP_HEADROOM;
+            len = gso_segment(pk->data, &pk->gi, done + k, partial, s->data, PKT_MAX_FRAME);
+            if (len < 0) /* validated on ingress: cannot happen */
+                break;
+            s->len = (uint32_t)len;
+            s->vid = pk->vid;
+            s->out_vid = pk->out_vid;
+            s->pcp = pk->pcp;
+            s->tag_len = pk->tag_len;
+            s->m = pk->m;
+            memset(&s->vh, 0, sizeof(s->vh));
+            if (partial) {
+                s->vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+                s->vh.csum_start = pk->gi.l4_ofs;
+                s->vh.csum_offset = 16;
+            } else {
+                s->vh.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+            }
+            ptrs[k] = s;
+            tags[k] = tagged;
+        }
+        if (!k)
+            break;
+        dp_output(w, p, pol, ptrs, tags, k, now);
+        done += k;
+    }
+    __atomic_add_fetch(&p->gso_segmented, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&p->gso_segments, done, __ATOMIC_RELAXED);
+}
+
+/* A batch with GSO frames: frames the port takes go out together in order; each GSO
+ * frame it does not take goes out as its segments at its place in the batch. */
+static void dp_gso_flush(struct worker *w, struct dest_batch *d, const struct port_policy *pol,
+                         uint64_t now)
+{
+    struct port *p = d->port;
+    unsigned start = 0;
+
+    for (unsigned i = 0; i < d->n; i++) {
+        struct pkt *pk = d->pk[i];
+        if (pk->vh.gso_type == GSO_TYPE_NONE)
+            continue;
+        if (dp_port_takes_gso(p, pol, pk)) {
+            __atomic_add_fetch(&p->gso_whole, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        if (i > start)
+            dp_output(w, p, pol, d->pk + start, d->tagged + start, i - start, now);
+        start = i + 1;
+        dp_gso_segment_out(w, p, pol, pk, d->tagged[i], now);
+    }
+    if (d->n > start)
+        dp_output(w, p, pol, d->pk + start, d->tagged + start, d->n - start, now);
+}
+
 static void dest_flush(struct worker *w, struct dest_batch *d, uint64_t now)
 {
     struct port_policy *pol;
@@ -479,10 +581,14 @@ static void dest_flush(struct worker *w, struct dest_batch *d, uint64_t now)
     if (!d->n)
         return;
     pol = rcu_dereference(d->port->policy);
-    if (pol->egress_rate_bps)
+    if (d->has_gso) {
+        dp_gso_flush(w, d, pol, now);
+        d->has_gso = false;
+    } else if (pol->egress_rate_bps) {
         shaped_output(w, d->port, pol, d->pk, d->tagged, d->n, now);
-    else
+    } else {
         port_output_now(w, d->port, d->pk, d->tagged, d->n, now);
+    }
     d->n = 0;
 }
 
@@ -502,6 +608,7 @@ static void dest_add(struct worker *w, struct dest_batch *dests, unsigned *ndest
         }
         dests[i].port = dp;
         dests[i].n = 0;
+        dests[i].has_gso = false;
         (*ndests)++;
     }
     if (dests[i].n == DP_MAX_OUT)
@@ -509,6 +616,8 @@ static void dest_add(struct worker *w, struct dest_batch *dests, unsigned *ndest
     dests[i].pk[dests[i].n] = pk;
     dests[i].tagged[dests[i].n] = tagged;
     dests[i].n++;
+    if (pk->vh.gso_type != GSO_TYPE_NONE)
+        dests[i].has_gso = true;
 }
 
 static bool egress_ok(struct port *dp, struct pkt *pk, bool *tagged)
@@ -545,6 +654,16 @@ static void policy_refresh(struct port *p, struct port_queue *q, const struct po
                       pol->storm_unknown_pps ? pol->storm_unknown_pps : 1, now);
 }
 
+/* Storm control counts packets: a GSO frame is gso_segs of them (one admitted already). */
+static bool dp_gso_storm_admit(struct port_queue *q, const struct pkt *pk, bool known, uint64_t now)
+{
+    enum storm_class cls = storm_control_classify(&pk->m, known);
+    for (unsigned i = 1; i < pk->gi.n_segs; i++)
+        if (!storm_control_admit(&q->storm, cls, pk->len, now))
+            return false;
+    return true;
+}
+
 void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, struct pkt **pkts,
                      unsigned n, uint64_t now)
 {
@@ -569,7 +688,8 @@ void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, st
         struct vlan_ingress ing;
         uint32_t dst_id;
         bool known;
-        int rc = pkt_parse(pk->data, pk->len, &pk->m);
+        /* A GSO frame was validated and parsed (its first segment) on ingress. */
+        int rc = pk->vh.gso_type == GSO_TYPE_NONE ? pkt_parse(pk->data, pk->len, &pk->m) : 0;
 
         if (rc && pk->m.bad <= PKT_BAD_TOO_MANY_TAGS) {
             in->drops[DROP_MALFORMED]++;
@@ -591,7 +711,9 @@ void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, st
         pk->out_vid = ing.vid;
         pk->pcp = ing.pcp;
         pk->tag_len = (pk->m.n_vlans && ing.tagged) ? 4 : 0;
-        if (pol->ingress_rate_bps && !policer_admit(&q->policer, pk->len, now)) {
+        if (pol->ingress_rate_bps &&
+            !policer_admit(&q->policer,
+                           pk->vh.gso_type == GSO_TYPE_NONE ? pk->len : pk->gi.wire_len, now)) {
             in->drops[DROP_POLICER]++;
             q->st.tx_dropped++;
             continue;
@@ -615,7 +737,8 @@ void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, st
             looked_known = known;
             looked_id = dst_id;
         }
-        if (!storm_control_admit(&q->storm, storm_control_classify(&pk->m, known), pk->len, now)) {
+        if (!storm_control_admit(&q->storm, storm_control_classify(&pk->m, known), pk->len, now) ||
+            (pk->vh.gso_type != GSO_TYPE_NONE && !dp_gso_storm_admit(q, pk, known, now))) {
             in->drops[DROP_STORM]++;
             q->st.tx_dropped++;
             continue;
@@ -650,6 +773,101 @@ void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, st
 
 /* ---- VM transmit: pull packets out of a vhost-user-net port ---- */
 
+static int dp_gso_alloc(struct worker *w)
+{
+    if (!w->gso_segs) {
+        w->gso_segs = aligned_alloc(64, sizeof(struct pkt) * CARD_BURST);
+        if (!w->gso_segs)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* A frame with a GSO header (len bytes at pk->data): validate it against what the port
+ * negotiated and take the switch's metadata from its first segment. 0, or -EINVAL
+ * (dropped and counted). */
+static int vhost_tx_gso(struct worker *w, struct port *p, struct port_queue *q, struct pkt *pk,
+                        uint32_t len)
+{
+    struct gso_hdr gh = {.gso_type = pk->vh.gso_type,
+                         .needs_csum = pk->vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                         .hdr_len = pk->vh.hdr_len,
+                         .gso_size = pk->vh.gso_size,
+                         .csum_start = pk->vh.csum_start,
+                         .csum_offset = pk->vh.csum_offset};
+    int sl;
+
+    if (dp_gso_alloc(w)) {
+        log_err("worker %u: out of memory for GSO segments", w->id);
+        goto drop;
+    }
+    if (gso_validate(pk->data, len, &gh, p->host_gso, &pk->gi)) {
+        log_debug("port '%s': GSO frame of %u bytes refused: %s", p->name, len,
+                  gso_bad_name(pk->gi.bad));
+        goto drop;
+    }
+    sl = gso_segment(pk->data, &pk->gi, 0, true, w->gso_segs[0].buf, PKT_MAX_FRAME);
+    if (sl < 0 || pkt_parse(w->gso_segs[0].buf, (size_t)sl, &pk->m))
+        goto drop;
+    __atomic_add_fetch(&p->gso_rx, 1, __ATOMIC_RELAXED);
+    return 0;
+drop:
+    p->drops[DROP_GSO]++;
+    q->st.tx_dropped++;
+    return -EINVAL;
+}
+
+/* A chain over PKT_MAX_FRAME (or under an Ethernet header): only a GSO frame may be that
+ * big; it is copied into one of the worker's 64 KiB buffers. 0 (pk ready), -EINVAL
+ * (dropped and counted) or -EAGAIN (no buffer left in this burst: leave the chain). */
+static int vhost_tx_big(struct worker *w, struct port *p, struct port_queue *q,
+                        const struct virtq_elem *e, struct pkt *pk)
+{
+    uint32_t hl = p->vnet_hdr_len, skip = hl, got = 0;
+    uint8_t *buf;
+
+    if (e->out_len < hl + PKT_ETH_HLEN || e->out_len - hl > GSO_MAX_FRAME || !p->host_gso) {
+        p->drops[DROP_MALFORMED]++;
+        q->st.tx_dropped++;
+        return -EINVAL;
+    }
+    if (w->gso_bufs_used == CARD_GSO_BUFS)
+        return -EAGAIN;
+    buf = w->gso_bufs[w->gso_bufs_used];
+    if (!buf && !(buf = w->gso_bufs[w->gso_bufs_used] = malloc(DP_HEADROOM + GSO_MAX_FRAME))) {
+        log_err("worker %u: out of memory for a GSO frame", w->id);
+        p->drops[DROP_GSO]++;
+        q->st.tx_dropped++;
+        return -EINVAL;
+    }
+    pk->data = buf + DP_HEADROOM;
+    for (unsigned s = 0; s < e->n_out; s++) {
+        const uint8_t *src = e->iov[s].base;
+        uint32_t l = e->iov[s].len;
+        if (skip) {
+            uint32_t hcopy = l < skip ? l : skip;
+            memcpy((uint8_t *)&pk->vh + (hl - skip), src, hcopy);
+            skip -= hcopy;
+            src += hcopy;
+            l -= hcopy;
+        }
+        memcpy(pk->data + got, src, l);
+        got += l;
+    }
+    if (pk->vh.gso_type == GSO_TYPE_NONE) {
+        p->drops[DROP_MALFORMED]++; /* oversize without GSO */
+        q->st.tx_dropped++;
+        return -EINVAL;
+    }
+    if (vhost_tx_gso(w, p, q, pk, got))
+        return -EINVAL;
+    w->gso_bufs_used++;
+    pk->len = got;
+    q->st.tx_packets++;
+    q->st.tx_bytes += got;
+    return 0;
+}
+
 static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_queue *q,
                                uint64_t *now)
 {
@@ -660,6 +878,7 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
     if (!virtq_avail_refresh(vq))
         return 0;
     virtq_prefetch(vq, CARD_BURST, false);
+    w->gso_bufs_used = 0;
     while (popped < CARD_BURST) {
         struct virtq_elem *e = &w->tx_elem;
         struct pkt *pk = &w->pkts[n];
@@ -676,9 +895,15 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
         pk->data = pk->buf + DP_HEADROOM;
         memset(&pk->vh, 0, sizeof(pk->vh));
         if (e->out_len < hl + PKT_ETH_HLEN || e->out_len - hl > PKT_MAX_FRAME) {
-            p->drops[DROP_MALFORMED]++;
-            q->st.tx_dropped++;
+            int r = vhost_tx_big(w, p, q, e, pk);
+            if (r == -EAGAIN) { /* next round */
+                virtq_unpop(vq, 1);
+                popped--;
+                break;
+            }
             virtq_push(vq, e->head, 0);
+            if (r == 0)
+                pkts[n++] = pk;
             continue;
         }
         if (e->n_out == 1) {
@@ -706,11 +931,8 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
             }
         }
         virtq_push(vq, e->head, 0);
-        if (pk->vh.gso_type != VIRTIO_NET_HDR_GSO_NONE) {
-            p->drops[DROP_GSO]++;
-            q->st.tx_dropped++;
+        if (pk->vh.gso_type != GSO_TYPE_NONE && vhost_tx_gso(w, p, q, pk, got))
             continue;
-        }
         pk->len = got;
         q->st.tx_packets++;
         q->st.tx_bytes += got;
@@ -879,5 +1101,8 @@ void *worker_main(void *arg)
     free(w->pkts);
     free(w->dests);
     free(w->rx_elems);
+    free(w->gso_segs);
+    for (unsigned i = 0; i < CARD_GSO_BUFS; i++)
+        free(w->gso_bufs[i]);
     return NULL;
 }

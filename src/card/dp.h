@@ -21,6 +21,7 @@ struct pkt {
     uint8_t tag_len; /* 4 when data carries an outer tag that egress strips/rewrites */
     struct virtio_net_hdr_v1 vh;
     struct pkt_meta m;
+    struct gso_info gi; /* valid when vh.gso_type != GSO_TYPE_NONE (validated on ingress) */
     uint8_t buf[DP_HEADROOM + PKT_MAX_FRAME + 64];
 };
 

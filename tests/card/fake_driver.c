@@ -18,7 +18,9 @@
 #define RING_OFF(q) (0x1000u + (q)*0x10000u)
 #define RXBUF_OFF   0x100000u
 #define TXBUF_OFF   0x500000u
-#define TXBUF_SZ    0x2800u /* 10 KiB per slot: header + jumbo frame */
+#define TXBUF_SZ    0x2800u   /* 10 KiB per slot: header + jumbo frame */
+#define BIGBUF_OFF  0x780000u /* one larger frame (a GSO frame) in flight at a time */
+#define BIGBUF_SZ   0x11000u
 
 static int fdrv_sendmsg(struct fdrv *d, uint32_t req, const void *p, uint32_t size, int fd)
 {
@@ -184,13 +186,15 @@ static int fdrv_queue_tx(struct fdrv *d, const void *frame, uint32_t len,
     uint16_t slot;
     uint8_t *buf;
 
-    if (len + d->hdr_len > TXBUF_SZ)
+    if (len + d->hdr_len > BIGBUF_SZ)
         return -EMSGSIZE;
     fdrv_tx_reclaim(d);
     if ((uint16_t)(q->avail_idx - q->last_used) >= FDRV_RING)
         return -ENOBUFS;
     slot = q->avail_idx % FDRV_RING;
     buf = d->mem + TXBUF_OFF + (size_t)slot * TXBUF_SZ;
+    if (len + d->hdr_len > TXBUF_SZ)
+        buf = d->mem + BIGBUF_OFF;
     memset(buf, 0, d->hdr_len);
     if (hdr)
         memcpy(buf, hdr, d->hdr_len);

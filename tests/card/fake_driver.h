@@ -40,6 +40,8 @@ struct fdrv {
 #define FDRV_F_MRG       (1ull << VIRTIO_NET_F_MRG_RXBUF)
 #define FDRV_F_EVENT_IDX (1ull << VIRTIO_RING_F_EVENT_IDX)
 #define FDRV_F_CSUM      ((1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_GUEST_CSUM))
+#define FDRV_F_HOST_TSO  ((1ull << VIRTIO_NET_F_HOST_TSO4) | (1ull << VIRTIO_NET_F_HOST_TSO6))
+#define FDRV_F_GUEST_TSO ((1ull << VIRTIO_NET_F_GUEST_TSO4) | (1ull << VIRTIO_NET_F_GUEST_TSO6))
 
 /* Connect to a qtcard port socket and bring the queue pair up with the given
  * extra features (VERSION_1 and PROTOCOL_FEATURES always). Receive buffers of
@@ -47,7 +49,9 @@ struct fdrv {
 int fdrv_connect(struct fdrv *d, const char *path, uint64_t features, uint32_t rx_buf_size);
 void fdrv_close(struct fdrv *d);
 
-/* Queue one frame for transmission (virtio-net header hdr may be NULL) and kick. */
+/* Queue one frame for transmission (virtio-net header hdr may be NULL) and kick. Frames
+ * up to 10 KiB use the ring slot's buffer; one larger frame (up to 68 KiB: a GSO frame)
+ * may be in flight at a time (reclaim it before sending the next). */
 int fdrv_send(struct fdrv *d, const void *frame, uint32_t len, const struct virtio_net_hdr_v1 *hdr);
 /* Several frames, one kick. */
 int fdrv_send_burst(struct fdrv *d, const void *frame, uint32_t len, unsigned n);

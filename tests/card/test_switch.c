@@ -432,6 +432,226 @@ static void test_spoofing_mrg_csum(void **state)
     env_stop(&e);
 }
 
+/* ---- TSO: GSO frames delivered whole or segmented ---- */
+
+#define GSO_PAYLOAD 30000
+#define GSO_MSS     1448
+
+/* IPv4/TCP frame A -> X with TCP options (12 bytes), PSH|FIN set, payload byte i = i*13+1,
+ * and the virtio-net header a TSO driver sends with it (checksum field: pseudo header). */
+static uint32_t tcp_gso_frame(uint8_t *f, uint32_t payload, uint16_t mss,
+                              struct virtio_net_hdr_v1 *h)
+{
+    uint8_t *iph = f + 14, *tcp = f + 34;
+    uint32_t sum, tl = 32 + payload;
+    memcpy(f, MAC_X, 6);
+    memcpy(f + 6, MAC_A, 6);
+    pkt_put_be16(f + 12, PKT_ETHERTYPE_IPV4);
+    memset(iph, 0, 20);
+    iph[0] = 0x45;
+    pkt_put_be16(iph + 2, (uint16_t)(20 + tl));
+    pkt_put_be16(iph + 4, 7);
+    iph[8] = 64;
+    iph[9] = PKT_IPPROTO_TCP;
+    iph[12] = 10, iph[15] = 1;
+    iph[16] = 10, iph[19] = 2;
+    pkt_put_be16(iph + 10, pkt_csum(iph, 20));
+    memset(tcp, 0, 32);
+    pkt_put_be16(tcp, 40000);
+    pkt_put_be16(tcp + 2, 5201);
+    pkt_put_be32(tcp + 4, 1000);
+    pkt_put_be32(tcp + 8, 1);
+    tcp[12] = 8 << 4;
+    tcp[13] = 0x10 | 0x08 | 0x01; /* ACK PSH FIN */
+    pkt_put_be16(tcp + 14, 65535);
+    tcp[20] = 1, tcp[21] = 1, tcp[22] = 8, tcp[23] = 10;
+    for (uint32_t i = 0; i < payload; i++)
+        tcp[32 + i] = (uint8_t)(i * 13 + 1);
+    sum = 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + PKT_IPPROTO_TCP + tl;
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    pkt_put_be16(tcp + 16, (uint16_t)sum);
+    memset(h, 0, sizeof(*h));
+    h->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h->gso_type = GSO_TYPE_TCPV4;
+    h->hdr_len = 66;
+    h->gso_size = mss;
+    h->csum_start = 34;
+    h->csum_offset = 16;
+    return 66 + payload;
+}
+
+static bool tcp4_csum_valid(const uint8_t *f, uint32_t len)
+{
+    static uint8_t buf[12 + 65536];
+    uint32_t tl = len - 34;
+    memcpy(buf, f + 14 + 12, 8);
+    buf[8] = 0;
+    buf[9] = PKT_IPPROTO_TCP;
+    pkt_put_be16(buf + 10, (uint16_t)tl);
+    memcpy(buf + 12, f + 34, tl);
+    return pkt_csum(buf, 12 + tl) == 0;
+}
+
+static int64_t port_gso(struct env *e, const char *name, const char *key)
+{
+    struct port *p;
+    json_object *o, *g, *v;
+    int64_t r = -1;
+    pthread_mutex_lock(&e->card.lock);
+    p = card_port_find(&e->card, name);
+    o = p ? card_port_json(&e->card, p, true) : NULL;
+    pthread_mutex_unlock(&e->card.lock);
+    if (o && json_object_object_get_ex(o, "gso", &g) && json_object_object_get_ex(g, key, &v))
+        r = json_object_get_int64(v);
+    json_object_put(o);
+    return r;
+}
+
+/* Receive n segments of the frame f (payload GSO_PAYLOAD) on d and check each: parses,
+ * IPv4 header and TCP checksums (completing a partial one as the guest would), sequence
+ * numbers, FIN/PSH on the last only, and the payload reassembled. */
+static void expect_segments(struct fdrv *d, const uint8_t *f, unsigned n, bool partial)
+{
+    static uint8_t joined[GSO_PAYLOAD];
+    uint32_t off = 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct virtio_net_hdr_v1 h;
+        struct pkt_meta m;
+        uint32_t plen;
+        int got = recv1(d, &h, NULL);
+        assert_true(got > 66);
+        plen = (uint32_t)got - 66;
+        assert_int_equal(plen, i + 1 < n ? GSO_MSS : GSO_PAYLOAD - (n - 1) * GSO_MSS);
+        assert_int_equal(h.gso_type, GSO_TYPE_NONE);
+        assert_int_equal(pkt_parse(rxbuf, (size_t)got, &m), 0);
+        assert_int_equal(m.l4_proto, PKT_IPPROTO_TCP);
+        assert_int_equal(pkt_get_be16(rxbuf + 16), (uint32_t)got - 14);
+        assert_int_equal(pkt_get_be16(rxbuf + 18), 7 + i); /* IPv4 identification */
+        assert_int_equal(pkt_csum(rxbuf + 14, 20), 0);
+        assert_int_equal(pkt_get_be32(rxbuf + 38), 1000 + off);
+        assert_int_equal(rxbuf[47] & 0x09, i + 1 < n ? 0 : 0x09);
+        if (partial) {
+            assert_true(h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM);
+            assert_int_equal(h.csum_start, 34);
+            assert_int_equal(h.csum_offset, 16);
+            pkt_put_be16(rxbuf + 50, pkt_csum(rxbuf + 34, (uint32_t)got - 34));
+        } else {
+            assert_false(h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM);
+        }
+        assert_true(tcp4_csum_valid(rxbuf, (uint32_t)got));
+        assert_memory_equal(rxbuf, f, 14);
+        memcpy(joined + off, rxbuf + 66, plen);
+        off += plen;
+    }
+    assert_int_equal(off, GSO_PAYLOAD);
+    assert_memory_equal(joined, f + 66, GSO_PAYLOAD);
+}
+
+static void test_tso(void **state)
+{
+    static uint8_t f[66 + GSO_PAYLOAD], big[70000];
+    const unsigned nseg = (GSO_PAYLOAD + GSO_MSS - 1) / GSO_MSS;
+    struct env e;
+    struct fdrv s, t, c, g;
+    struct virtio_net_hdr_v1 h, rh;
+    unsigned nb = 0;
+    uint32_t n;
+    int got;
+    (void)state;
+
+    env_start(&e);
+    assert_int_equal(jcall(&e.card, card_switch_add, "{\"name\":\"br5\"}"), 0);
+    add_port(&e, "{\"name\":\"s\",\"switch\":\"br5\"}");
+    add_port(&e, "{\"name\":\"t\",\"switch\":\"br5\"}");
+    add_port(&e, "{\"name\":\"c\",\"switch\":\"br5\"}");
+    add_port(&e, "{\"name\":\"g\",\"switch\":\"br5\"}");
+    /* s sends TSO; t takes TSO (mergeable 4 KiB buffers); c takes neither checksum nor
+     * TSO offload; g takes checksum offload only. */
+    connect_port(&e, &s, "s", FDRV_F_CSUM | FDRV_F_HOST_TSO | FDRV_F_MRG, 2048);
+    connect_port(&e, &t, "t", FDRV_F_CSUM | FDRV_F_GUEST_TSO | FDRV_F_MRG, 4096);
+    connect_port(&e, &c, "c", FDRV_F_MRG, 2048);
+    connect_port(&e, &g, "g", FDRV_F_CSUM | FDRV_F_MRG, 2048);
+
+    /* A 30 KB GSO frame to an unknown MAC is flooded to all three. */
+    n = tcp_gso_frame(f, GSO_PAYLOAD, GSO_MSS, &h);
+    assert_int_equal(fdrv_send(&s, f, n, &h), 0);
+    got = fdrv_recv(&t, big, sizeof(big), &rh, &nb, 2000);
+    assert_int_equal(got, (int)n);
+    assert_int_equal(nb, (12 + n + 4095) / 4096);
+    assert_int_equal(rh.gso_type, GSO_TYPE_TCPV4);
+    assert_int_equal(rh.gso_size, GSO_MSS);
+    assert_int_equal(rh.hdr_len, 66);
+    assert_true(rh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM);
+    assert_int_equal(rh.csum_start, 34);
+    assert_int_equal(rh.csum_offset, 16);
+    assert_memory_equal(big, f, n);
+    expect_silence(&t);
+    expect_segments(&c, f, nseg, false);
+    expect_silence(&c);
+    expect_segments(&g, f, nseg, true);
+    expect_silence(&g);
+    assert_int_equal(port_gso(&e, "s", "received"), 1);
+    assert_int_equal(port_gso(&e, "t", "delivered_whole"), 1);
+    assert_int_equal(port_gso(&e, "c", "segmented"), 1);
+    assert_int_equal(port_gso(&e, "c", "segments"), nseg);
+    assert_int_equal(port_gso(&e, "g", "segments"), nseg);
+    assert_int_equal(port_gso(&e, "t", "segments"), 0);
+
+    /* A small GSO frame (fits an ordinary packet buffer) takes the same way. */
+    for (unsigned i = 0; i < 200 && fdrv_tx_reclaim(&s) == 0; i++)
+        usleep(1000);
+    n = tcp_gso_frame(f, 3000, 1000, &h);
+    assert_int_equal(fdrv_send(&s, f, n, &h), 0);
+    got = fdrv_recv(&t, big, sizeof(big), &rh, &nb, 2000);
+    assert_int_equal(got, (int)n);
+    assert_int_equal(rh.gso_size, 1000);
+    for (unsigned i = 0; i < 3; i++) {
+        got = recv1(&c, &rh, NULL);
+        assert_int_equal(got, 66 + 1000);
+        assert_true(tcp4_csum_valid(rxbuf, (uint32_t)got));
+    }
+    expect_silence(&c);
+    assert_int_equal(fdrv_drain(&g), 3);
+    assert_int_equal(port_gso(&e, "s", "received"), 2);
+
+    /* Malformed GSO frames are dropped and counted, nothing is delivered: gso_size 0,
+     * csum_offset not the TCP checksum, no NEEDS_CSUM, and a GSO frame from a port that
+     * did not negotiate TSO. */
+    {
+        uint64_t before = port_drop(&e, "s", DROP_GSO);
+        struct virtio_net_hdr_v1 bad[3];
+        n = tcp_gso_frame(f, GSO_PAYLOAD, GSO_MSS, &h);
+        for (unsigned i = 0; i < 3; i++)
+            bad[i] = h;
+        bad[0].gso_size = 0;
+        bad[1].csum_offset = 6;
+        bad[2].flags = 0;
+        for (unsigned i = 0; i < 3; i++) {
+            for (unsigned k = 0; k < 200 && fdrv_tx_reclaim(&s) == 0; k++)
+                usleep(1000);
+            assert_int_equal(fdrv_send(&s, f, n, &bad[i]), 0);
+            for (unsigned k = 0; k < 2000 && port_drop(&e, "s", DROP_GSO) != before + i + 1; k++)
+                usleep(1000);
+            assert_int_equal(port_drop(&e, "s", DROP_GSO), before + i + 1);
+        }
+        n = tcp_gso_frame(f, 3000, 1000, &h);
+        assert_int_equal(fdrv_send(&c, f, n, &h), 0);
+        for (unsigned k = 0; k < 2000 && port_drop(&e, "c", DROP_GSO) != 1; k++)
+            usleep(1000);
+        assert_int_equal(port_drop(&e, "c", DROP_GSO), 1);
+        expect_silence(&t);
+        expect_silence(&g);
+        assert_int_equal(port_gso(&e, "s", "received"), 2);
+    }
+
+    fdrv_close(&s);
+    fdrv_close(&t);
+    fdrv_close(&c);
+    fdrv_close(&g);
+    env_stop(&e);
+}
+
 static void test_api_and_state(void **state)
 {
     struct env e, e2;
@@ -560,6 +780,7 @@ int main(void)
         cmocka_unit_test(test_move_within_burst),
         cmocka_unit_test(test_vlans),
         cmocka_unit_test(test_spoofing_mrg_csum),
+        cmocka_unit_test(test_tso),
         cmocka_unit_test(test_api_and_state),
     };
     log_init("test_switch", LOG_LVL_ERROR);
