@@ -179,7 +179,7 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
                  * header length moves with the tag like csum_start. */
                 h.gso_type = pk->vh.gso_type;
                 h.gso_size = pk->vh.gso_size;
-                h.hdr_len = (uint16_t)(pk->gi.hdr_len - pk->tag_len + fo->len[1]);
+                h.hdr_len = (uint16_t)(pkt_gso_info(pk)->hdr_len - pk->tag_len + fo->len[1]);
             }
         } else {
             pkt_finish_csum(pk);
@@ -494,11 +494,10 @@ static void dp_output(struct worker *w, struct port *p, const struct port_policy
 /* Does p take this GSO frame as one? A VM that negotiated the type (and ECN when the frame
  * carries it) with GUEST_CSUM, and is not shaped (the shaper's FIFO holds struct pkt
  * copies, too small for a GSO frame). */
-static bool dp_port_takes_gso(const struct port *p, const struct port_policy *pol,
-                              const struct pkt *pk)
+static bool dp_port_takes_gso(const struct port *p, const struct port_policy *pol, struct pkt *pk)
 {
-    unsigned need = pk->gi.type == GSO_TYPE_TCPV4 ? GSO_ALLOW_TCPV4 : GSO_ALLOW_TCPV6;
-    if (pk->gi.ecn)
+    unsigned need = pkt_gso_info(pk)->type == GSO_TYPE_TCPV4 ? GSO_ALLOW_TCPV4 : GSO_ALLOW_TCPV6;
+    if (pkt_gso_info(pk)->ecn)
         need |= GSO_ALLOW_ECN;
     return p->type == PORT_VHOST && !pol->egress_rate_bps && (p->guest_gso & need) == need;
 }
@@ -506,13 +505,16 @@ static bool dp_port_takes_gso(const struct port *p, const struct port_policy *po
 /* Cut pk into segments and send them, CARD_BURST at a time. A VM that negotiated
  * GUEST_CSUM gets them with the TCP checksum partial (NEEDS_CSUM), everyone else
  * complete. */
-static void dp_gso_segment_out(struct worker *w, struct port *p, const struct port_policy *pol,
-                               struct pkt *pk, bool tagged, uint64_t now)
+__attribute__((noinline, cold)) static void dp_gso_segment_out(struct worker *w, struct port *p,
+                                                               const struct port_policy *pol,
+                                                               struct pkt *pk, bool tagged,
+                                                               uint64_t now)
 {
     bool partial = p->type == PORT_VHOST && p->guest_csum;
     struct pkt *ptrs[CARD_BURST];
     bool tags[CARD_BURST];
-    unsigned nseg = pk->gi.n_segs, done = 0;
+    struct gso_info *gi = pkt_gso_info(pk);
+    unsigned nseg = gi->n_segs, done = 0;
 
     while (done < nseg) {
         unsigned k;
@@ -520,7 +522,8 @@ static void dp_gso_segment_out(struct worker *w, struct port *p, const struct po
             struct pkt *s = &w->gso_segs[k];
             int len;
             s->data = s->buf + DP_HEADROOM;
-            len = gso_segment(pk->data, &pk->gi, done + k, partial, s->data, PKT_MAX_FRAME);
+            len =
+                gso_segment(pk->data, pkt_gso_info(pk), done + k, partial, s->data, PKT_MAX_FRAME);
             if (len < 0) /* validated on ingress: cannot happen */
                 break;
             s->len = (uint32_t)len;
@@ -532,7 +535,7 @@ static void dp_gso_segment_out(struct worker *w, struct port *p, const struct po
             memset(&s->vh, 0, sizeof(s->vh));
             if (partial) {
                 s->vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-                s->vh.csum_start = pk->gi.l4_ofs;
+                s->vh.csum_start = gi->l4_ofs;
                 s->vh.csum_offset = 16;
             } else {
                 s->vh.flags = VIRTIO_NET_HDR_F_DATA_VALID;
@@ -551,8 +554,8 @@ static void dp_gso_segment_out(struct worker *w, struct port *p, const struct po
 
 /* A batch with GSO frames: frames the port takes go out together in order; each GSO
  * frame it does not take goes out as its segments at its place in the batch. */
-static void dp_gso_flush(struct worker *w, struct dest_batch *d, const struct port_policy *pol,
-                         uint64_t now)
+__attribute__((noinline, cold)) static void
+dp_gso_flush(struct worker *w, struct dest_batch *d, const struct port_policy *pol, uint64_t now)
 {
     struct port *p = d->port;
     unsigned start = 0;
@@ -655,10 +658,11 @@ static void policy_refresh(struct port *p, struct port_queue *q, const struct po
 }
 
 /* Storm control counts packets: a GSO frame is gso_segs of them (one admitted already). */
-static bool dp_gso_storm_admit(struct port_queue *q, const struct pkt *pk, bool known, uint64_t now)
+__attribute__((noinline, cold)) static bool dp_gso_storm_admit(struct port_queue *q, struct pkt *pk,
+                                                               bool known, uint64_t now)
 {
     enum storm_class cls = storm_control_classify(&pk->m, known);
-    for (unsigned i = 1; i < pk->gi.n_segs; i++)
+    for (unsigned i = 1; i < pkt_gso_info(pk)->n_segs; i++)
         if (!storm_control_admit(&q->storm, cls, pk->len, now))
             return false;
     return true;
@@ -713,7 +717,8 @@ void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, st
         pk->tag_len = (pk->m.n_vlans && ing.tagged) ? 4 : 0;
         if (pol->ingress_rate_bps &&
             !policer_admit(&q->policer,
-                           pk->vh.gso_type == GSO_TYPE_NONE ? pk->len : pk->gi.wire_len, now)) {
+                           pk->vh.gso_type == GSO_TYPE_NONE ? pk->len : pkt_gso_info(pk)->wire_len,
+                           now)) {
             in->drops[DROP_POLICER]++;
             q->st.tx_dropped++;
             continue;
@@ -786,8 +791,8 @@ static int dp_gso_alloc(struct worker *w)
 /* A frame with a GSO header (len bytes at pk->data): validate it against what the port
  * negotiated and take the switch's metadata from its first segment. 0, or -EINVAL
  * (dropped and counted). */
-static int vhost_tx_gso(struct worker *w, struct port *p, struct port_queue *q, struct pkt *pk,
-                        uint32_t len)
+__attribute__((noinline, cold)) static int
+vhost_tx_gso(struct worker *w, struct port *p, struct port_queue *q, struct pkt *pk, uint32_t len)
 {
     struct gso_hdr gh = {.gso_type = pk->vh.gso_type,
                          .needs_csum = pk->vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -801,12 +806,12 @@ static int vhost_tx_gso(struct worker *w, struct port *p, struct port_queue *q, 
         log_err("worker %u: out of memory for GSO segments", w->id);
         goto drop;
     }
-    if (gso_validate(pk->data, len, &gh, p->host_gso, &pk->gi)) {
+    if (gso_validate(pk->data, len, &gh, p->host_gso, pkt_gso_info(pk))) {
         log_debug("port '%s': GSO frame of %u bytes refused: %s", p->name, len,
-                  gso_bad_name(pk->gi.bad));
+                  gso_bad_name(pkt_gso_info(pk)->bad));
         goto drop;
     }
-    sl = gso_segment(pk->data, &pk->gi, 0, true, w->gso_segs[0].buf, PKT_MAX_FRAME);
+    sl = gso_segment(pk->data, pkt_gso_info(pk), 0, true, w->gso_segs[0].buf, PKT_MAX_FRAME);
     if (sl < 0 || pkt_parse(w->gso_segs[0].buf, (size_t)sl, &pk->m))
         goto drop;
     __atomic_add_fetch(&p->gso_rx, 1, __ATOMIC_RELAXED);
@@ -820,8 +825,9 @@ drop:
 /* A chain over PKT_MAX_FRAME (or under an Ethernet header): only a GSO frame may be that
  * big; it is copied into one of the worker's 64 KiB buffers. 0 (pk ready), -EINVAL
  * (dropped and counted) or -EAGAIN (no buffer left in this burst: leave the chain). */
-static int vhost_tx_big(struct worker *w, struct port *p, struct port_queue *q,
-                        const struct virtq_elem *e, struct pkt *pk)
+__attribute__((noinline, cold)) static int vhost_tx_big(struct worker *w, struct port *p,
+                                                        struct port_queue *q,
+                                                        const struct virtq_elem *e, struct pkt *pk)
 {
     uint32_t hl = p->vnet_hdr_len, skip = hl, got = 0;
     uint8_t *buf;

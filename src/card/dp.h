@@ -5,6 +5,8 @@
 
 #include "card/card.h"
 
+#include <stddef.h>
+
 #define DP_HEADROOM  64
 #define DP_MAX_DESTS 16
 #define DP_MAX_OUT   CARD_BURST
@@ -21,9 +23,19 @@ struct pkt {
     uint8_t tag_len; /* 4 when data carries an outer tag that egress strips/rewrites */
     struct virtio_net_hdr_v1 vh;
     struct pkt_meta m;
-    struct gso_info gi; /* valid when vh.gso_type != GSO_TYPE_NONE (validated on ingress) */
     uint8_t buf[DP_HEADROOM + PKT_MAX_FRAME + 64];
 };
+
+/* A GSO frame (vh.gso_type != GSO_TYPE_NONE, validated on ingress) keeps its description
+ * in the headroom of its struct pkt, which nothing else uses (the frame is after the
+ * headroom or in a worker's 64 KiB buffer): struct pkt, and with it the memory layout of
+ * the ordinary path, stays as it was. */
+static inline struct gso_info *pkt_gso_info(struct pkt *pk)
+{
+    return (struct gso_info *)(void *)pk->buf;
+}
+_Static_assert(sizeof(struct gso_info) <= DP_HEADROOM, "gso_info fits the headroom");
+_Static_assert(offsetof(struct pkt, buf) % _Alignof(struct gso_info) == 0, "gso_info aligned");
 
 void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, struct pkt **pkts,
                      unsigned n, uint64_t now);
