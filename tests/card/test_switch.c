@@ -652,6 +652,85 @@ static void test_tso(void **state)
     env_stop(&e);
 }
 
+/* VLAN tags added and removed on the way: a GSO frame's hdr_len and csum_start move
+ * with the tag, segments carry it. */
+static void test_tso_vlan(void **state)
+{
+    static uint8_t f[66 + GSO_PAYLOAD], tf[70 + GSO_PAYLOAD], big[70000], seg[2048];
+    const unsigned nseg = (GSO_PAYLOAD + GSO_MSS - 1) / GSO_MSS;
+    struct env e;
+    struct fdrv a, k, n;
+    struct virtio_net_hdr_v1 h, rh;
+    uint32_t len, off = 0;
+    int got;
+    (void)state;
+
+    env_start(&e);
+    assert_int_equal(jcall(&e.card, card_switch_add, "{\"name\":\"br6\"}"), 0);
+    add_port(&e, "{\"name\":\"a\",\"switch\":\"br6\",\"vlan\":{\"mode\":\"access\",\"tag\":10}}");
+    add_port(&e, "{\"name\":\"k\",\"switch\":\"br6\",\"vlan\":{\"mode\":\"trunk\",\"allowed\":"
+                 "\"10\"}}");
+    add_port(&e, "{\"name\":\"n\",\"switch\":\"br6\",\"vlan\":{\"mode\":\"trunk\",\"allowed\":"
+                 "\"10\"}}");
+    connect_port(&e, &a, "a", FDRV_F_CSUM | FDRV_F_HOST_TSO | FDRV_F_GUEST_TSO | FDRV_F_MRG, 4096);
+    connect_port(&e, &k, "k", FDRV_F_CSUM | FDRV_F_HOST_TSO | FDRV_F_GUEST_TSO | FDRV_F_MRG, 4096);
+    connect_port(&e, &n, "n", FDRV_F_MRG, 2048);
+
+    /* Access -> trunk: the tag is added, hdr_len and csum_start grow by 4. */
+    len = tcp_gso_frame(f, GSO_PAYLOAD, GSO_MSS, &h);
+    assert_int_equal(fdrv_send(&a, f, len, &h), 0);
+    got = fdrv_recv(&k, big, sizeof(big), &rh, NULL, 2000);
+    assert_int_equal(got, (int)len + 4);
+    assert_int_equal(pkt_get_be16(big + 12), PKT_ETHERTYPE_VLAN);
+    assert_int_equal(pkt_get_be16(big + 14) & 0xfff, 10);
+    assert_memory_equal(big + 16, f + 12, len - 12);
+    assert_int_equal(rh.gso_type, GSO_TYPE_TCPV4);
+    assert_int_equal(rh.hdr_len, 70);
+    assert_int_equal(rh.csum_start, 38);
+    assert_int_equal(rh.gso_size, GSO_MSS);
+    /* The trunk without offloads gets tagged segments with complete checksums. */
+    for (unsigned i = 0; i < nseg; i++) {
+        struct pkt_meta m;
+        got = recv1(&n, &rh, NULL);
+        assert_true(got > 70);
+        assert_int_equal(pkt_parse(rxbuf, (size_t)got, &m), 0);
+        assert_int_equal(m.n_vlans, 1);
+        assert_int_equal(m.vlan_tci[0] & 0xfff, 10);
+        assert_int_equal(m.l4_proto, PKT_IPPROTO_TCP);
+        memcpy(seg, rxbuf, 12); /* untagged copy for the checksum check */
+        memcpy(seg + 12, rxbuf + 16, (uint32_t)got - 16);
+        assert_true(tcp4_csum_valid(seg, (uint32_t)got - 4));
+        assert_int_equal(pkt_get_be32(seg + 38), 1000 + off);
+        assert_memory_equal(seg + 66, f + 66 + off, (uint32_t)got - 70);
+        off += (uint32_t)got - 70;
+    }
+    assert_int_equal(off, GSO_PAYLOAD);
+    expect_silence(&n);
+
+    /* Trunk -> access: the tag is removed, hdr_len and csum_start shrink by 4. */
+    memcpy(tf, f, 12);
+    memcpy(tf + 6, MAC_B, 6);
+    pkt_put_be16(tf + 12, PKT_ETHERTYPE_VLAN);
+    pkt_put_be16(tf + 14, 10);
+    memcpy(tf + 16, f + 12, len - 12);
+    h.hdr_len = 70;
+    h.csum_start = 38;
+    assert_int_equal(fdrv_send(&k, tf, len + 4, &h), 0);
+    got = fdrv_recv(&a, big, sizeof(big), &rh, NULL, 2000);
+    assert_int_equal(got, (int)len);
+    assert_int_equal(pkt_get_be16(big + 12), PKT_ETHERTYPE_IPV4);
+    assert_memory_equal(big + 14, f + 14, len - 14);
+    assert_int_equal(rh.gso_type, GSO_TYPE_TCPV4);
+    assert_int_equal(rh.hdr_len, 66);
+    assert_int_equal(rh.csum_start, 34);
+    assert_int_equal(fdrv_drain(&n), nseg);
+
+    fdrv_close(&a);
+    fdrv_close(&k);
+    fdrv_close(&n);
+    env_stop(&e);
+}
+
 static void test_api_and_state(void **state)
 {
     struct env e, e2;
@@ -781,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_vlans),
         cmocka_unit_test(test_spoofing_mrg_csum),
         cmocka_unit_test(test_tso),
+        cmocka_unit_test(test_tso_vlan),
         cmocka_unit_test(test_api_and_state),
     };
     log_init("test_switch", LOG_LVL_ERROR);
