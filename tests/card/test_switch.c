@@ -612,7 +612,9 @@ static void test_tso(void **state)
         assert_true(tcp4_csum_valid(rxbuf, (uint32_t)got));
     }
     expect_silence(&c);
-    assert_int_equal(fdrv_drain(&g), 3);
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(recv1(&g, NULL, NULL), 66 + 1000);
+    expect_silence(&g);
     assert_int_equal(port_gso(&e, "s", "received"), 2);
 
     /* Malformed GSO frames are dropped and counted, nothing is delivered: gso_size 0,
@@ -723,7 +725,9 @@ static void test_tso_vlan(void **state)
     assert_int_equal(rh.gso_type, GSO_TYPE_TCPV4);
     assert_int_equal(rh.hdr_len, 66);
     assert_int_equal(rh.csum_start, 34);
-    assert_int_equal(fdrv_drain(&n), nseg);
+    for (unsigned i = 0; i < nseg; i++) /* the other trunk still gets segments */
+        assert_true(recv1(&n, NULL, NULL) > 70);
+    expect_silence(&n);
 
     fdrv_close(&a);
     fdrv_close(&k);
