@@ -493,6 +493,58 @@ static bool tcp4_csum_valid(const uint8_t *f, uint32_t len)
     return pkt_csum(buf, 12 + tl) == 0;
 }
 
+/* The same over IPv6: 2001:db8::1 -> 2001:db8::2, hdr_len 86. */
+static uint32_t tcp6_gso_frame(uint8_t *f, uint32_t payload, uint16_t mss,
+                               struct virtio_net_hdr_v1 *h)
+{
+    uint8_t *ip = f + 14, *tcp = f + 54;
+    uint32_t sum, tl = 32 + payload;
+    memcpy(f, MAC_X, 6);
+    memcpy(f + 6, MAC_A, 6);
+    pkt_put_be16(f + 12, PKT_ETHERTYPE_IPV6);
+    memset(ip, 0, 40);
+    ip[0] = 0x60;
+    pkt_put_be16(ip + 4, (uint16_t)tl);
+    ip[6] = PKT_IPPROTO_TCP;
+    ip[7] = 64;
+    ip[8] = 0x20, ip[9] = 0x01, ip[10] = 0x0d, ip[11] = 0xb8, ip[23] = 1;
+    memcpy(ip + 24, ip + 8, 16);
+    ip[39] = 2;
+    memset(tcp, 0, 32);
+    pkt_put_be16(tcp, 40000);
+    pkt_put_be16(tcp + 2, 5201);
+    pkt_put_be32(tcp + 4, 1000);
+    tcp[12] = 8 << 4;
+    tcp[13] = 0x10 | 0x08;
+    tcp[20] = 1, tcp[21] = 1, tcp[22] = 8, tcp[23] = 10;
+    for (uint32_t i = 0; i < payload; i++)
+        tcp[32 + i] = (uint8_t)(i * 13 + 1);
+    sum = 2 * (0x2001 + 0x0db8) + 1 + 2 + PKT_IPPROTO_TCP + tl;
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    pkt_put_be16(tcp + 16, (uint16_t)sum);
+    memset(h, 0, sizeof(*h));
+    h->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h->gso_type = GSO_TYPE_TCPV6;
+    h->hdr_len = 86;
+    h->gso_size = mss;
+    h->csum_start = 54;
+    h->csum_offset = 16;
+    return 86 + payload;
+}
+
+static bool tcp6_csum_valid(const uint8_t *f, uint32_t len)
+{
+    static uint8_t buf[40 + 65536];
+    uint32_t tl = len - 54;
+    memcpy(buf, f + 14 + 8, 32);
+    pkt_put_be32(buf + 32, tl);
+    buf[36] = buf[37] = buf[38] = 0;
+    buf[39] = PKT_IPPROTO_TCP;
+    memcpy(buf + 40, f + 54, tl);
+    return pkt_csum(buf, 40 + tl) == 0;
+}
+
 static int64_t port_gso(struct env *e, const char *name, const char *key)
 {
     struct port *p;
@@ -617,6 +669,35 @@ static void test_tso(void **state)
     expect_silence(&g);
     assert_int_equal(port_gso(&e, "s", "received"), 2);
 
+    /* IPv6 (HOST_TSO6 / GUEST_TSO6): whole to t, segments with complete checksums to c. */
+    for (unsigned i = 0; i < 200 && fdrv_tx_reclaim(&s) == 0; i++)
+        usleep(1000);
+    n = tcp6_gso_frame(f, 20000, 1400, &h);
+    assert_int_equal(fdrv_send(&s, f, n, &h), 0);
+    got = fdrv_recv(&t, big, sizeof(big), &rh, &nb, 2000);
+    assert_int_equal(got, (int)n);
+    assert_int_equal(rh.gso_type, GSO_TYPE_TCPV6);
+    assert_int_equal(rh.hdr_len, 86);
+    assert_int_equal(rh.csum_start, 54);
+    assert_memory_equal(big, f, n);
+    for (unsigned i = 0, off = 0; i < 15; i++) { /* 14 x 1400 + 400 */
+        struct pkt_meta m;
+        got = recv1(&c, &rh, NULL);
+        assert_int_equal(got, 86 + (i < 14 ? 1400 : 400));
+        assert_int_equal(pkt_parse(rxbuf, (size_t)got, &m), 0);
+        assert_int_equal(m.l3, PKT_L3_IPV6);
+        assert_int_equal(pkt_get_be16(rxbuf + 18), (uint32_t)got - 54);
+        assert_int_equal(pkt_get_be32(rxbuf + 58), 1000 + off);
+        assert_true(tcp6_csum_valid(rxbuf, (uint32_t)got));
+        assert_memory_equal(rxbuf + 86, f + 86 + off, (uint32_t)got - 86);
+        off += (uint32_t)got - 86;
+    }
+    expect_silence(&c);
+    for (unsigned i = 0; i < 15; i++)
+        assert_true(recv1(&g, NULL, NULL) > 86);
+    expect_silence(&g);
+    assert_int_equal(port_gso(&e, "s", "received"), 3);
+
     /* Malformed GSO frames are dropped and counted, nothing is delivered: gso_size 0,
      * csum_offset not the TCP checksum, no NEEDS_CSUM, and a GSO frame from a port that
      * did not negotiate TSO. */
@@ -644,7 +725,7 @@ static void test_tso(void **state)
         assert_int_equal(port_drop(&e, "c", DROP_GSO), 1);
         expect_silence(&t);
         expect_silence(&g);
-        assert_int_equal(port_gso(&e, "s", "received"), 2);
+        assert_int_equal(port_gso(&e, "s", "received"), 3);
     }
 
     fdrv_close(&s);

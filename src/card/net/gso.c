@@ -18,7 +18,6 @@ static const char *const gso_bad_names[GSO_BAD__MAX] = {
     [GSO_BAD_LEN] = "len",         [GSO_BAD_L2] = "l2",
     [GSO_BAD_IP] = "ip",           [GSO_BAD_NOT_TCP] = "not-tcp",
     [GSO_BAD_TCP] = "tcp",         [GSO_BAD_CSUM] = "csum-offset",
-    [GSO_BAD_NO_DATA] = "no-data",
 };
 
 const char *gso_bad_name(enum gso_bad bad)
@@ -102,8 +101,6 @@ int gso_validate(const uint8_t *frame, uint32_t len, const struct gso_hdr *h, un
         return gso_refuse(gi, GSO_BAD_TCP);
     if (h->csum_start != l4 || h->csum_offset != 16)
         return gso_refuse(gi, GSO_BAD_CSUM);
-    if (hl == len)
-        return gso_refuse(gi, GSO_BAD_NO_DATA);
     gi->type = type;
     gi->ecn = h->gso_type & GSO_TYPE_ECN;
     gi->l3_ofs = (uint16_t)l3;
@@ -114,7 +111,9 @@ int gso_validate(const uint8_t *frame, uint32_t len, const struct gso_hdr *h, un
     first = gi->payload < gi->mss ? gi->payload : gi->mss;
     if (hl + first > PKT_MAX_FRAME || (gi->payload + gi->mss - 1) / gi->mss > GSO_MAX_SEGS)
         return gso_refuse(gi, GSO_BAD_SIZE);
-    gi->n_segs = (uint16_t)((gi->payload + gi->mss - 1) / gi->mss);
+    /* A frame without payload (a DPDK application may mark every TCP frame for TSO)
+     * is one segment, as Linux's own segmentation treats it. */
+    gi->n_segs = gi->payload ? (uint16_t)((gi->payload + gi->mss - 1) / gi->mss) : 1;
     gi->wire_len = (uint32_t)gi->n_segs * hl + gi->payload;
     return 0;
 }
@@ -124,6 +123,8 @@ uint32_t gso_segment_len(const struct gso_info *gi, unsigned idx)
     uint32_t done = (uint32_t)idx * gi->mss;
     if (idx >= gi->n_segs)
         return 0;
+    if (!gi->payload)
+        return gi->hdr_len;
     return gi->hdr_len + (gi->payload - done < gi->mss ? gi->payload - done : gi->mss);
 }
 

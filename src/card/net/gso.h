@@ -64,7 +64,6 @@ enum gso_bad {
     GSO_BAD_NOT_TCP, /* IP protocol / next header is not TCP */
     GSO_BAD_TCP,     /* TCP header truncated or its data offset bad */
     GSO_BAD_CSUM,    /* csum_start / csum_offset do not point at the TCP checksum */
-    GSO_BAD_NO_DATA, /* no TCP payload */
     GSO_BAD__MAX
 };
 
@@ -77,7 +76,7 @@ struct gso_info {
     uint16_t hdr_len;  /* all headers: end of the TCP header */
     uint16_t mss;      /* gso_size */
     uint32_t payload;  /* TCP payload bytes */
-    uint16_t n_segs;   /* ceil(payload / mss) */
+    uint16_t n_segs;   /* ceil(payload / mss); 1 without payload */
     uint32_t wire_len; /* bytes of all segments together: n_segs * hdr_len + payload */
     uint8_t bad;       /* enum gso_bad when gso_validate() failed */
 };
