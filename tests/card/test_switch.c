@@ -816,6 +816,94 @@ static void test_tso_vlan(void **state)
     env_stop(&e);
 }
 
+/* Read one counter of the Tcp: lines of /proc/net/snmp inside namespace ns; -1 on error. */
+static long long ns_tcp_counter(const char *ns, const char *name)
+{
+    char cmd[256], line[512], key[64];
+    long long v = -1, x;
+    FILE *pf;
+    snprintf(cmd, sizeof(cmd),
+             "ip netns exec %s awk '/^Tcp:/ {if (!h) {split($0, k); h = 1} else "
+             "{for (i = 2; i <= NF; i++) print k[i], $i}}' /proc/net/snmp",
+             ns);
+    pf = popen(cmd, "r");
+    if (!pf)
+        return -1;
+    while (fgets(line, sizeof(line), pf))
+        if (sscanf(line, "%63s %lld", key, &x) == 2 && !strcmp(key, name))
+            v = x;
+    pclose(pf);
+    return v;
+}
+
+/* The Linux kernel as the peer: segments written to a tap port in a network namespace
+ * are checked by the kernel's TCP (no socket listens, so each valid segment is answered
+ * with a reset; a bad checksum would count InCsumErrors). Needs root and iproute2. */
+static void test_tso_kernel(void **state)
+{
+    static uint8_t f[66 + GSO_PAYLOAD];
+    const unsigned nseg = (GSO_PAYLOAD + GSO_MSS - 1) / GSO_MSS;
+    char ns[32], ifn[16], cmd[512], path[64];
+    long long in0, csum0, rst0, in1, csum1, rst1;
+    struct virtio_net_hdr_v1 h;
+    unsigned rsts = 0;
+    struct env e;
+    struct fdrv s;
+    uint8_t mac[6];
+    uint32_t n;
+    FILE *mf;
+    (void)state;
+
+    if (geteuid() != 0 || system("ip netns list >/dev/null 2>&1") != 0)
+        skip();
+    snprintf(ns, sizeof(ns), "qtgso%d", (int)getpid());
+    snprintf(ifn, sizeof(ifn), "qtgso%d", (int)(getpid() % 100000));
+    env_start(&e);
+    assert_int_equal(jcall(&e.card, card_switch_add, "{\"name\":\"br7\"}"), 0);
+    add_port(&e, "{\"name\":\"s\",\"switch\":\"br7\"}");
+    add_port(&e, "{\"name\":\"tp\",\"switch\":\"br7\",\"type\":\"tap\",\"ifname\":\"%s\"}", ifn);
+    connect_port(&e, &s, "s", FDRV_F_CSUM | FDRV_F_HOST_TSO | FDRV_F_MRG, 2048);
+    snprintf(path, sizeof(path), "/sys/class/net/%s/address", ifn);
+    mf = fopen(path, "r");
+    assert_non_null(mf);
+    assert_int_equal(fscanf(mf, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &mac[0], &mac[1], &mac[2], &mac[3],
+                            &mac[4], &mac[5]),
+                     6);
+    fclose(mf);
+    snprintf(cmd, sizeof(cmd),
+             "ip netns add %s && ip link set %s netns %s && ip -n %s addr add 10.0.0.2/24 dev %s "
+             "&& ip -n %s link set %s up && ip -n %s neigh replace 10.0.0.1 lladdr "
+             "02:00:00:00:00:0a dev %s",
+             ns, ifn, ns, ns, ifn, ns, ifn, ns, ifn);
+    assert_int_equal(system(cmd), 0);
+    in0 = ns_tcp_counter(ns, "InSegs");
+    csum0 = ns_tcp_counter(ns, "InCsumErrors");
+    rst0 = ns_tcp_counter(ns, "OutRsts");
+    assert_true(in0 >= 0 && csum0 >= 0 && rst0 >= 0);
+
+    n = tcp_gso_frame(f, GSO_PAYLOAD, GSO_MSS, &h);
+    memcpy(f, mac, 6);
+    assert_int_equal(fdrv_send(&s, f, n, &h), 0);
+    /* The resets come back through the tap port. */
+    for (int got; rsts < nseg && (got = recv1(&s, NULL, NULL)) > 0;)
+        if (got >= 54 && pkt_get_be16(rxbuf + 12) == PKT_ETHERTYPE_IPV4 &&
+            rxbuf[23] == PKT_IPPROTO_TCP && (rxbuf[47] & 0x04) &&
+            14u + pkt_get_be16(rxbuf + 16) <= (unsigned)got &&
+            tcp4_csum_valid(rxbuf, 14u + pkt_get_be16(rxbuf + 16)))
+            rsts++;
+    in1 = ns_tcp_counter(ns, "InSegs");
+    csum1 = ns_tcp_counter(ns, "InCsumErrors");
+    rst1 = ns_tcp_counter(ns, "OutRsts");
+    snprintf(cmd, sizeof(cmd), "ip netns del %s", ns);
+    fdrv_close(&s);
+    env_stop(&e);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(in1 - in0, nseg);
+    assert_int_equal(csum1 - csum0, 0);
+    assert_int_equal(rst1 - rst0, nseg);
+    assert_int_equal(rsts, nseg);
+}
+
 static void test_api_and_state(void **state)
 {
     struct env e, e2;
@@ -946,6 +1034,7 @@ int main(void)
         cmocka_unit_test(test_spoofing_mrg_csum),
         cmocka_unit_test(test_tso),
         cmocka_unit_test(test_tso_vlan),
+        cmocka_unit_test(test_tso_kernel),
         cmocka_unit_test(test_api_and_state),
     };
     log_init("test_switch", LOG_LVL_ERROR);
