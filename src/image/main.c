@@ -1775,7 +1775,8 @@ static int cmd_io(struct cli *cli, int argc, char **argv)
     for (int i = 0; i < ncmd && ret == 0; i++) {
         ret = io_one(img, cmds[i]);
         if (ret < 0)
-            fprintf(stderr, "qtimg io: '%s': %s\n", cmds[i], strerror(-ret));
+            fprintf(stderr, "qtimg io: '%s': %s\n", cmds[i],
+                    ret == -EILSEQ ? "data differs from the pattern" : strerror(-ret));
     }
     if (qtimg_close(img) < 0 && ret == 0)
         ret = -EIO;

@@ -877,11 +877,85 @@ static bool qcow2_is_deferred(const struct qcow2 *s, uint64_t c)
     return false;
 }
 
+/*
+ * A run of at least one refcount block's range (e.g. the L1 table of a large
+ * image with small clusters) cannot fit between refcount blocks placed at the
+ * first cluster of the range each covers. Such a run goes into fresh ranges
+ * past the end of the file, with the refcount blocks of those ranges packed in
+ * front of it, all inside the first range: block r0 counts the blocks and the
+ * run's clusters in its range, each further block the run's clusters in its
+ * own. Blocks are written before the refcount-table entries that point to
+ * them; a crash before the caller references the run leaves leaks only.
+ * Synchronous path only (the data path never allocates such runs).
+ */
+static int qcow2_alloc_run_fresh(struct qcow2 *s, uint64_t n, uint64_t *off)
+{
+    uint64_t per = 1ull << s->rb_bits, m = 1, r0, first;
+    int ret;
+
+    while ((m + n + per - 1) / per > m)
+        m = (m + n + per - 1) / per;
+    if (m > per) {
+        log_err("image '%s': a table of %llu clusters is too large for %u-bit refcounts and "
+                "%u-byte clusters",
+                s->img->path, (unsigned long long)n, 1u << s->refcount_order,
+                (unsigned)s->cluster_size);
+        return -EFBIG;
+    }
+    for (;;) {
+        uint64_t fc = (s->file_size + s->cluster_size - 1) >> s->cluster_bits, j;
+        r0 = (fc + per - 1) / per;
+        if (r0 == 0)
+            r0 = 1;
+        if (r0 + m > s->rt_size) {
+            ret = qcow2_reftable_grow(s, r0 + m);
+            if (ret < 0)
+                return ret;
+            continue; /* the file may have grown: place again */
+        }
+        for (j = 0; j < m && !s->rt[r0 + j]; j++)
+            ;
+        if (j == m)
+            break;
+        /* a block already exists there (nothing counted in it past the end of
+         * the file, but keep it): start past it */
+        s->file_size = ((r0 + j + 1) * per) << s->cluster_bits;
+    }
+    first = r0 * per;
+    for (uint64_t j = 0; j < m; j++) {
+        uint64_t bi = r0 + j, lo = bi * per, hi = lo + per, at = first + j, be, c;
+        uint8_t *rb;
+
+        ret = qcow2_cache_get(s, &s->rbc, at << s->cluster_bits, false, &rb);
+        if (ret < 0)
+            return ret;
+        if (j == 0)
+            for (uint64_t k = 0; k < m; k++)
+                qcow2_rb_set(rb, s->refcount_order, k, 1);
+        for (c = first + m > lo ? first + m : lo; c < first + m + n && c < hi; c++)
+            qcow2_rb_set(rb, s->refcount_order, c - lo, 1);
+        ret = img_meta_pwrite(s->img, rb, s->cluster_size, at << s->cluster_bits);
+        if (ret < 0)
+            return ret;
+        s->rt[bi] = at << s->cluster_bits;
+        be = htobe64(s->rt[bi]);
+        ret = img_meta_pwrite(s->img, &be, 8, s->rt_off + bi * 8);
+        if (ret < 0)
+            return ret;
+    }
+    *off = (first + m) << s->cluster_bits;
+    if (*off + n * s->cluster_size > s->file_size)
+        s->file_size = *off + n * s->cluster_size;
+    return 0;
+}
+
 int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *off)
 {
     uint64_t start, i, rc;
     int ret;
 
+    if (n >= (1ull << s->rb_bits) && !s->img->nowait)
+        return qcow2_alloc_run_fresh(s, n, off);
 retry:
     start = s->free_hint;
     for (i = 0; i < n;) {

@@ -247,6 +247,27 @@ def case_resize():
     info_agrees("z.qcow2")
 
 
+def case_small_clusters():
+    # An L1 table larger than one refcount block's range (512-byte clusters: 256
+    # clusters per block) used to make create/resize search forever for a run.
+    q("create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "s512.qcow2", "1G")
+    qemu_check("s512.qcow2")
+    info_agrees("s512.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "g512.qcow2", "384M")
+    run("qemu-io", "-c", "write -P 6 1M 64k", "-c", "write -P 7 300M 4k", "g512.qcow2")
+    q("resize", "g512.qcow2", "8G")
+    qemu_check("g512.qcow2")
+    assert os.path.getsize(os.path.join(TMP, "g512.qcow2")) < 8 << 20, "resize stayed thin"
+    run("qemu-io", "-c", "write -P 8 7G 64k", "g512.qcow2")
+    q("io", "-c", "read -P 6 1M 64k", "-c", "read -P 7 300M 4k", "-c", "read -P 8 7G 64k",
+      "g512.qcow2")
+    qt_check("g512.qcow2")
+    q("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "t4k.qcow2", "5T")
+    run("qemu-io", "-c", "write -P 9 4T 8k", "t4k.qcow2")
+    qemu_check("t4k.qcow2")
+    q("io", "-c", "read -P 9 4T 8k", "t4k.qcow2")
+
+
 def case_check_repair():
     """Leaks made by qemu's own tooling are reported (exit 3) and repaired."""
     q("create", "-q", "-f", "qcow2", "l.qcow2", "4M")
