@@ -32,7 +32,9 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,7 +49,7 @@ struct aio_req {
     struct aio_req *next; /* free list, done list or flush queue */
     struct aio_cow *cow;  /* set: the fill reads of a copy-on-write */
     uint64_t seq;         /* submission order */
-    bool active;          /* a read or write not yet completed */
+    bool active;          /* a read, write, discard or write-zeroes not yet completed */
     bool flush;
 };
 
@@ -73,6 +75,7 @@ struct aio_op {
     uint64_t want;
     uint8_t *free_buf; /* bounce buffer to free on completion */
     bool decrypt;      /* read of encrypted data: decrypt on completion */
+    int falloc;        /* raw discard (1) / write-zeroes (2): fallocate at host, want bytes */
     uint64_t host;
     /* compressed read: inflate free_buf, copy [coff, coff+dlen) to dst */
     bool inflate;
@@ -86,7 +89,7 @@ struct aio_op {
 };
 
 /* A request part waiting for metadata: resumes at (buf, len, off). */
-enum aio_park_kind { AIO_PARK_READ, AIO_PARK_WRITE };
+enum aio_park_kind { AIO_PARK_READ, AIO_PARK_WRITE, AIO_PARK_DISCARD, AIO_PARK_ZERO };
 struct aio_park {
     enum aio_park_kind kind;
     struct aio_req *r; /* holds one of its pending counts */
@@ -128,6 +131,8 @@ struct qtimg_aio {
     bool kick;                                /* something completed: parked requests may proceed */
     bool meta_busy;                           /* a driver metadata flush / write-back is running */
     struct aio_req *meta_req;
+    uint8_t *zbuf; /* zeroes written by write-zeroes (never written to) */
+    uint64_t zbuf_len;
 };
 
 #define AIO_OPS_PER_REQ 8
@@ -155,10 +160,22 @@ int qtimg_aio_init(struct qtimg *img, unsigned depth, struct qtimg_aio **out)
     aio->depth = depth;
     aio->io.ctx = aio;
     aio->io.queue = aio_io_queue;
+    {
+        struct qtimg_info info;
+        aio->zbuf_len = 65536;
+        if (qtimg_get_info(img, &info) == 0 && info.cluster_size > aio->zbuf_len)
+            aio->zbuf_len = info.cluster_size;
+        if (posix_memalign((void **)&aio->zbuf, IMG_DIO_ALIGN, aio->zbuf_len)) {
+            free(aio);
+            return -ENOMEM;
+        }
+        memset(aio->zbuf, 0, aio->zbuf_len);
+    }
     entries = nops < 64 ? 64 : nops;
     ret = io_uring_queue_init(entries, &aio->ring, 0);
     if (ret < 0) {
         log_err("image '%s': io_uring setup: %s", img->path, strerror(-ret));
+        free(aio->zbuf);
         free(aio);
         return ret;
     }
@@ -168,6 +185,7 @@ int qtimg_aio_init(struct qtimg *img, unsigned depth, struct qtimg_aio **out)
         io_uring_queue_exit(&aio->ring);
         free(aio->reqs);
         free(aio->ops);
+        free(aio->zbuf);
         free(aio);
         return -ENOMEM;
     }
@@ -207,6 +225,7 @@ void qtimg_aio_fini(struct qtimg_aio *aio)
     io_uring_queue_exit(&aio->ring);
     free(aio->reqs);
     free(aio->ops);
+    free(aio->zbuf);
     free(aio);
 }
 
@@ -493,6 +512,8 @@ static int aio_read_chain(struct qtimg_aio *aio, struct aio_req *r, struct qtimg
                           uint64_t len, uint64_t off, uint64_t *done);
 static int aio_write(struct qtimg_aio *aio, struct aio_req *r, uint8_t *buf, uint64_t len,
                      uint64_t off, uint64_t *done);
+static int aio_zero(struct qtimg_aio *aio, struct aio_req *r, uint64_t len, uint64_t off, bool zero,
+                    uint64_t *done);
 
 /* Reads [off, off+len) of img into buf for r; parks what cannot go on yet. */
 static int aio_read_or_park(struct qtimg_aio *aio, struct aio_req *r, struct qtimg *img,
@@ -517,10 +538,33 @@ static int aio_write_or_park(struct qtimg_aio *aio, struct aio_req *r, uint8_t *
     return ret;
 }
 
+static int aio_zero_or_park(struct qtimg_aio *aio, struct aio_req *r, uint64_t len, uint64_t off,
+                            bool zero)
+{
+    uint64_t done = 0;
+    int ret = aio_zero(aio, r, len, off, zero, &done);
+
+    if (ret == -EWOULDBLOCK)
+        ret = aio_park(aio, zero ? AIO_PARK_ZERO : AIO_PARK_DISCARD, r, aio->img, NULL, len - done,
+                       off + done);
+    return ret;
+}
+
 static void aio_resume(struct qtimg_aio *aio, struct aio_park *p)
 {
-    int ret = p->kind == AIO_PARK_READ ? aio_read_or_park(aio, p->r, p->img, p->buf, p->len, p->off)
-                                       : aio_write_or_park(aio, p->r, p->buf, p->len, p->off);
+    int ret;
+
+    switch (p->kind) {
+    case AIO_PARK_READ:
+        ret = aio_read_or_park(aio, p->r, p->img, p->buf, p->len, p->off);
+        break;
+    case AIO_PARK_WRITE:
+        ret = aio_write_or_park(aio, p->r, p->buf, p->len, p->off);
+        break;
+    default:
+        ret = aio_zero_or_park(aio, p->r, p->len, p->off, p->kind == AIO_PARK_ZERO);
+        break;
+    }
 
     aio_req_fail(p->r, ret);
     aio_req_put(aio, p->r);
@@ -957,6 +1001,116 @@ static int aio_write(struct qtimg_aio *aio, struct aio_req *r, uint8_t *buf, uin
     return 0;
 }
 
+/* ---- discard and write-zeroes ---- */
+
+/* Writes zeroes over [off, off+len) through the write path (on the ring). */
+static int aio_write_zeroes(struct qtimg_aio *aio, struct aio_req *r, uint64_t len, uint64_t off)
+{
+    while (len) {
+        uint64_t n = len < aio->zbuf_len ? len : aio->zbuf_len;
+        int ret = aio_write_or_park(aio, r, aio->zbuf, n, off);
+        if (ret < 0)
+            return ret;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Raw images: fallocate on the ring (punch a hole / zero the range). */
+static int aio_queue_fallocate(struct qtimg_aio *aio, struct aio_req *r, bool zero, uint64_t len,
+                               uint64_t off)
+{
+    struct qtimg *img = aio->img;
+    struct aio_op *op = aio_op_get(aio, false);
+    struct io_uring_sqe *sqe = op ? aio_get_sqe(aio) : NULL;
+
+    if (!sqe) {
+        if (op)
+            aio_op_put(aio, op);
+        aio->need.kind = IMG_NEED_RETRY;
+        return -EWOULDBLOCK;
+    }
+    op->req = r;
+    op->img = img;
+    op->falloc = zero ? 2 : 1;
+    op->host = off;
+    op->want = len;
+    io_uring_prep_fallocate(sqe, img->fd,
+                            zero ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+                                 : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                            off, len);
+    io_uring_sqe_set_data(sqe, op);
+    r->pending++;
+    aio->sqes_queued++;
+    aio->ops_on_ring++;
+    return 0;
+}
+
+/* The fallocate of a raw discard / write-zeroes completed. */
+static int aio_falloc_done(struct qtimg_aio *aio, struct aio_op *op, int res)
+{
+    if (res >= 0)
+        return 0;
+    if (res != -EOPNOTSUPP && res != -EINVAL && res != -ENOSYS)
+        return res;
+    if (op->falloc == 1)
+        return 0; /* discard is advisory */
+    /* the file system refuses: write the zeroes */
+    return aio_write_zeroes(aio, op->req, op->want, op->host);
+}
+
+/* Discard (zero=false) or write-zeroes of [off, off+len); -EWOULDBLOCK with
+ * *done bytes handled when the rest has to wait. */
+static int aio_zero(struct qtimg_aio *aio, struct aio_req *r, uint64_t len, uint64_t off, bool zero,
+                    uint64_t *done)
+{
+    struct qtimg *img = aio->img;
+
+    *done = 0;
+    if (!len)
+        return 0;
+    if (!img->drv->zero_step) {
+        int ret = 0;
+        if (img->drv->fmt == QTIMG_FMT_RAW)
+            ret = aio_queue_fallocate(aio, r, zero, len, off);
+        else if (zero)
+            ret = aio_write_zeroes(aio, r, len, off);
+        if (ret == 0)
+            *done = len;
+        return ret;
+    }
+    while (len) {
+        uint64_t n = 0;
+        bool wz = false;
+        int ret;
+
+        if (!aio->free_ops) {
+            aio->need.kind = IMG_NEED_RETRY; /* ring slots */
+            return -EWOULDBLOCK;
+        }
+        ret = img->drv->zero_step(img, off, len, zero, &n, &wz);
+        if (ret == -EBUSY) {
+            /* the cluster is being allocated by an earlier request */
+            aio->need.kind = IMG_NEED_RETRY;
+            return -EWOULDBLOCK;
+        }
+        if (ret < 0)
+            return ret;
+        if (n == 0 || n > len)
+            return -EIO;
+        if (wz) {
+            ret = aio_write_zeroes(aio, r, n, off);
+            if (ret < 0)
+                return ret;
+        }
+        off += n;
+        len -= n;
+        *done += n;
+    }
+    return 0;
+}
+
 int qtimg_aio_submit(struct qtimg_aio *aio, enum qtimg_aio_op op, void *buf, uint64_t len,
                      uint64_t off, qtimg_aio_cb cb, void *opaque)
 {
@@ -971,7 +1125,7 @@ int qtimg_aio_submit(struct qtimg_aio *aio, enum qtimg_aio_op op, void *buf, uin
                 (unsigned long long)off, (unsigned long long)len);
         return -EINVAL;
     }
-    if (op == QTIMG_AIO_WRITE && img->read_only)
+    if (op != QTIMG_AIO_READ && op != QTIMG_AIO_FLUSH && img->read_only)
         return -EROFS;
     aio->free_list = r->next;
     memset(r, 0, sizeof(*r));
@@ -995,8 +1149,10 @@ int qtimg_aio_submit(struct qtimg_aio *aio, enum qtimg_aio_op op, void *buf, uin
     aio_nowait(aio, true);
     if (op == QTIMG_AIO_READ)
         ret = aio_read_or_park(aio, r, img, buf, len, off);
-    else
+    else if (op == QTIMG_AIO_WRITE)
         ret = aio_write_or_park(aio, r, buf, len, off);
+    else
+        ret = aio_zero_or_park(aio, r, len, off, op == QTIMG_AIO_WRITE_ZEROES);
     aio_nowait(aio, false);
     aio_req_fail(r, ret);
     aio_req_put(aio, r);
@@ -1017,6 +1173,12 @@ static void aio_op_done(struct qtimg_aio *aio, struct aio_op *op, int res)
         free(op);
         if (done)
             done(arg, res);
+        return;
+    }
+    if (op->falloc) {
+        aio_req_fail(r, aio_falloc_done(aio, op, res));
+        aio_op_put(aio, op);
+        aio_req_put(aio, r);
         return;
     }
     if (res >= 0 && (uint64_t)res < op->want) {

@@ -101,6 +101,13 @@ struct img_driver {
     int (*write_prepare)(struct qtimg *img, uint64_t off, uint64_t len, struct img_ext *ext,
                          struct img_ticket *t);
     int (*write_commit)(struct qtimg *img, const struct img_ticket *t, int result);
+    /* Asynchronous discard / write-zeroes (optional): one step at off, at
+     * most to the end of its cluster, *np bytes handled; metadata changes
+     * are made in the cache (a miss: -EWOULDBLOCK with nothing changed);
+     * *wz: the caller writes zeroes over the step through the write path;
+     * -EBUSY while the cluster has an allocation in flight. */
+    int (*zero_step)(struct qtimg *img, uint64_t off, uint64_t len, bool zero, uint64_t *np,
+                     bool *wz);
     /* Encrypts / decrypts len bytes that live (or will live) at host offset. */
     int (*crypt)(struct qtimg *img, bool encrypt, uint64_t host, void *buf, uint64_t len);
     /* Asynchronous metadata (optional; see struct img_need). aio_attach runs

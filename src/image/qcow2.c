@@ -2386,11 +2386,102 @@ static int qcow2_flush(struct qtimg *img)
     return qcow2_flush_meta(s);
 }
 
+static bool qcow2_inflight_has(const struct qcow2 *s, uint64_t gc);
+
+/*
+ * One step of a discard (zero=false: unallocated, reads from backing) or
+ * write-zeroes at off, at most to the end of its cluster: *np bytes handled.
+ * Whole subclusters change in the L2 table (through the cache; the old
+ * cluster's refcount decrement is deferred to the next flush); *wz asks the
+ * caller to write zeroes over the step instead (partial subclusters, v2
+ * images, part of a compressed cluster). Nothing is changed before a cache
+ * miss (-EWOULDBLOCK in non-blocking mode), so the step can be retried;
+ * -EBUSY while the cluster has an asynchronous allocation in flight.
+ */
+static int qcow2_zero_step(struct qtimg *img, uint64_t off, uint64_t len, bool zero, uint64_t *np,
+                           bool *wz)
+{
+    struct qcow2 *s = img->priv;
+    uint64_t gc = off >> s->cluster_bits, coff = off & (s->cluster_size - 1);
+    uint64_t scs = 1ull << s->sc_bits, cend = s->cluster_size - coff, n, l2off;
+    struct qcow2_l2e e, ne;
+    uint32_t first, last, mask;
+    int ret;
+
+    *wz = false;
+    if (s->incompat & QCOW2_INCOMPAT_CORRUPT)
+        return -EIO;
+    if (cend > len)
+        cend = len;
+    if (coff & (scs - 1)) { /* head of a partial subcluster */
+        n = scs - (coff & (scs - 1));
+        *np = n < cend ? n : cend;
+        *wz = zero;
+        return 0;
+    }
+    n = cend & ~(scs - 1);
+    if (n == 0) { /* tail of a partial subcluster */
+        *np = cend;
+        *wz = zero;
+        return 0;
+    }
+    *np = n;
+    if (img->nowait && qcow2_inflight_has(s, gc))
+        return -EBUSY;
+    first = (uint32_t)(coff >> s->sc_bits);
+    last = (uint32_t)((coff + n) >> s->sc_bits); /* exclusive */
+    mask = sc_mask(first, last - 1);
+    ret = qcow2_get_entry(s, gc, &e);
+    if (ret < 0)
+        return ret;
+    if (zero && s->version < 3) {
+        /* no zero flag in v2: write zeroes unless nothing can show through */
+        *wz = e.type != L2E_UNALLOC || img->backing;
+        return 0;
+    }
+    if (!zero && e.type == L2E_UNALLOC && !e.zero && !e.alloc)
+        return 0;
+    if (e.type == L2E_COMPRESSED && mask != s->sc_all) {
+        *wz = zero; /* part of a compressed cluster: decompress by writing */
+        return 0;
+    }
+    ret = qcow2_l2_for_write(s, gc >> s->l2_bits, &l2off);
+    if (ret < 0)
+        return ret;
+    ret = qcow2_get_entry(s, gc, &e);
+    if (ret < 0)
+        return ret;
+    ne = e;
+    if (e.type == L2E_COMPRESSED)
+        memset(&ne, 0, sizeof(ne));
+    ne.alloc &= ~mask;
+    if (zero)
+        ne.zero |= mask;
+    else
+        ne.zero &= ~mask;
+    if (ne.type == L2E_NORMAL && !ne.alloc && (s->nb_sc > 1 || !zero || !e.copied)) {
+        ne.type = L2E_UNALLOC;
+        ne.host = 0;
+        ne.copied = false;
+    }
+    ret = qcow2_set_entry(s, l2off, gc, &ne);
+    if (ret < 0)
+        return ret;
+    if (e.type == L2E_NORMAL && ne.type == L2E_UNALLOC) {
+        ret = qcow2_defer_dec(s, e.host >> s->cluster_bits);
+    } else if (e.type == L2E_COMPRESSED) {
+        for (uint64_t c = e.host >> s->cluster_bits;
+             c <= (e.host + e.csize - 1) >> s->cluster_bits && ret == 0; c++)
+            ret = qcow2_defer_dec(s, c);
+    }
+    return ret;
+}
+
 /* Deallocates (zero=false: unallocated, reads from backing) or zeroes. */
 static int qcow2_discard(struct qtimg *img, uint64_t off, uint64_t len, bool zero)
 {
     struct qcow2 *s = img->priv;
-    int ret = 0;
+    int ret;
 
     if (s->incompat & QCOW2_INCOMPAT_CORRUPT)
         return -EIO;
@@ -2398,94 +2489,16 @@ static int qcow2_discard(struct qtimg *img, uint64_t off, uint64_t len, bool zer
     if (ret < 0)
         return ret;
     while (len) {
-        uint64_t gc = off >> s->cluster_bits, coff = off & (s->cluster_size - 1);
-        uint64_t n = s->cluster_size - coff, scs = 1ull << s->sc_bits, l2off;
-        struct qcow2_l2e e, ne;
-        uint32_t first, last, mask;
-        if (n > len)
-            n = len;
-        /* whole subclusters covered */
-        first = (uint32_t)((coff + scs - 1) >> s->sc_bits);
-        last = (uint32_t)((coff + n) >> s->sc_bits); /* exclusive */
-        if ((zero && (coff & (scs - 1))) || (zero && ((coff + n) & (scs - 1)))) {
-            /* partial subclusters of a zero request: write zeroes */
-            uint64_t a = coff, b = coff + n;
-            uint64_t hl = ((uint64_t)first << s->sc_bits);
-            if (hl > b)
-                hl = b;
-            if (a < hl) {
-                ret = qtimg_pwrite(img, s->zbuf, hl - a, off);
-                if (ret < 0)
-                    return ret;
-            }
-            if (last >= first && ((uint64_t)last << s->sc_bits) < b &&
-                ((uint64_t)last << s->sc_bits) >= hl) {
-                uint64_t tl = (uint64_t)last << s->sc_bits;
-                ret = qtimg_pwrite(img, s->zbuf, b - tl, (gc << s->cluster_bits) + tl);
-                if (ret < 0)
-                    return ret;
-            }
-        }
-        if (last > first) {
-            mask = sc_mask(first, last - 1);
-            ret = qcow2_get_entry(s, gc, &e);
-            if (ret < 0)
-                return ret;
-            if (zero && s->version < 3) {
-                /* no zero flag in v2: write zeroes unless nothing can show through */
-                if (e.type != L2E_UNALLOC || img->backing) {
-                    ret = qtimg_pwrite(img, s->zbuf, (uint64_t)(last - first) << s->sc_bits,
-                                       (gc << s->cluster_bits) + ((uint64_t)first << s->sc_bits));
-                    if (ret < 0)
-                        return ret;
-                }
-                goto next;
-            }
-            if (!zero && e.type == L2E_UNALLOC && !e.zero && !e.alloc)
-                goto next;
-            ret = qcow2_l2_for_write(s, gc >> s->l2_bits, &l2off);
-            if (ret < 0)
-                return ret;
-            ret = qcow2_get_entry(s, gc, &e);
-            if (ret < 0)
-                return ret;
-            ne = e;
-            if (e.type == L2E_COMPRESSED) {
-                if (mask != s->sc_all) { /* partial: decompress by writing */
-                    ret = zero ? qtimg_pwrite(img, s->zbuf, (uint64_t)(last - first) << s->sc_bits,
-                                              (gc << s->cluster_bits) +
-                                                  ((uint64_t)first << s->sc_bits))
-                               : 0;
-                    if (ret < 0)
-                        return ret;
-                    goto next;
-                }
-                memset(&ne, 0, sizeof(ne));
-            }
-            ne.alloc &= ~mask;
-            if (zero)
-                ne.zero |= mask;
-            else
-                ne.zero &= ~mask;
-            if (ne.type == L2E_NORMAL && !ne.alloc && (s->nb_sc > 1 || !zero || !e.copied)) {
-                ne.type = L2E_UNALLOC;
-                ne.host = 0;
-                ne.copied = false;
-            }
-            ret = qcow2_set_entry(s, l2off, gc, &ne);
-            if (ret < 0)
-                return ret;
-            if (e.type == L2E_NORMAL && ne.type == L2E_UNALLOC) {
-                ret = qcow2_defer_dec(s, e.host >> s->cluster_bits);
-            } else if (e.type == L2E_COMPRESSED) {
-                for (uint64_t c = e.host >> s->cluster_bits;
-                     c <= (e.host + e.csize - 1) >> s->cluster_bits && ret == 0; c++)
-                    ret = qcow2_defer_dec(s, c);
-            }
+        uint64_t n = 0;
+        bool wz;
+        ret = qcow2_zero_step(img, off, len, zero, &n, &wz);
+        if (ret < 0)
+            return ret;
+        if (wz) {
+            ret = qtimg_pwrite(img, s->zbuf, n, off);
             if (ret < 0)
                 return ret;
         }
-    next:
         off += n;
         len -= n;
     }
@@ -3716,6 +3729,7 @@ const struct img_driver img_qcow2_driver = {
     .create = qcow2_create,
     .write_prepare = qcow2_write_prepare,
     .write_commit = qcow2_write_commit,
+    .zero_step = qcow2_zero_step,
     .crypt = qcow2_crypt,
     .aio_attach = qcow2_aio_attach,
     .meta_insert = qcow2_meta_insert,

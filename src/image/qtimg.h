@@ -162,7 +162,25 @@ int qtimg_pwrite_compressed(struct qtimg *img, const void *buf, uint64_t len, ui
  */
 struct qtimg_aio;
 typedef void (*qtimg_aio_cb)(void *opaque, int ret);
-enum qtimg_aio_op { QTIMG_AIO_READ, QTIMG_AIO_WRITE, QTIMG_AIO_FLUSH };
+/*
+ * QTIMG_AIO_DISCARD (buf unused): like qtimg_discard(): whole (sub)clusters
+ * become unallocated (reads go to the backing file, or zero without one);
+ * partial (sub)clusters are left as they are (discard is advisory). Raw: a
+ * hole is punched (FALLOC_FL_PUNCH_HOLE), nothing done where the file system
+ * refuses. QTIMG_AIO_WRITE_ZEROES (buf unused): the range reads as zeroes
+ * afterwards: whole (sub)clusters get the zero flag (qcow2 v3, encrypted
+ * images too, as QEMU), partial ones and qcow2 v2 images are written with
+ * zeroes (encrypted zeroes on encrypted images); raw: FALLOC_FL_ZERO_RANGE,
+ * else zeroes written. Both are ordered against earlier requests as writes
+ * are: they wait for allocations in flight in the same clusters.
+ */
+enum qtimg_aio_op {
+    QTIMG_AIO_READ,
+    QTIMG_AIO_WRITE,
+    QTIMG_AIO_FLUSH,
+    QTIMG_AIO_DISCARD,
+    QTIMG_AIO_WRITE_ZEROES
+};
 int qtimg_aio_init(struct qtimg *img, unsigned depth, struct qtimg_aio **out);
 void qtimg_aio_fini(struct qtimg_aio *aio);
 /* -EAGAIN when the queue is full: poll and retry. */

@@ -5,7 +5,8 @@
  * and in-place writes and flushes runs through qtimg_aio_* on a plain qcow2,
  * an overlay on a backing file, an image with an internal snapshot (writes
  * copy away from shared clusters), a compressed image, a LUKS-encrypted image
- * and a raw image, and the library's count of synchronous I/O calls on the
+ * and a raw image, with discards and write-zeroes (aligned to clusters or
+ * not) in the mix, and the library's count of synchronous I/O calls on the
  * images (pread/pwrite/fdatasync/fallocate outside the ring) must not move
  * between the end of the open and the last completion. The data is then
  * checked against a shadow copy after reopening with the synchronous API,
@@ -105,7 +106,8 @@ static void sync_write(struct qtimg *img, uint8_t *shadow, uint64_t off, uint64_
 }
 
 /* Creates the image for a layout with some data in it (mirrored in shadow). */
-static void layout_prepare(enum layout l, const char *path, const char *base, uint8_t *shadow)
+static void layout_prepare(enum layout l, const char *path, const char *base, uint8_t *shadow,
+                           uint8_t *base_shadow)
 {
     /* 64-bit refcounts: a refcount block covers 2 MiB, so that allocation
      * misses refcount blocks and creates new ones */
@@ -118,6 +120,7 @@ static void layout_prepare(enum layout l, const char *path, const char *base, ui
     struct qtimg *img;
 
     memset(shadow, 0, IMG_SIZE);
+    memset(base_shadow, 0, IMG_SIZE);
     if (l == L_RAW)
         co.fmt = QTIMG_FMT_RAW;
     if (l == L_GROW) /* a refcount table cluster covers 2 MiB of file: it grows */
@@ -141,6 +144,7 @@ static void layout_prepare(enum layout l, const char *path, const char *base, ui
             sync_write(img, shadow, (rnd() % (IMG_SIZE / SECTOR - 64)) * SECTOR,
                        (1 + rnd() % 40) * SECTOR);
         assert_int_equal(qtimg_close(img), 0);
+        memcpy(base_shadow, shadow, IMG_SIZE);
         co.backing_file = strrchr(base, '/') + 1;
         co.backing_fmt = "qcow2";
     }
@@ -172,15 +176,18 @@ struct io {
     struct run *run;
     uint8_t *buf;
     uint64_t off, len;
-    int kind; /* 0 read, 1 write, 2 flush */
+    int kind; /* 0 read, 1 write, 2 flush, 3 discard, 4 write-zeroes */
     bool busy;
 };
 
 struct run {
     uint8_t *shadow;
+    uint8_t *base;     /* what a discarded range reads: the backing file or zeroes */
+    uint64_t dgran;    /* discard granularity (subcluster size; 1: raw) */
     uint8_t *inflight; /* one byte per sector: a request covers it */
     struct io io[QD];
-    unsigned busy, done_reads, done_writes, done_flushes, mismatches, errors;
+    unsigned busy, done_reads, done_writes, done_flushes, done_discards, done_zeroes, mismatches,
+        errors;
 };
 
 static void io_done(void *opaque, int ret)
@@ -202,6 +209,10 @@ static void io_done(void *opaque, int ret)
         run->done_reads++;
     } else if (io->kind == 1) {
         run->done_writes++;
+    } else if (io->kind == 3) {
+        run->done_discards++;
+    } else if (io->kind == 4) {
+        run->done_zeroes++;
     } else {
         run->done_flushes++;
     }
@@ -232,6 +243,17 @@ static void pick_range(uint64_t *off, uint64_t *len)
         *off = IMG_SIZE - *len;
 }
 
+/* A discard drops the whole (sub)clusters of the range (they read from the
+ * backing file, or zeroes); partial ones are left as they are. */
+static void shadow_discard(struct run *run, uint64_t off, uint64_t len)
+{
+    uint64_t a = (off + run->dgran - 1) / run->dgran * run->dgran;
+    uint64_t b = (off + len) / run->dgran * run->dgran;
+
+    if (a < b)
+        memcpy(run->shadow + a, run->base + a, b - a);
+}
+
 static void run_layout(enum layout l)
 {
     char path[256], base[256];
@@ -247,12 +269,15 @@ static void run_layout(enum layout l)
     snprintf(path, sizeof(path), "%s/%s.img", tmpdir, layout_name[l]);
     snprintf(base, sizeof(base), "%s/%s-base.qcow2", tmpdir, layout_name[l]);
     run.shadow = malloc(IMG_SIZE);
+    run.base = malloc(IMG_SIZE);
+    assert_non_null(run.base);
+    run.dgran = l == L_RAW ? 1 : l == L_EXTL2 ? 2048 : l == L_GROW ? 512 : 4096;
     run.inflight = calloc(IMG_SIZE / SECTOR, 1);
     back = malloc(IMG_SIZE);
     assert_non_null(run.shadow);
     assert_non_null(run.inflight);
     assert_non_null(back);
-    layout_prepare(l, path, base, run.shadow);
+    layout_prepare(l, path, base, run.shadow, run.base);
     for (int i = 0; i < QD; i++) {
         run.io[i].run = &run;
         assert_int_equal(posix_memalign((void **)&run.io[i].buf, 4096, MAX_LEN), 0);
@@ -284,16 +309,23 @@ static void run_layout(enum layout l)
                     assert_true(qtimg_aio_poll(aio, false) >= 0);
                     continue;
                 }
-                io->kind = r < 50 ? 0 : 1;
+                static const enum qtimg_aio_op ops[] = {QTIMG_AIO_READ, QTIMG_AIO_WRITE, 0,
+                                                        QTIMG_AIO_DISCARD, QTIMG_AIO_WRITE_ZEROES};
+                io->kind = r < 45 ? 0 : r < 82 ? 1 : r < 91 ? 3 : 4;
                 io->off = off;
                 io->len = len;
                 memset(run.inflight + off / SECTOR, 1, len / SECTOR);
                 if (io->kind == 1) {
                     fill_random(io->buf, len);
                     memcpy(run.shadow + off, io->buf, len);
+                } else if (io->kind == 3) {
+                    shadow_discard(&run, off, len);
+                } else if (io->kind == 4) {
+                    memset(run.shadow + off, 0, len);
                 }
-                assert_int_equal(qtimg_aio_submit(aio, io->kind ? QTIMG_AIO_WRITE : QTIMG_AIO_READ,
-                                                  io->buf, len, off, io_done, io),
+                assert_int_equal(qtimg_aio_submit(aio, ops[io->kind],
+                                                  io->kind >= 3 ? NULL : io->buf, len, off, io_done,
+                                                  io),
                                  0);
             }
             io->busy = true;
@@ -314,6 +346,8 @@ static void run_layout(enum layout l)
     assert_true(run.done_reads > NOPS / 4);
     assert_true(run.done_writes > NOPS / 4);
     assert_true(run.done_flushes > 5);
+    assert_true(run.done_discards > NOPS / 30);
+    assert_true(run.done_zeroes > NOPS / 30);
     qtimg_aio_fini(aio);
     assert_int_equal(qtimg_close(img), 0);
 
@@ -343,6 +377,7 @@ static void run_layout(enum layout l)
     for (int i = 0; i < QD; i++)
         free(run.io[i].buf);
     free(run.shadow);
+    free(run.base);
     free(run.inflight);
     free(back);
     unlink(path);
