@@ -822,6 +822,29 @@ drop:
     return -EINVAL;
 }
 
+/* Copy a transmitted chain out of the guest: its first hl bytes into *vh, the frame
+ * after them to dst (room checked by the caller). Returns the frame's length. */
+static uint32_t vhost_copy_chain(const struct virtq_elem *e, uint32_t hl,
+                                 struct virtio_net_hdr_v1 *vh, uint8_t *dst)
+{
+    uint32_t skip = hl, got = 0;
+
+    for (unsigned s = 0; s < e->n_out; s++) {
+        const uint8_t *src = e->iov[s].base;
+        uint32_t l = e->iov[s].len;
+        if (skip) {
+            uint32_t hcopy = l < skip ? l : skip;
+            memcpy((uint8_t *)vh + (hl - skip), src, hcopy);
+            skip -= hcopy;
+            src += hcopy;
+            l -= hcopy;
+        }
+        memcpy(dst + got, src, l);
+        got += l;
+    }
+    return got;
+}
+
 /* A chain over PKT_MAX_FRAME (or under an Ethernet header): only a GSO frame may be that
  * big; it is copied into one of the worker's 64 KiB buffers. 0 (pk ready), -EINVAL
  * (dropped and counted) or -EAGAIN (no buffer left in this burst: leave the chain). */
@@ -829,7 +852,7 @@ __attribute__((noinline, cold)) static int vhost_tx_big(struct worker *w, struct
                                                         struct port_queue *q,
                                                         const struct virtq_elem *e, struct pkt *pk)
 {
-    uint32_t hl = p->vnet_hdr_len, skip = hl, got = 0;
+    uint32_t hl = p->vnet_hdr_len, got;
     uint8_t *buf;
 
     if (e->out_len < hl + PKT_ETH_HLEN || e->out_len - hl > GSO_MAX_FRAME || !p->host_gso) {
@@ -847,19 +870,7 @@ __attribute__((noinline, cold)) static int vhost_tx_big(struct worker *w, struct
         return -EINVAL;
     }
     pk->data = buf + DP_HEADROOM;
-    for (unsigned s = 0; s < e->n_out; s++) {
-        const uint8_t *src = e->iov[s].base;
-        uint32_t l = e->iov[s].len;
-        if (skip) {
-            uint32_t hcopy = l < skip ? l : skip;
-            memcpy((uint8_t *)&pk->vh + (hl - skip), src, hcopy);
-            skip -= hcopy;
-            src += hcopy;
-            l -= hcopy;
-        }
-        memcpy(pk->data + got, src, l);
-        got += l;
-    }
+    got = vhost_copy_chain(e, hl, &pk->vh, pk->data);
     if (pk->vh.gso_type == GSO_TYPE_NONE) {
         p->drops[DROP_MALFORMED]++; /* oversize without GSO */
         q->st.tx_dropped++;
@@ -888,7 +899,7 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
     while (popped < CARD_BURST) {
         struct virtq_elem *e = &w->tx_elem;
         struct pkt *pk = &w->pkts[n];
-        uint32_t hl = p->vnet_hdr_len, got = 0, skip = hl;
+        uint32_t hl = p->vnet_hdr_len, got;
         int ret = virtq_pop(vq, e);
 
         if (ret == 0)
@@ -922,19 +933,7 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
             got = e->out_len - hl;
             memcpy(pk->data, src + hl, got);
         } else {
-            for (unsigned s = 0; s < e->n_out; s++) {
-                const uint8_t *src = e->iov[s].base;
-                uint32_t l = e->iov[s].len;
-                if (skip) {
-                    uint32_t hcopy = l < skip ? l : skip;
-                    memcpy((uint8_t *)&pk->vh + (hl - skip), src, hcopy);
-                    skip -= hcopy;
-                    src += hcopy;
-                    l -= hcopy;
-                }
-                memcpy(pk->data + got, src, l);
-                got += l;
-            }
+            got = vhost_copy_chain(e, hl, &pk->vh, pk->data);
         }
         virtq_push(vq, e->head, 0);
         if (pk->vh.gso_type != GSO_TYPE_NONE && vhost_tx_gso(w, p, q, pk, got))
