@@ -1681,7 +1681,24 @@ static int cmd_bench(struct cli *cli, int argc, char **argv)
 
 /* ---- io (a small qemu-io: write/read with patterns, zero, discard, flush) ---- */
 
-static int io_one(struct qtimg *img, const char *cmd)
+static void io_aio_done(void *opaque, int ret)
+{
+    int *res = opaque;
+    *res = ret;
+}
+
+/* One request through the io_uring queue (qtimg io --aio), waited for. */
+static int io_aio_run(struct qtimg_aio *aio, enum qtimg_aio_op op, void *buf, uint64_t len,
+                      uint64_t off)
+{
+    int res = 1, ret = qtimg_aio_submit(aio, op, buf, len, off, io_aio_done, &res);
+
+    while (ret == 0 && res == 1)
+        ret = qtimg_aio_poll(aio, true) < 0 ? -EIO : 0;
+    return ret < 0 ? ret : res;
+}
+
+static int io_one(struct qtimg *img, struct qtimg_aio *aio, const char *cmd)
 {
     char verb[16], a1[32] = "", a2[32] = "", a3[32] = "", a4[32] = "";
     uint64_t off, len;
@@ -1693,7 +1710,7 @@ static int io_one(struct qtimg *img, const char *cmd)
     if (n < 1)
         return -EINVAL;
     if (!strcmp(verb, "flush"))
-        return qtimg_flush(img);
+        return aio ? io_aio_run(aio, QTIMG_AIO_FLUSH, NULL, 0, 0) : qtimg_flush(img);
     if (!strcmp(a1, "-P")) {
         pattern = (int)strtol(a2, NULL, 0);
         snprintf(a1, sizeof(a1), "%s", a3);
@@ -1708,17 +1725,20 @@ static int io_one(struct qtimg *img, const char *cmd)
         return -EINVAL;
     }
     if (!strcmp(verb, "discard"))
-        return qtimg_discard(img, off, len);
+        return aio ? io_aio_run(aio, QTIMG_AIO_DISCARD, NULL, len, off)
+                   : qtimg_discard(img, off, len);
     if (!strcmp(verb, "write") && zero)
-        return qtimg_write_zeroes(img, off, len);
-    buf = malloc(len ? len : 1);
-    if (!buf)
+        return aio ? io_aio_run(aio, QTIMG_AIO_WRITE_ZEROES, NULL, len, off)
+                   : qtimg_write_zeroes(img, off, len);
+    if (posix_memalign((void **)&buf, 4096, len ? len : 1))
         return -ENOMEM;
     if (!strcmp(verb, "write")) {
         memset(buf, pattern < 0 ? 0xcd : pattern, len);
-        ret = qtimg_pwrite(img, buf, len, off);
+        ret = aio ? io_aio_run(aio, QTIMG_AIO_WRITE, buf, len, off)
+                  : qtimg_pwrite(img, buf, len, off);
     } else if (!strcmp(verb, "read")) {
-        ret = qtimg_pread(img, buf, len, off);
+        ret =
+            aio ? io_aio_run(aio, QTIMG_AIO_READ, buf, len, off) : qtimg_pread(img, buf, len, off);
         if (ret == 0 && pattern >= 0) {
             for (uint64_t i = 0; i < len; i++) {
                 if (buf[i] != (uint8_t)pattern) {
@@ -1738,11 +1758,15 @@ static int io_one(struct qtimg *img, const char *cmd)
 
 static int cmd_io(struct cli *cli, int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"help", no_argument, 0, 'h'}, {"object", required_argument, 0, 256}, {0, 0, 0, 0}};
+    static const struct option lo[] = {{"help", no_argument, 0, 'h'},
+                                       {"object", required_argument, 0, 256},
+                                       {"aio", no_argument, 0, 257},
+                                       {0, 0, 0, 0}};
     const char *fmt = NULL, *cmds[64];
     int ncmd = 0, c, ret = 0;
+    struct qtimg_aio *aio = NULL;
     struct qtimg *img;
+    bool use_aio = false;
 
     while ((c = getopt_long(argc, argv, "hf:c:", lo, NULL)) != -1) {
         switch (c) {
@@ -1757,9 +1781,13 @@ static int cmd_io(struct cli *cli, int argc, char **argv)
             if (parse_object(cli, optarg) < 0)
                 return 1;
             break;
+        case 257:
+            use_aio = true;
+            break;
         default:
-            printf("usage: qtimg io [-f fmt] -c 'write [-P pattern|-z] off len' -c 'read [-P "
-                   "pattern] off len' -c 'discard off len' -c flush ... filename\n");
+            printf(
+                "usage: qtimg io [--aio] [-f fmt] -c 'write [-P pattern|-z] off len' -c 'read [-P "
+                "pattern] off len' -c 'discard off len' -c flush ... filename\n");
             return c == 'h' ? 0 : 1;
         }
     }
@@ -1772,12 +1800,21 @@ static int cmd_io(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "qtimg io: cannot open '%s': %s\n", argv[optind], strerror(-ret));
         return 1;
     }
+    if (use_aio) {
+        ret = qtimg_aio_init(img, 4, &aio);
+        if (ret < 0) {
+            fprintf(stderr, "qtimg io: '%s': io_uring queue: %s\n", argv[optind], strerror(-ret));
+            qtimg_close(img);
+            return 1;
+        }
+    }
     for (int i = 0; i < ncmd && ret == 0; i++) {
-        ret = io_one(img, cmds[i]);
+        ret = io_one(img, aio, cmds[i]);
         if (ret < 0)
             fprintf(stderr, "qtimg io: '%s': %s\n", cmds[i],
                     ret == -EILSEQ ? "data differs from the pattern" : strerror(-ret));
     }
+    qtimg_aio_fini(aio);
     if (qtimg_close(img) < 0 && ret == 0)
         ret = -EIO;
     return ret < 0 ? 1 : 0;
