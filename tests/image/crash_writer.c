@@ -9,10 +9,10 @@
  *
  *   crash_writer IMAGE JOURNAL SEED [aio]
  * With "aio", writes go through the io_uring API (queue depth 8, O_DIRECT
- * when the file system allows it); overlapping writes are not kept in
- * flight together, zero writes and discards run with nothing in flight, and
- * "F" is journaled when the flush request completes. Odd seeds open the image
- * with tiny metadata caches (2 L2 tables, 1 refcount block).
+ * when the file system allows it), zero writes and discards too
+ * (QTIMG_AIO_WRITE_ZEROES / QTIMG_AIO_DISCARD); overlapping requests are not
+ * kept in flight together, and "F" is journaled when the flush request completes. Odd seeds open
+ * the image with tiny metadata caches (2 L2 tables, 1 refcount block).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,7 +52,7 @@ static void aio_write_done(void *opaque, int ret)
     struct inflight *f = opaque;
     f->len = 0;
     if (ret < 0)
-        fprintf(stderr, "crash_writer: aio write failed: %s\n", strerror(-ret));
+        fprintf(stderr, "crash_writer: aio request failed: %s\n", strerror(-ret));
 }
 
 static void aio_flush_done(void *opaque, int ret)
@@ -61,14 +61,6 @@ static void aio_flush_done(void *opaque, int ret)
     if (ret < 0)
         a->err = ret;
     a->flushed = true;
-}
-
-static int aio_drain(struct aio_state *a)
-{
-    while (qtimg_aio_inflight(a->aio))
-        if (qtimg_aio_poll(a->aio, true) < 0)
-            return -EIO;
-    return 0;
 }
 
 /* A free slot whose range does not overlap anything in flight. */
@@ -177,8 +169,14 @@ int main(int argc, char **argv)
                 ret = a.err;
             if (ret == 0 && journal(jfd, 'F', seq, 0, 0) < 0)
                 return 1;
-        } else if (use_aio && aio_drain(&a) < 0) {
-            return 1;
+        } else if (use_aio && r < 92) {
+            struct inflight *f = aio_slot(&a, first, len);
+            if (!f || journal(jfd, r < 85 ? 'Z' : 'D', seq, first, len) < 0)
+                return 1;
+            f->first = first;
+            f->len = len;
+            ret = qtimg_aio_submit(a.aio, r < 85 ? QTIMG_AIO_WRITE_ZEROES : QTIMG_AIO_DISCARD, NULL,
+                                   len * 512, first * 512, aio_write_done, f);
         } else if (r < 85) {
             if (journal(jfd, 'Z', seq, first, len) < 0)
                 return 1;
