@@ -347,13 +347,13 @@ static void aio_op_put(struct qtimg_aio *aio, struct aio_op *op)
     }
 }
 
-/* Queues one read or write for request r; NULL: no op slot or SQE (park). */
-static struct aio_op *aio_queue_rw(struct qtimg_aio *aio, struct aio_req *r, struct qtimg *img,
-                                   bool write, void *buf, uint64_t len, uint64_t host, bool must)
+/* Queues one read or write on fd for request r; NULL: no op slot or SQE (park). */
+static struct aio_op *aio_queue_rw_fd(struct qtimg_aio *aio, struct aio_req *r, struct qtimg *img,
+                                      int fd, bool write, void *buf, uint64_t len, uint64_t host,
+                                      bool must)
 {
     struct aio_op *op;
     struct io_uring_sqe *sqe;
-    int fd = (img->data_fd != img->fd && aio_dio_ok(buf, len, host)) ? img->data_fd : img->fd;
 
     op = aio_op_get(aio, must);
     if (!op)
@@ -378,11 +378,19 @@ static struct aio_op *aio_queue_rw(struct qtimg_aio *aio, struct aio_req *r, str
     return op;
 }
 
-/* Driver metadata I/O on img->fd (struct img_io). */
-static int aio_io_queue(void *ctx, struct qtimg *img, enum img_io_op kind, void *buf, uint64_t len,
-                        uint64_t off, img_io_done done, void *arg)
+/* The same on the image's file (its O_DIRECT fd when the request allows). */
+static struct aio_op *aio_queue_rw(struct qtimg_aio *aio, struct aio_req *r, struct qtimg *img,
+                                   bool write, void *buf, uint64_t len, uint64_t host, bool must)
 {
-    struct qtimg_aio *aio = ctx;
+    int fd = (img->data_fd != img->fd && aio_dio_ok(buf, len, host)) ? img->data_fd : img->fd;
+
+    return aio_queue_rw_fd(aio, r, img, fd, write, buf, len, host, must);
+}
+
+/* Driver metadata I/O on fd. */
+static int aio_io_queue_fd(struct qtimg_aio *aio, struct qtimg *img, int fd, enum img_io_op kind,
+                           void *buf, uint64_t len, uint64_t off, img_io_done done, void *arg)
+{
     struct aio_op *op = calloc(1, sizeof(*op));
     struct io_uring_sqe *sqe;
 
@@ -399,19 +407,26 @@ static int aio_io_queue(void *ctx, struct qtimg *img, enum img_io_op kind, void 
     op->img = img;
     switch (kind) {
     case IMG_IO_READ:
-        io_uring_prep_read(sqe, img->fd, buf, (unsigned)len, off);
+        io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
         break;
     case IMG_IO_WRITE:
-        io_uring_prep_write(sqe, img->fd, buf, (unsigned)len, off);
+        io_uring_prep_write(sqe, fd, buf, (unsigned)len, off);
         break;
     default:
-        io_uring_prep_fsync(sqe, img->fd, IORING_FSYNC_DATASYNC);
+        io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
         break;
     }
     io_uring_sqe_set_data(sqe, op);
     aio->sqes_queued++;
     aio->ops_on_ring++;
     return 0;
+}
+
+/* Driver metadata I/O on img->fd (struct img_io). */
+static int aio_io_queue(void *ctx, struct qtimg *img, enum img_io_op kind, void *buf, uint64_t len,
+                        uint64_t off, img_io_done done, void *arg)
+{
+    return aio_io_queue_fd(ctx, img, img->fd, kind, buf, len, off, done, arg);
 }
 
 /* Preallocation the driver asked for: fallocate on the ring, result unused. */
@@ -470,15 +485,17 @@ static int aio_park(struct qtimg_aio *aio, enum aio_park_kind kind, struct aio_r
     if (need.kind == IMG_NEED_READ && need.img && need.img->drv->meta_insert) {
         struct aio_fetch *f;
         for (f = aio->fetches; f; f = f->next)
-            if (f->need.img == need.img && f->need.table == need.table && f->need.off == need.off)
+            if (f->need.img == need.img && f->need.table == need.table && f->need.off == need.off &&
+                f->need.alt_fd == need.alt_fd && f->need.fd == need.fd)
                 break;
         if (!f) {
             f = calloc(1, sizeof(*f));
             if (f && posix_memalign((void **)&f->buf, IMG_DIO_ALIGN, need.len) == 0) {
                 f->aio = aio;
                 f->need = need;
-                if (aio_io_queue(aio, need.img, IMG_IO_READ, f->buf, need.len, need.off,
-                                 aio_fetch_done, f) == 0) {
+                if (aio_io_queue_fd(aio, need.img, need.alt_fd ? need.fd : need.img->fd,
+                                    IMG_IO_READ, f->buf, need.len, need.off, aio_fetch_done,
+                                    f) == 0) {
                     f->next = aio->fetches;
                     aio->fetches = f;
                 } else {
@@ -755,7 +772,10 @@ static int aio_read_chain(struct qtimg_aio *aio, struct aio_req *r, struct qtimg
             return -EIO;
         switch (ext.kind) {
         case IMG_EXT_HOST: {
-            struct aio_op *op = aio_queue_rw(aio, r, img, false, buf, ext.len, ext.host_off, false);
+            struct aio_op *op =
+                ext.alt_fd
+                    ? aio_queue_rw_fd(aio, r, img, ext.fd, false, buf, ext.len, ext.host_off, false)
+                    : aio_queue_rw(aio, r, img, false, buf, ext.len, ext.host_off, false);
             if (!op) {
                 aio->need.kind = IMG_NEED_RETRY;
                 return -EWOULDBLOCK;

@@ -25,6 +25,8 @@ struct img_ext {
     uint64_t clen; /* IMG_EXT_COMPRESSED: compressed bytes, */
     uint64_t coff; /* offset of the range in the cluster, */
     uint64_t ulen; /* cluster size */
+    bool alt_fd;   /* IMG_EXT_HOST: the data is in fd (a file of the driver's */
+    int fd;        /* own chain, e.g. a VHD parent), not in img->fd */
 };
 
 /*
@@ -43,6 +45,8 @@ struct img_need {
     int table;         /* driver-defined: which cache */
     uint64_t off;
     uint32_t len;
+    bool alt_fd; /* read it from fd, not from img->fd */
+    int fd;
 };
 
 /* Ring access for drivers' asynchronous metadata I/O (provided by aio.c). */

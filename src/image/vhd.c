@@ -736,6 +736,31 @@ const char *vhd_get_path(const struct vhd *v)
     return v->path;
 }
 
+int vhd_get_fd(const struct vhd *v)
+{
+    return v->fd;
+}
+
+uint32_t vhd_get_bitmap_size(const struct vhd *v)
+{
+    return v->type == VHD_TYPE_FIXED ? 0 : v->bitmap_size;
+}
+
+uint32_t vhd_get_bat_entries(const struct vhd *v)
+{
+    return v->type == VHD_TYPE_FIXED ? 0 : v->max_entries;
+}
+
+uint32_t vhd_get_bat_entry(const struct vhd *v, uint64_t offset)
+{
+    uint64_t idx;
+
+    if (v->type == VHD_TYPE_FIXED)
+        return VHD_BAT_UNALLOCATED;
+    idx = offset / v->block_size;
+    return idx < v->max_entries ? v->bat[idx] : VHD_BAT_UNALLOCATED;
+}
+
 uint64_t vhd_get_file_size(const struct vhd *v)
 {
     return v->file_size;

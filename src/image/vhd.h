@@ -73,6 +73,16 @@ uint32_t vhd_get_block_size(const struct vhd *v);
 /* Parent of a differencing disk (NULL otherwise) and its resolved path. */
 const struct vhd *vhd_get_parent(const struct vhd *v);
 const char *vhd_get_path(const struct vhd *v);
+/* Layout for a reader that does its own I/O (the io_uring data path): the
+ * file descriptor of this level, the size of a block's sector bitmap, the
+ * number of block table entries and the entry (sector of the block's bitmap,
+ * VHD_BAT_UNALLOCATED when the block is not in this file) of the block
+ * holding offset. No I/O: the table is loaded at open. */
+#define VHD_BAT_UNALLOCATED 0xffffffffu
+int vhd_get_fd(const struct vhd *v);
+uint32_t vhd_get_bitmap_size(const struct vhd *v);
+uint32_t vhd_get_bat_entries(const struct vhd *v);
+uint32_t vhd_get_bat_entry(const struct vhd *v, uint64_t offset);
 /* Bytes of the file actually used (file size). */
 uint64_t vhd_get_file_size(const struct vhd *v);
 

@@ -3,7 +3,10 @@
  * VHD reader tests.
  *   test_vhd            unit: images crafted by the small writer below (fixed,
  *                       dynamic, differencing chains with W2ru/W2ku/MacX parent
- *                       locators, sector bitmaps) and hostile variants.
+ *                       locators, sector bitmaps) and hostile variants;
+ *                       test_aio_chain: a dynamic <- differencing <-
+ *                       differencing chain under a qcow2 overlay read through
+ *                       the io_uring queue with no synchronous I/O.
  *   test_vhd interop    images produced by qemu-img convert -O vpc (fixed and
  *                       dynamic, CHS and force_size) from a raw file written by
  *                       qemu-io; exits 77 without qemu-img.
@@ -28,6 +31,8 @@
 #include <cmocka.h>
 
 #include "common/log.h"
+#include "image/img_internal.h"
+#include "image/qtimg.h"
 #include "image/vhd.h"
 
 static char tmpdir[256];
@@ -896,6 +901,139 @@ static int run_bench(const char *path, long count, long size)
     return 0;
 }
 
+struct aio_read {
+    uint8_t *buf;
+    const uint8_t *want;
+    uint64_t off, len;
+    bool busy;
+    unsigned *bad, *done;
+};
+
+static void aio_read_done(void *opaque, int ret)
+{
+    struct aio_read *r = opaque;
+
+    if (ret < 0 || memcmp(r->buf, r->want + r->off, r->len) != 0) {
+        fprintf(stderr, "aio read [%llu, +%llu): %s\n", (unsigned long long)r->off,
+                (unsigned long long)r->len, ret < 0 ? strerror(-ret) : "data differs");
+        (*r->bad)++;
+    }
+    (*r->done)++;
+    r->busy = false;
+}
+
+/* Random reads of img through the ring at queue depth 8, checked against
+ * want; the count of synchronous I/O calls must not move. */
+static void aio_reads(struct qtimg *img, const uint8_t *want, uint64_t size, unsigned n)
+{
+    struct aio_read rd[8];
+    struct qtimg_aio *aio;
+    unsigned bad = 0, done = 0, submitted = 0;
+    uint64_t sync0;
+
+    assert_int_equal(qtimg_aio_init(img, 8, &aio), 0);
+    sync0 = img_sync_io_count(img);
+    for (int i = 0; i < 8; i++) {
+        rd[i] = (struct aio_read){.want = want, .bad = &bad, .done = &done};
+        rd[i].buf = malloc(80000);
+        assert_non_null(rd[i].buf);
+    }
+    while (done < n) {
+        for (int i = 0; i < 8 && submitted < n; i++) {
+            struct aio_read *r = &rd[i];
+            if (r->busy)
+                continue;
+            r->len = 1 + (uint64_t)random() % 70000;
+            r->off = (uint64_t)random() % (size - r->len);
+            if (submitted % 5 == 0) /* sector and block aligned too */
+                r->off &= ~(uint64_t)511;
+            r->busy = true;
+            assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_READ, r->buf, r->len, r->off,
+                                              aio_read_done, r),
+                             0);
+            submitted++;
+        }
+        assert_true(qtimg_aio_poll(aio, true) >= 0);
+    }
+    assert_int_equal(img_sync_io_count(img), sync0);
+    assert_int_equal(bad, 0);
+    qtimg_aio_fini(aio);
+    for (int i = 0; i < 8; i++)
+        free(rd[i].buf);
+}
+
+/* base (dynamic, sparse) <- mid (diff) <- top (diff) <- qcow2 overlay: reads
+ * on the ring (sector bitmaps read on the ring, cached) match the layers. */
+static void test_aio_chain(void **state)
+{
+    struct tdisk base, mid, top;
+    uint64_t size = 6 << 20;
+    uint32_t bs = 512 << 10;
+    uint8_t *want, *ov;
+    struct qtimg *img;
+    struct qtimg_create_opts co = {.fmt = QTIMG_FMT_QCOW2,
+                                   .cluster_size = 65536,
+                                   .compat = 3,
+                                   .backing_file = "aio-top.vhd",
+                                   .backing_fmt = "vpc"};
+    struct qtimg_open_opts ro = {.flags = QTIMG_O_RDONLY, .fmt = QTIMG_FMT_VHD};
+
+    (void)state;
+    srandom(42);
+    td_init(&base, 3, size, bs, 0xc0);
+    for (int i = 0; i < 6; i++)
+        td_write(&base, (uint64_t)(random() % (size / 512 - 300)) * 512,
+                 (uint64_t)(1 + random() % 300) * 512, (uint8_t)(0x40 + i));
+    td_save(&base, "aio-base.vhd");
+    td_init(&mid, 4, size, bs, 0xc1);
+    memcpy(mid.parent_uuid, base.uuid, 16);
+    mid.loc[0] = (struct locator){0x57327275, ".\\aio-base.vhd"};
+    for (int i = 0; i < 30; i++)
+        td_write(&mid, (uint64_t)(random() % (size / 512 - 40)) * 512,
+                 (uint64_t)(1 + random() % 40) * 512, (uint8_t)(0x60 + i));
+    td_save(&mid, "aio-mid.vhd");
+    td_init(&top, 4, size, bs, 0xc2);
+    memcpy(top.parent_uuid, mid.uuid, 16);
+    top.loc[0] = (struct locator){0x57327275, ".\\aio-mid.vhd"};
+    for (int i = 0; i < 30; i++)
+        td_write(&top, (uint64_t)(random() % (size / 512 - 40)) * 512,
+                 (uint64_t)(1 + random() % 40) * 512, (uint8_t)(0x90 + i));
+    td_save(&top, "aio-top.vhd");
+
+    want = malloc(size);
+    assert_non_null(want);
+    memcpy(want, base.data, size);
+    for (uint64_t s = 0; s < size / 512; s++) {
+        if (mid.present[s])
+            memcpy(want + s * 512, mid.data + s * 512, 512);
+        if (top.present[s])
+            memcpy(want + s * 512, top.data + s * 512, 512);
+    }
+
+    /* the differencing disk itself */
+    assert_int_equal(qtimg_open(tpath("aio-top.vhd"), &ro, &img), 0);
+    aio_reads(img, want, size, 400);
+    assert_int_equal(qtimg_close(img), 0);
+
+    /* under a qcow2 overlay with data of its own */
+    assert_int_equal(qtimg_create(tpath("aio-ov.qcow2"), &co), 0);
+    assert_int_equal(qtimg_open(tpath("aio-ov.qcow2"), &(struct qtimg_open_opts){0}, &img), 0);
+    ov = malloc(100000);
+    assert_non_null(ov);
+    memset(ov, 0xee, 100000);
+    assert_int_equal(qtimg_pwrite(img, ov, 100000, 1000000), 0);
+    memcpy(want + 1000000, ov, 100000);
+    assert_int_equal(qtimg_flush(img), 0);
+    aio_reads(img, want, size, 400);
+    assert_int_equal(qtimg_close(img), 0);
+
+    free(ov);
+    free(want);
+    td_free(&base);
+    td_free(&mid);
+    td_free(&top);
+}
+
 static int setup_tmp(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_vhd.XXXXXX");
@@ -916,6 +1054,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_chain_loop_and_depth),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_mutation_fuzz),
+        cmocka_unit_test(test_aio_chain),
     };
     const struct CMUnitTest interop[] = {
         cmocka_unit_test(test_qemu_vpc),
