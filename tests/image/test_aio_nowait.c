@@ -553,6 +553,75 @@ static void test_flush_order(void **state)
     unlink(path);
 }
 
+/* A discard / write-zeroes of one subcluster waits for an allocation in
+ * flight in the same cluster (extended L2: the allocation publishes the
+ * whole L2 entry), as a second write would. */
+static void test_zero_order(void **state)
+{
+    char path[256];
+    struct qtimg_create_opts co = {.fmt = QTIMG_FMT_QCOW2,
+                                   .size = IMG_SIZE,
+                                   .cluster_size = 65536,
+                                   .extended_l2 = true,
+                                   .compat = 3};
+    struct qtimg_aio *aio;
+    struct qtimg *img;
+    uint8_t *buf = NULL, *back = malloc(65536);
+    uint64_t sync0;
+    int done = 0;
+
+    (void)state;
+    assert_non_null(back);
+    snprintf(path, sizeof(path), "%s/zorder.qcow2", tmpdir);
+    assert_int_equal(qtimg_create(path, &co), 0);
+    assert_int_equal(qtimg_open(path, &(struct qtimg_open_opts){0}, &img), 0);
+    assert_int_equal(posix_memalign((void **)&buf, 4096, 65536), 0);
+    memset(buf, 0x5a, 65536);
+    /* subclusters 8..15 of clusters 0..39 hold data; the discards /
+     * write-zeroes below take all of them (a discard frees the cluster) */
+    for (int c = 0; c < 40; c++)
+        assert_int_equal(qtimg_pwrite(img, buf, 16384, (uint64_t)c * 65536 + 16384), 0);
+    assert_int_equal(qtimg_aio_init(img, 8, &aio), 0);
+    sync0 = img_sync_io_count(img);
+    memset(buf, 0xa5, 65536);
+    for (int c = 0; c < 40; c++) {
+        uint64_t base = (uint64_t)c * 65536;
+        /* allocating write of subclusters 0..1, then the others of the
+         * cluster zeroed / discarded while it is in flight */
+        assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_WRITE, buf, 4096, base, count_cb, &done),
+                         0);
+        assert_int_equal(qtimg_aio_submit(aio, c % 2 ? QTIMG_AIO_DISCARD : QTIMG_AIO_WRITE_ZEROES,
+                                          NULL, 16384, base + 16384, count_cb, &done),
+                         0);
+        while (done < 2 * (c + 1))
+            assert_true(qtimg_aio_poll(aio, true) >= 0);
+    }
+    assert_int_equal(img_sync_io_count(img), sync0);
+    qtimg_aio_fini(aio);
+    assert_int_equal(qtimg_close(img), 0);
+    assert_int_equal(qtimg_open(path, &(struct qtimg_open_opts){0}, &img), 0);
+    for (int c = 0; c < 40; c++) {
+        assert_int_equal(qtimg_pread(img, back, 65536, (uint64_t)c * 65536), 0);
+        for (int i = 0; i < 65536; i++) {
+            uint8_t want = i < 4096 ? 0xa5 : 0;
+            if (back[i] != want) {
+                fprintf(stderr, "cluster %d byte %d: 0x%02x, want 0x%02x\n", c, i, back[i], want);
+                fail();
+            }
+        }
+    }
+    {
+        struct qtimg_check_result cr;
+        assert_int_equal(qtimg_check(img, 0, &cr), 0);
+        assert_int_equal(cr.corruptions, 0);
+        assert_int_equal(cr.leaks, 0);
+    }
+    assert_int_equal(qtimg_close(img), 0);
+    free(buf);
+    free(back);
+    unlink(path);
+}
+
 /* ---- every crash point of an asynchronous flush ----
  * The driver's flush runs against a test ring that performs one operation
  * at a time, in order; after every write the file is copied, as a process
@@ -722,6 +791,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reftable_growth),
         cmocka_unit_test(test_vhd_fixed_backing),
         cmocka_unit_test(test_flush_order),
+        cmocka_unit_test(test_zero_order),
         cmocka_unit_test(test_flush_crash_points),
     };
     log_init("test_aio_nowait", LOG_LVL_ERROR);
