@@ -23,6 +23,9 @@
  * A flush request starts once every request submitted before it has
  * completed, and runs on the ring (driver meta_flush: ordered table writes
  * and fdatasyncs; raw: one fdatasync); later requests proceed meanwhile.
+ * Discard and write-zeroes step through the driver's zero_step (metadata in
+ * the cache, parked like writes; partial parts written with zeroes through
+ * the write path); raw images use IORING_OP_FALLOCATE.
  *
  * Completions (callbacks) are delivered only from qtimg_aio_poll(), never
  * from inside qtimg_aio_submit(). Ring submissions are batched: submit

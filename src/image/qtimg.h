@@ -156,9 +156,9 @@ int qtimg_pwrite_compressed(struct qtimg *img, const void *buf, uint64_t len, ui
 /*
  * Asynchronous I/O on io_uring, for a poll-mode thread: once the queue is set
  * up, submit and poll make no blocking I/O call (metadata misses, write-backs,
- * refcount-table growth and flushes run on the ring too; the exceptions,
- * dynamic VHD backing files, are in docs/qtimg.md). Completion callbacks run
- * from qtimg_aio_poll().
+ * refcount-table growth, flushes, discards, write-zeroes and VHD sector
+ * bitmaps run on the ring too; see docs/qtimg.md, "io_uring data path").
+ * Completion callbacks run from qtimg_aio_poll().
  */
 struct qtimg_aio;
 typedef void (*qtimg_aio_cb)(void *opaque, int ret);
