@@ -71,7 +71,8 @@ static void aio_done(void *opaque, int ret)
 }
 
 /* The io_uring path on the same image, with one-table caches so that table
- * reads and write-backs go through the ring: it must finish every request
+ * reads and write-backs go through the ring (reads, writes, discards,
+ * write-zeroes, a flush): it must finish every request
  * (an error is fine, a request that never completes is a bug). */
 static void exercise_aio(struct qtimg *img, bool writable)
 {
@@ -92,6 +93,15 @@ static void exercise_aio(struct qtimg *img, bool writable)
         memset(bufs[i], 0x3c, sizeof(bufs[i]));
         if (qtimg_aio_submit(aio, write ? QTIMG_AIO_WRITE : QTIMG_AIO_READ, bufs[i], len, offs[i],
                              aio_done, &done) == 0)
+            sent++;
+    }
+    /* discard and write-zeroes, cluster aligned and not */
+    if (writable && size > 70000) {
+        if (qtimg_aio_submit(aio, QTIMG_AIO_DISCARD, NULL, 66000, size / 4 & ~511ull, aio_done,
+                             &done) == 0)
+            sent++;
+        if (qtimg_aio_submit(aio, QTIMG_AIO_WRITE_ZEROES, NULL, 70000 - 512,
+                             (size - 70000) & ~511ull, aio_done, &done) == 0)
             sent++;
     }
     if (writable && qtimg_aio_submit(aio, QTIMG_AIO_FLUSH, NULL, 0, 0, aio_done, &done) == 0)
