@@ -46,9 +46,9 @@
 static char tmpdir[] = "/tmp/qtimg-nowait-XXXXXX";
 static bool with_qemu;
 
-enum layout { L_PLAIN, L_EXTL2, L_BACKING, L_SNAPSHOT, L_COMPRESSED, L_LUKS, L_RAW, L_GROW };
-static const char *const layout_name[] = {"plain",      "extl2", "backing", "snapshot",
-                                          "compressed", "luks",  "raw",     "grow"};
+enum layout { L_PLAIN, L_EXTL2, L_BACKING, L_SNAPSHOT, L_COMPRESSED, L_LUKS, L_RAW, L_GROW, L_V2 };
+static const char *const layout_name[] = {"plain", "extl2", "backing", "snapshot", "compressed",
+                                          "luks",  "raw",   "grow",    "v2"};
 
 static uint64_t rng_state;
 
@@ -125,6 +125,10 @@ static void layout_prepare(enum layout l, const char *path, const char *base, ui
         co.fmt = QTIMG_FMT_RAW;
     if (l == L_GROW) /* a refcount table cluster covers 2 MiB of file: it grows */
         co.cluster_size = 512;
+    if (l == L_V2) { /* no zero flag: write-zeroes writes zeroes */
+        co.compat = 2;
+        co.refcount_bits = 16;
+    }
     if (l == L_EXTL2) {
         co.cluster_size = 65536;
         co.refcount_bits = 16;
@@ -424,6 +428,14 @@ static void test_raw(void **state)
 {
     (void)state;
     run_layout(L_RAW);
+}
+
+/* qcow2 version 2 (0.10): write-zeroes of whole clusters go through the
+ * write path too. */
+static void test_v2(void **state)
+{
+    (void)state;
+    run_layout(L_V2);
 }
 
 /* The refcount table grows (on the ring too) in the middle of the traffic. */
@@ -789,6 +801,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_luks),
         cmocka_unit_test(test_raw),
         cmocka_unit_test(test_reftable_growth),
+        cmocka_unit_test(test_v2),
         cmocka_unit_test(test_vhd_fixed_backing),
         cmocka_unit_test(test_flush_order),
         cmocka_unit_test(test_zero_order),
