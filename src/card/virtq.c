@@ -8,6 +8,21 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+/*
+ * Full barrier between our stores (used ring) and our loads of the driver's
+ * flags / event index. On x86-64 a locked add to the stack orders the same
+ * as MFENCE for normal memory and costs a fraction of it (Linux's smp_mb()
+ * and DPDK's rte_smp_mb() do the same).
+ */
+static inline void virtq_full_barrier(void)
+{
+#if defined(__x86_64__)
+    __asm__ volatile("lock addl $0, -128(%%rsp)" ::: "memory", "cc");
+#else
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
 void virtq_init(struct virtq *vq, uint16_t num, struct virtq_desc *desc, struct virtq_avail *avail,
                 struct virtq_used *used, const struct vu_mem *mem, bool event_idx)
 {
@@ -260,7 +275,7 @@ bool virtq_need_notify(struct virtq *vq)
     bool valid = vq->signalled_valid;
 
     /* Our used-idx store must be visible before we read the driver's flags/event. */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    virtq_full_barrier();
     if (!vq->event_idx)
         return !(__atomic_load_n(&vq->avail->flags, __ATOMIC_RELAXED) & VIRTQ_AVAIL_F_NO_INTERRUPT);
     old = vq->signalled_used;
@@ -307,7 +322,7 @@ bool virtq_enable_kicks(struct virtq *vq)
                          __ATOMIC_RELAXED);
         virtq_log_used_hdr(vq);
     }
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    virtq_full_barrier();
     return virtq_avail_count(vq) != 0;
 }
 

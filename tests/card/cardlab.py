@@ -2,6 +2,7 @@
 """Helpers for qtcard interop tests and benchmarks: hugepages, the qtcard
 daemon and its API, dpdk-testpmd as a virtio_user frontend, OVS-DPDK."""
 
+import glob
 import http.client
 import json
 import os
@@ -43,6 +44,22 @@ def api_ok(sock, method, path, body=None):
     if st // 100 != 2:
         raise RuntimeError(f"{method} {path}: HTTP {st} {obj}")
     return obj
+
+
+def remove_hugepage_files(prefix):
+    """DPDK leaves its hugetlbfs files (<prefix>map_N) behind when it exits; they keep
+    their pages until removed."""
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [ln.split()[1] for ln in f if " hugetlbfs " in ln]
+    except OSError:
+        return
+    for m in mounts:
+        for path in glob.glob(os.path.join(m, glob.escape(prefix) + "map_*")):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def hugepages_ready(pages=768):
@@ -124,12 +141,13 @@ class Testpmd:
     def __init__(self, name, sock_path, mode, cpu, txpkts=64, server=False, queues=1,
                  workdir="/tmp"):
         self.name = name
+        self.file_prefix = f"qtc{os.getpid()}{name}"
         vdev = f"net_virtio_user0,path={sock_path},queues={queues}"
         if server:
             vdev += ",server=1"
         # stdbuf: testpmd printf()s its answers through a buffered stdout when it is a pipe.
         self.args = ["stdbuf", "-o0", "dpdk-testpmd", f"--lcores=0@{cpu},1@{cpu}", "--no-pci",
-                     f"--file-prefix=qtc{os.getpid()}{name}", "-m", "256",
+                     f"--file-prefix={self.file_prefix}", "-m", "256",
                      "--single-file-segments", "--vdev", vdev, "--", "-i",
                      f"--forward-mode={mode}", "--total-num-mbufs=8192",
                      f"--txpkts={txpkts}", f"--rxq={queues}", f"--txq={queues}"]
@@ -207,3 +225,4 @@ class Testpmd:
         with open(self.logpath, "w") as f:
             f.write(self.out)
         self.proc = None
+        remove_hugepage_files(self.file_prefix)
