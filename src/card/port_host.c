@@ -267,13 +267,14 @@ static bool vxlan_rx_frame(struct port *p, struct pkt *pk, struct port_queue *q,
     struct vxlan_decap_result r;
     struct pkt_meta m;
 
-    if (p->vx_neigh && pkt_parse(pk->data, pk->len, &m) == 0 && m.l3 == PKT_L3_ARP && !m.n_vlans) {
+    if (pkt_parse(pk->data, pk->len, &m))
+        return false; /* not for this VTEP: the host stack's business */
+    if (m.l3 == PKT_L3_ARP && p->vx_neigh && !m.n_vlans) {
         vxlan_rx_arp(p, &m, now);
         return false; /* the host stack sees it too */
     }
-    if (pkt_parse(pk->data, pk->len, &m) || m.l3 != PKT_L3_IPV4 ||
-        memcmp(m.ip4.dst, p->vx_tun.local_ip, 4) != 0 || m.l4_proto != PKT_IPPROTO_UDP ||
-        !(m.flags & PKT_F_L4) || m.dport != p->vx_tun.dst_port)
+    if (m.l3 != PKT_L3_IPV4 || memcmp(m.ip4.dst, p->vx_tun.local_ip, 4) != 0 ||
+        m.l4_proto != PKT_IPPROTO_UDP || !(m.flags & PKT_F_L4) || m.dport != p->vx_tun.dst_port)
         return false; /* not for this VTEP: the host stack's business */
     if (vxlan_decap(pk->data, pk->len, p->vx_tun.dst_port, &r, &p->vx_rx_st)) {
         p->drops[DROP_MALFORMED]++;
