@@ -1721,6 +1721,17 @@ int qcow2_header_check(const uint8_t *buf, size_t len, uint64_t file_size, const
 
 /* ---- L2 entries ---- */
 
+int qcow2_l2e_get(struct qcow2 *s, const uint8_t *l2, uint64_t l2off, uint64_t j,
+                  struct qcow2_l2e *e)
+{
+    const char *why = NULL;
+
+    if (qcow2_l2e_decode(s, l2 + j * s->l2_esize, e, &why) < 0)
+        return qcow2_signal_corrupt(s, "L2 table 0x%llx entry %llu: %s", (unsigned long long)l2off,
+                                    (unsigned long long)j, why);
+    return 0;
+}
+
 int qcow2_l2e_decode(const struct qcow2 *s, const uint8_t *p, struct qcow2_l2e *e, const char **why)
 {
     uint64_t v = rd64(p);

@@ -120,7 +120,7 @@ struct qcow2 {
     uint64_t rt_size; /* entries */
     uint64_t *rt;
     uint64_t rt_dirty_lo, rt_dirty_hi; /* entries changed in memory only: [lo, hi) */
-    bool rt_hdr_dirty; /* the header does not point to the (grown) table yet */
+    bool rt_hdr_dirty;                 /* the header does not point to the (grown) table yet */
     uint32_t refcount_order;
     uint32_t rb_bits; /* log2 refcount entries per block */
     uint64_t refcount_max;
@@ -183,6 +183,10 @@ int qcow2_flush_meta(struct qcow2 *s);
 int qcow2_write_header(struct qcow2 *s);
 int qcow2_l2e_decode(const struct qcow2 *s, const uint8_t *p, struct qcow2_l2e *e,
                      const char **why);
+/* Entry j of the L2 table at l2off (its data at l2), or the image marked corrupt
+ * with a message naming the table and the entry. */
+int qcow2_l2e_get(struct qcow2 *s, const uint8_t *l2, uint64_t l2off, uint64_t j,
+                  struct qcow2_l2e *e);
 void qcow2_l2e_encode(const struct qcow2 *s, const struct qcow2_l2e *e, uint8_t *p);
 int qcow2_signal_corrupt(struct qcow2 *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

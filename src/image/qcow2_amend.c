@@ -125,6 +125,21 @@ static int amend_rc_plan(struct qcow2 *s, uint32_t order, uint64_t n0, struct am
     return 0;
 }
 
+/* What both the width check and the rebuild start from: the clusters the file
+ * holds now, the layout of the new structures, and today's refcounts. */
+static int amend_rc_prepare(struct qcow2 *s, uint32_t order, uint64_t *n0,
+                            struct amend_rc_layout *l, struct amend_bits *old)
+{
+    int ret = amend_file_clusters(s, n0);
+
+    if (ret < 0)
+        return ret;
+    ret = amend_rc_plan(s, order, *n0, l);
+    if (ret < 0)
+        return ret;
+    return amend_old_refcount_map(s, *n0, old);
+}
+
 /* Refuses a width too small for a current refcount (no byte written). */
 static int amend_rc_check_width(struct qcow2 *s, uint32_t order)
 {
@@ -133,13 +148,7 @@ static int amend_rc_check_width(struct qcow2 *s, uint32_t order)
     struct amend_rc_layout l;
     int ret;
 
-    ret = amend_file_clusters(s, &n0);
-    if (ret < 0)
-        return ret;
-    ret = amend_rc_plan(s, order, n0, &l);
-    if (ret < 0)
-        return ret;
-    ret = amend_old_refcount_map(s, n0, &old);
+    ret = amend_rc_prepare(s, order, &n0, &l, &old);
     if (ret < 0)
         return ret;
     for (uint64_t cl = 0; cl < n0; cl++) {
@@ -186,13 +195,7 @@ static int amend_rc_rebuild(struct qcow2 *s, uint32_t order)
     ret = qcow2_flush_meta(s);
     if (ret < 0)
         return ret;
-    ret = amend_file_clusters(s, &n0);
-    if (ret < 0)
-        return ret;
-    ret = amend_rc_plan(s, order, n0, &l);
-    if (ret < 0)
-        return ret;
-    ret = amend_old_refcount_map(s, n0, &old);
+    ret = amend_rc_prepare(s, order, &n0, &l, &old);
     if (ret < 0)
         return ret;
     total = n0 + l.nb + l.nt;
@@ -432,14 +435,13 @@ static int amend_zero_walk_l1(struct qcow2 *s, const uint64_t *l1, uint32_t l1_s
                                         (unsigned long long)l2off);
         for (uint64_t j = 0; j < (1ull << s->l2_bits); j++) {
             struct qcow2_l2e e;
-            const char *why = NULL;
             /* fetched per entry: an allocation may have evicted the table */
             ret = qcow2_cache_get(s, &s->l2c, l2off, true, &l2);
             if (ret < 0)
                 return ret;
-            if (qcow2_l2e_decode(s, l2 + j * s->l2_esize, &e, &why) < 0)
-                return qcow2_signal_corrupt(s, "L2 table 0x%llx entry %llu: %s",
-                                            (unsigned long long)l2off, (unsigned long long)j, why);
+            ret = qcow2_l2e_get(s, l2, l2off, j, &e);
+            if (ret < 0)
+                return ret;
             if (!e.zero)
                 continue;
             if (e.type == L2E_UNALLOC && backing) {

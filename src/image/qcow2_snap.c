@@ -57,12 +57,9 @@ int qcow2_l1_walk_refcount(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size
         memcpy(copy, l2, s->cluster_size);
         for (uint64_t j = 0; j < (1ull << s->l2_bits) && ret == 0; j++) {
             struct qcow2_l2e e;
-            const char *why;
-            if (qcow2_l2e_decode(s, copy + j * s->l2_esize, &e, &why) < 0) {
-                ret = qcow2_signal_corrupt(s, "L2 table 0x%llx entry %llu: %s",
-                                           (unsigned long long)l2off, (unsigned long long)j, why);
+            ret = qcow2_l2e_get(s, copy, l2off, j, &e);
+            if (ret < 0)
                 break;
-            }
             if (e.type == L2E_NORMAL) {
                 ret = qcow2_refcount_add(s, e.host >> s->cluster_bits, addend);
             } else if (e.type == L2E_COMPRESSED) {
@@ -97,13 +94,12 @@ int qcow2_fix_copied(struct qcow2 *s)
         }
         for (uint64_t j = 0; j < (1ull << s->l2_bits); j++) {
             struct qcow2_l2e e;
-            const char *why;
             ret = qcow2_cache_get(s, &s->l2c, l2off, true, &l2);
             if (ret < 0)
                 return ret;
-            if (qcow2_l2e_decode(s, l2 + j * s->l2_esize, &e, &why) < 0)
-                return qcow2_signal_corrupt(s, "L2 table 0x%llx entry %llu: %s",
-                                            (unsigned long long)l2off, (unsigned long long)j, why);
+            ret = qcow2_l2e_get(s, l2, l2off, j, &e);
+            if (ret < 0)
+                return ret;
             if (e.type != L2E_NORMAL)
                 continue;
             ret = qcow2_refcount_get(s, e.host >> s->cluster_bits, &rc);
