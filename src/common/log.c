@@ -75,7 +75,7 @@ void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     struct tm tm;
     char stamp[32];
 
-    if ((int)level > log_level)
+    if ((int)level > log_level || !fmt)
         return;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
