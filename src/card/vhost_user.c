@@ -271,6 +271,8 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
     virtq_init(vq, vr->num, desc, avail, used, dev->mem,
                vu_dev_has_feature(dev, VIRTIO_RING_F_EVENT_IDX));
     vq->call_fd = vr->call_fd;
+    vq->in_order = vu_dev_has_feature(dev, VIRTIO_F_IN_ORDER);
+    vq->next_head = vr->base & (vr->num - 1);
     vq->last_avail_idx = vr->base;
     vq->used_idx = vr->base;
     vq->log_used = vr->addr.flags & (1u << VHOST_VRING_F_LOG);
@@ -421,6 +423,41 @@ static int vu_set_mem_table(struct vu_dev *dev, struct vu_msg *msg)
     vu_stop_all(dev);
     vu_mem_free(dev->mem);
     dev->mem = m;
+    return vu_start_all(dev);
+}
+
+/* CONFIGURE_MEM_SLOTS: one region more or less, the other mappings kept. Rings are stopped
+ * (a grace period: no worker uses the old table) and started again on the new table. */
+static int vu_add_mem_reg(struct vu_dev *dev, struct vu_msg *msg)
+{
+    struct vu_mem *m;
+    int ret = vu_mem_add_region(&m, dev->mem, &msg->p.mem_one.region, msg->fds[0], dev->name);
+
+    if (ret)
+        return ret;
+    vu_stop_all(dev);
+    vu_mem_free_table(dev->mem);
+    dev->mem = m;
+    log_info("%s: memory region added (gpa 0x%llx, %llu bytes), %u in use", dev->name,
+             (unsigned long long)msg->p.mem_one.region.guest_phys_addr,
+             (unsigned long long)msg->p.mem_one.region.memory_size, m->nregions);
+    return vu_start_all(dev);
+}
+
+static int vu_rem_mem_reg(struct vu_dev *dev, struct vu_msg *msg)
+{
+    struct vu_mem_map gone;
+    struct vu_mem *m;
+    int ret = vu_mem_remove_region(&m, dev->mem, &msg->p.mem_one.region, &gone, dev->name);
+
+    if (ret)
+        return ret;
+    vu_stop_all(dev);
+    vu_mem_free_table(dev->mem);
+    dev->mem = m;
+    vu_mem_unmap_region(&gone);
+    log_info("%s: memory region removed (gpa 0x%llx), %u in use", dev->name,
+             (unsigned long long)gone.gpa, m->nregions);
     return vu_start_all(dev);
 }
 
@@ -584,7 +621,8 @@ static uint64_t vu_offered_protocol(const struct vu_dev *dev)
     return dev->ops->protocol_features | (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) |
            (1ull << VHOST_USER_PROTOCOL_F_LOG_SHMFD) |
            (1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) |
-           (1ull << VHOST_USER_PROTOCOL_F_RESET_DEVICE) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG);
+           (1ull << VHOST_USER_PROTOCOL_F_RESET_DEVICE) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG) |
+           (1ull << VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
 }
 
 static int vu_set_vring_fd(struct vu_dev *dev, struct vu_msg *msg)
@@ -654,7 +692,8 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
         return -EPROTO;
     }
     nfds_ok = vu_expected_fds(dev, msg);
-    if ((int)msg->nfds != nfds_ok) {
+    /* REM_MEM_REG: no fd, but older QEMUs send one; it is ignored. */
+    if ((int)msg->nfds != nfds_ok && !(req == VHOST_USER_REM_MEM_REG && msg->nfds == 1)) {
         log_err("%s: %s carries %u file descriptors, expected %d", dev->name,
                 vhost_user_request_name(req), msg->nfds, nfds_ok);
         return -EPROTO;
@@ -822,9 +861,22 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
     case VHOST_USER_GET_MAX_MEM_SLOTS:
     case VHOST_USER_ADD_MEM_REG:
     case VHOST_USER_REM_MEM_REG:
+        if (!vu_dev_has_proto(dev, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) {
+            log_err("%s: %s without CONFIGURE_MEM_SLOTS negotiated", dev->name,
+                    vhost_user_request_name(req));
+            return -EPROTO;
+        }
+        if (req == VHOST_USER_GET_MAX_MEM_SLOTS) {
+            reply->hdr.size = 8;
+            reply->p.u64 = VHOST_USER_MAX_MEM_REGIONS;
+            *has_reply = true;
+        } else {
+            ret =
+                req == VHOST_USER_ADD_MEM_REG ? vu_add_mem_reg(dev, msg) : vu_rem_mem_reg(dev, msg);
+        }
+        break;
     default:
-        log_err("%s: %s needs CONFIGURE_MEM_SLOTS, not offered", dev->name,
-                vhost_user_request_name(req));
+        log_err("%s: %s is not supported", dev->name, vhost_user_request_name(req));
         return -EPROTO;
     }
     if (!*has_reply && (msg->hdr.flags & VHOST_USER_FLAG_NEED_REPLY) &&

@@ -48,6 +48,56 @@ static int vu_mem_check_region(const struct vhost_user_mem_region *reg, unsigned
     return 0;
 }
 
+/* Map one region (checked against the n regions already in m) into *out. */
+static int vu_mem_map_region(struct vu_mem_map *out, const struct vu_mem *m,
+                             const struct vhost_user_mem_region *reg, int fd, unsigned idx,
+                             const char *who)
+{
+    struct stat st;
+    size_t map_len;
+    void *p;
+    int ret = vu_mem_check_region(reg, idx, who);
+
+    if (ret)
+        return ret;
+    for (unsigned j = 0; m && j < m->nregions; j++) {
+        const struct vu_mem_map *o = &m->r[j];
+        if (reg->guest_phys_addr < o->gpa + o->size &&
+            o->gpa < reg->guest_phys_addr + reg->memory_size) {
+            log_err("%s: memory region %u (gpa 0x%llx size 0x%llx) overlaps region %u in "
+                    "guest-physical space",
+                    who, idx, (unsigned long long)reg->guest_phys_addr,
+                    (unsigned long long)reg->memory_size, j);
+            return -EINVAL;
+        }
+    }
+    map_len = (size_t)(reg->mmap_offset + reg->memory_size);
+    if (fstat(fd, &st) < 0) {
+        ret = -errno;
+        log_err("%s: memory region %u: fstat: %s", who, idx, strerror(errno));
+        return ret;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < map_len) {
+        log_err("%s: memory region %u: backing file is %s of %lld bytes, need %zu", who, idx,
+                S_ISREG(st.st_mode) ? "a file" : "not a regular file", (long long)st.st_size,
+                map_len);
+        return -EINVAL;
+    }
+    p = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    if (p == MAP_FAILED) {
+        ret = -errno;
+        log_err("%s: memory region %u: mmap of %zu bytes: %s", who, idx, map_len, strerror(errno));
+        return ret;
+    }
+    out->mmap_addr = p;
+    out->mmap_size = map_len;
+    out->gpa = reg->guest_phys_addr;
+    out->uva = reg->userspace_addr;
+    out->size = reg->memory_size;
+    out->host = (uint8_t *)p + reg->mmap_offset;
+    return 0;
+}
+
 int vu_mem_map_table(struct vu_mem **out, const struct vhost_user_mem_table *t, const int *fds,
                      unsigned nfds, const char *who)
 {
@@ -67,50 +117,9 @@ int vu_mem_map_table(struct vu_mem **out, const struct vhost_user_mem_table *t, 
     if (!m)
         return -ENOMEM;
     for (unsigned i = 0; i < t->nregions; i++) {
-        const struct vhost_user_mem_region *reg = &t->regions[i];
-        struct stat st;
-        size_t map_len;
-        void *p;
-
-        ret = vu_mem_check_region(reg, i, who);
+        ret = vu_mem_map_region(&m->r[i], m, &t->regions[i], fds[i], i, who);
         if (ret)
             goto fail;
-        for (unsigned j = 0; j < i; j++) {
-            const struct vu_mem_map *o = &m->r[j];
-            if (reg->guest_phys_addr < o->gpa + o->size &&
-                o->gpa < reg->guest_phys_addr + reg->memory_size) {
-                log_err("%s: memory region %u overlaps region %u in guest-physical space", who, i,
-                        j);
-                ret = -EINVAL;
-                goto fail;
-            }
-        }
-        map_len = (size_t)(reg->mmap_offset + reg->memory_size);
-        if (fstat(fds[i], &st) < 0) {
-            ret = -errno;
-            log_err("%s: memory region %u: fstat: %s", who, i, strerror(errno));
-            goto fail;
-        }
-        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < map_len) {
-            log_err("%s: memory region %u: backing file is %s of %lld bytes, need %zu", who, i,
-                    S_ISREG(st.st_mode) ? "a file" : "not a regular file", (long long)st.st_size,
-                    map_len);
-            ret = -EINVAL;
-            goto fail;
-        }
-        p = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fds[i], 0);
-        if (p == MAP_FAILED) {
-            ret = -errno;
-            log_err("%s: memory region %u: mmap of %zu bytes: %s", who, i, map_len,
-                    strerror(errno));
-            goto fail;
-        }
-        m->r[i].mmap_addr = p;
-        m->r[i].mmap_size = map_len;
-        m->r[i].gpa = reg->guest_phys_addr;
-        m->r[i].uva = reg->userspace_addr;
-        m->r[i].size = reg->memory_size;
-        m->r[i].host = (uint8_t *)p + reg->mmap_offset;
         m->nregions = i + 1;
     }
     *out = m;
@@ -118,6 +127,73 @@ int vu_mem_map_table(struct vu_mem **out, const struct vhost_user_mem_table *t, 
 fail:
     vu_mem_free(m);
     return ret;
+}
+
+int vu_mem_add_region(struct vu_mem **out, const struct vu_mem *old,
+                      const struct vhost_user_mem_region *reg, int fd, const char *who)
+{
+    unsigned n = old ? old->nregions : 0;
+    struct vu_mem *m;
+    int ret;
+
+    if (n >= VHOST_USER_MAX_MEM_REGIONS) {
+        log_err("%s: ADD_MEM_REG: all %u memory slots in use", who, VHOST_USER_MAX_MEM_REGIONS);
+        return -ENOSPC;
+    }
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    ret = vu_mem_map_region(&m->r[n], old, reg, fd, n, who);
+    if (ret) {
+        free(m);
+        return ret;
+    }
+    for (unsigned i = 0; i < n; i++)
+        m->r[i] = old->r[i]; /* shared mappings: old must be dropped with vu_mem_free_table */
+    m->nregions = n + 1;
+    *out = m;
+    return 0;
+}
+
+int vu_mem_remove_region(struct vu_mem **out, const struct vu_mem *old,
+                         const struct vhost_user_mem_region *reg, struct vu_mem_map *removed,
+                         const char *who)
+{
+    struct vu_mem *m;
+    unsigned k = 0, hit = ~0u;
+
+    for (unsigned i = 0; old && i < old->nregions; i++)
+        if (old->r[i].gpa == reg->guest_phys_addr && old->r[i].size == reg->memory_size &&
+            old->r[i].uva == reg->userspace_addr)
+            hit = i;
+    if (hit == ~0u) {
+        log_err("%s: REM_MEM_REG: no region at gpa 0x%llx size 0x%llx uva 0x%llx", who,
+                (unsigned long long)reg->guest_phys_addr, (unsigned long long)reg->memory_size,
+                (unsigned long long)reg->userspace_addr);
+        return -ENOENT;
+    }
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    for (unsigned i = 0; i < old->nregions; i++)
+        if (i != hit)
+            m->r[k++] = old->r[i];
+    m->nregions = k;
+    *removed = old->r[hit];
+    *out = m;
+    return 0;
+}
+
+void vu_mem_unmap_region(struct vu_mem_map *r)
+{
+    if (r->mmap_addr)
+        munmap(r->mmap_addr, r->mmap_size);
+    r->mmap_addr = NULL;
+}
+
+void vu_mem_free_table(struct vu_mem *m)
+{
+    free(m);
 }
 
 void *vu_mem_uva_range(const struct vu_mem *m, uint64_t uva, uint64_t len)

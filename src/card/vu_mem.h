@@ -40,6 +40,23 @@ int vu_mem_map_table(struct vu_mem **out, const struct vhost_user_mem_table *t, 
 void vu_mem_free(struct vu_mem *m);
 
 /*
+ * VHOST_USER_ADD_MEM_REG / REM_MEM_REG (CONFIGURE_MEM_SLOTS): build a new table from
+ * old with one region added (mapped from fd, not consumed; checked like a table's and
+ * against the others for overlap; -ENOSPC when all slots are used) or removed (the one
+ * with the same gpa, size and uva; -ENOENT when none; its mapping is returned in
+ * *removed). The new table shares old's mappings: drop old with vu_mem_free_table(),
+ * and unmap a removed region with vu_mem_unmap_region() once nothing uses it.
+ */
+int vu_mem_add_region(struct vu_mem **out, const struct vu_mem *old,
+                      const struct vhost_user_mem_region *reg, int fd, const char *who);
+int vu_mem_remove_region(struct vu_mem **out, const struct vu_mem *old,
+                         const struct vhost_user_mem_region *reg, struct vu_mem_map *removed,
+                         const char *who);
+void vu_mem_unmap_region(struct vu_mem_map *r);
+/* Free a table whose mappings now belong to another one. */
+void vu_mem_free_table(struct vu_mem *m);
+
+/*
  * Translate [gpa, gpa + *len) to a local pointer. On success returns the
  * pointer and trims *len to the bytes contiguous in one region; NULL when
  * gpa is not mapped or *len is 0.
