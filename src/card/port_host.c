@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <urcu-qsbr.h>
 
 #define AFP_BLOCK_SIZE (1u << 18)
 #define AFP_BLOCKS     64 /* with 1 ms retire: ~64 ms of slow traffic before drops */
@@ -195,13 +196,48 @@ void port_vxlan_output(struct port *p, struct pkt *pk, bool tagged, struct queue
 
 /* ARP on the underlay of a VXLAN port that resolves its next hops: learn the sender
  * when it is a neighbour we need, answer requests for our VTEP address. */
+bool port_vxlan_same_vtep(const struct port *a, const struct port *b)
+{
+    return a->type == PORT_VXLAN && b->type == PORT_VXLAN && !strcmp(a->ifname, b->ifname) &&
+           !memcmp(a->vx_tun.local_ip, b->vx_tun.local_ip, 4) &&
+           a->vx_tun.dst_port == b->vx_tun.dst_port;
+}
+
+/*
+ * Tunnel ports that share an underlay and VTEP address each see every frame on it (each
+ * has its own AF_PACKET socket). Frames for a sibling's VNI are the sibling's, not errors
+ * here; and only the lowest-numbered sibling answers ARP for the shared address (all of
+ * them learn from replies). Scans the port table: on the paths of unusual frames only.
+ */
+static bool vxlan_vni_has_sibling(const struct port *p, uint32_t vni)
+{
+    struct card *c = p->card;
+    for (unsigned i = 1; i < CARD_MAX_PORTS; i++) {
+        const struct port *o = rcu_dereference(c->ports[i]);
+        if (o && o != p && port_vxlan_same_vtep(o, p) && o->vx_vni == vni)
+            return true;
+    }
+    return false;
+}
+
+static bool vxlan_arp_answerer(const struct port *p)
+{
+    struct card *c = p->card;
+    for (unsigned i = 1; i < p->id; i++) {
+        const struct port *o = rcu_dereference(c->ports[i]);
+        if (o && port_vxlan_same_vtep(o, p) && o->vx_neigh)
+            return false;
+    }
+    return true;
+}
+
 static void vxlan_rx_arp(struct port *p, const struct pkt_meta *m, uint64_t now)
 {
     uint8_t f[NEIGH_ARP_FRAME];
 
     pthread_mutex_lock(&p->tx_mutex);
     neigh_learn(p->vx_neigh, m->ip4.src, m->arp_sha, now);
-    if (m->arp_op == 1 && !memcmp(m->ip4.dst, p->vx_tun.local_ip, 4) &&
+    if (m->arp_op == 1 && !memcmp(m->ip4.dst, p->vx_tun.local_ip, 4) && vxlan_arp_answerer(p) &&
         !pkt_mac_is_multicast(m->arp_sha) && neigh_ip_ok(m->ip4.src)) {
         size_t n =
             neigh_arp_build(f, 2, p->vx_tun.local_mac, p->vx_tun.local_ip, m->arp_sha, m->ip4.src);
@@ -282,6 +318,9 @@ static bool vxlan_rx_frame(struct port *p, struct pkt *pk, struct port_queue *q,
         return false;
     }
     if (r.vni != p->vx_vni) {
+        p->vx_rx_st.decap_pkts--; /* vxlan_decap counted it; it is not this network's */
+        if (vxlan_vni_has_sibling(p, r.vni))
+            return false; /* another network's: its port takes it */
         p->vx_rx_st.bad[VXLAN_BAD_VNI]++;
         q->st.tx_dropped++;
         return false;

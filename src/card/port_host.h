@@ -10,6 +10,8 @@ int port_tap_open(struct port *p);
 int port_afpacket_open(struct port *p);
 /* VXLAN tunnel port: p->vx_* configured by the caller; opens the underlay. */
 int port_vxlan_open(struct port *p);
+/* Whether two ports are VXLAN tunnels on the same underlay, VTEP address and UDP port. */
+bool port_vxlan_same_vtep(const struct port *a, const struct port *b);
 /* Encapsulate and send one frame (unicast to the learned VTEP or head-end
  * replication to the flood list). Caller holds p->tx_mutex. */
 void port_vxlan_output(struct port *p, struct pkt *pk, bool tagged, struct queue_stats *st);

@@ -51,6 +51,44 @@ def check(cond, msg):
     print("ok:", msg)
 
 
+def make_underlay(ns_card, ul_card, ns_peer, ul_peer):
+    """A veth pair: ul_card (up, no address) in ns_card, ul_peer with 192.168.77.2/24."""
+    sh("ip", "link", "add", ul_card, "type", "veth", "peer", "name", ul_peer)
+    sh("ip", "link", "set", ul_card, "netns", ns_card)
+    sh("ip", "link", "set", ul_peer, "netns", ns_peer)
+    sh("ip", "link", "set", ul_card, "up", ns=ns_card)
+    sh("ip", "link", "set", "lo", "up", ns=ns_peer)
+    sh("ip", "link", "set", ul_peer, "up", ns=ns_peer)
+    sh("ip", "addr", "add", "192.168.77.2/24", "dev", ul_peer, ns=ns_peer)
+
+
+def start_card_in(ns, binary, work):
+    """qtcard (one worker) inside namespace ns; returns the cardlab.Card once its API answers."""
+    card = cardlab.Card(binary, work, state=False)
+    logf = open(card.log, "a")
+    card.proc = subprocess.Popen(["ip", "netns", "exec", ns, card.binary, "--api-socket",
+                                  card.api_sock, "--socket-dir", work, "--cores", "1"],
+                                 stdout=logf, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        try:
+            cardlab.api(card.api_sock, "GET", "status")
+            break
+        except OSError:
+            time.sleep(0.05)
+    return card
+
+
+def dump_log(card):
+    if card:
+        print("---- qtcard.log ----\n" + card.log_text()[-3000:])
+
+
+def stop_card(card):
+    if card and card.proc:
+        card.proc.terminate()
+        card.proc.wait(10)
+
+
 def cleanup():
     for ns in (NS_CARD, NS_PEER, NS_VM):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -70,13 +108,7 @@ def main():
         try:
             for ns in (NS_CARD, NS_PEER, NS_VM):
                 sh("ip", "netns", "add", ns)
-            sh("ip", "link", "add", UL_CARD, "type", "veth", "peer", "name", UL_PEER)
-            sh("ip", "link", "set", UL_CARD, "netns", NS_CARD)
-            sh("ip", "link", "set", UL_PEER, "netns", NS_PEER)
-            sh("ip", "link", "set", UL_CARD, "up", ns=NS_CARD)
-            sh("ip", "link", "set", "lo", "up", ns=NS_PEER)
-            sh("ip", "link", "set", UL_PEER, "up", ns=NS_PEER)
-            sh("ip", "addr", "add", "192.168.77.2/24", "dev", UL_PEER, ns=NS_PEER)
+            make_underlay(NS_CARD, UL_CARD, NS_PEER, UL_PEER)
             r = subprocess.run(["ip", "netns", "exec", NS_PEER, "ip", "link", "add", "vx100",
                                 "type", "vxlan", "id", "100", "local", "192.168.77.2", "remote",
                                 "192.168.77.1", "dstport", "4789", "dev", UL_PEER],
@@ -92,18 +124,7 @@ def main():
                    UL_PEER, "nud", "permanent", ns=NS_PEER)
 
             # qtcard runs inside the card namespace, where its underlay and tap live.
-            card = cardlab.Card(sys.argv[1], work, state=False)
-            logf = open(card.log, "a")
-            card.proc = subprocess.Popen(["ip", "netns", "exec", NS_CARD, card.binary,
-                                          "--api-socket", card.api_sock, "--socket-dir", work,
-                                          "--cores", "1"],
-                                         stdout=logf, stderr=subprocess.STDOUT)
-            for _ in range(100):
-                try:
-                    cardlab.api(card.api_sock, "GET", "status")
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            card = start_card_in(NS_CARD, sys.argv[1], work)
             api = card.api_sock
             cardlab.api_ok(api, "POST", "switches", {"name": "br0"})
             st, body = cardlab.api(api, "POST", "ports",
@@ -173,13 +194,10 @@ def main():
                   f"a VXLAN header with bad flags is counted ({vx['vxlan']['bad']})")
             check(card.proc.poll() is None, "qtcard still runs")
         except Exception:
-            if card:
-                print("---- qtcard.log ----\n" + card.log_text()[-3000:])
+            dump_log(card)
             raise
         finally:
-            if card and card.proc:
-                card.proc.terminate()
-                card.proc.wait(10)
+            stop_card(card)
             cleanup()
     print("PASS")
     return 0
