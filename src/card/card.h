@@ -94,7 +94,8 @@ struct port_queue {
     bool co_pending; /* held notification; under rx_lock */
     /* VM transmit side: polled by exactly one worker. */
     bool tx_running;
-    int worker; /* owner of the transmit side, -1 when none */
+    int worker;   /* owner of the transmit side, -1 when none */
+    bool tx_busy; /* its last poll found chains (owned by the worker) */
     struct queue_stats st;
     /* Per-queue policy state owned by the polling worker. */
     struct policer policer;
@@ -278,6 +279,8 @@ int card_switch_add(struct card *c, json_object *j, char *err, size_t errlen);
 int card_switch_del(struct card *c, const char *name, char *err, size_t errlen);
 int card_port_add(struct card *c, json_object *j, char *err, size_t errlen);
 int card_port_del(struct card *c, const char *name, char *err, size_t errlen);
+/* PATCH ports/NAME: {"members": [...]} changes a bond's members in place. */
+int card_port_patch(struct card *c, const char *name, json_object *j, char *err, size_t errlen);
 int card_port_set_policy(struct card *c, const char *name, json_object *j, char *err,
                          size_t errlen);
 json_object *card_switch_json(struct card *c, const struct vswitch *sw);

@@ -156,6 +156,28 @@ static void vhost_rx_notify(struct worker *w, struct port_queue *q, struct virtq
     }
 }
 
+/*
+ * Write the virtio-net header of a received packet (10 or 12 bytes) unless the buffer
+ * already holds exactly that header. Drivers recycle receive buffers and the header is
+ * nearly always the same (no offload flags, one buffer), so the usual case only reads a
+ * line the driver has read too: it stays shared in both CPUs' caches instead of moving to
+ * this CPU for the write and back to the driver's for its read, two cross-CPU transfers
+ * per packet. The buffer belongs to the device until it is published in the used ring;
+ * a driver that writes into it meanwhile only garbles its own packet.
+ */
+static inline void vnet_hdr_store(uint8_t *dst, const struct virtio_net_hdr_v1 *h, unsigned len)
+{
+    uint64_t a, b;
+    uint32_t c = 0, d = 0;
+
+    memcpy(&a, h, 8);
+    memcpy(&b, dst, 8);
+    memcpy(&c, (const uint8_t *)h + 8, len - 8);
+    memcpy(&d, dst + 8, len - 8);
+    if (a != b || c != d)
+        memcpy(dst, h, len);
+}
+
 /* Deliver one packet into vq (locked). Returns 0, -ENOBUFS (ring full, nothing consumed),
  * -EMSGSIZE (buffer too small, dropped) or -EINVAL (malformed ring). */
 static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
@@ -199,10 +221,7 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
     if (elems[0].n_in && elems[0].iov[0].len >= need) {
         uint8_t *dst = elems[0].iov[0].base;
         h.num_buffers = 1;
-        if (p->vnet_hdr_len == sizeof(h))
-            memcpy(dst, &h, sizeof(h));
-        else
-            memcpy(dst, &h, 10); /* no num_buffers without VERSION_1 or MRG_RXBUF */
+        vnet_hdr_store(dst, &h, p->vnet_hdr_len);
         dst += p->vnet_hdr_len;
         if (fo->seg[2] == fo->seg[0] + fo->len[0] && !fo->len[1]) {
             memcpy(dst, fo->seg[0], fo->total); /* untouched frame: one copy */
@@ -299,8 +318,9 @@ static void vhost_output(struct worker *w, struct port *p, struct pkt **pk, cons
         return;
     }
     vq = &p->dev.vr[2 * q->qpair].vq;
+    virtq_prefetch_ahead(vq, n);
     if (virtq_avail_refresh(vq))
-        virtq_prefetch(vq, n, true);
+        virtq_prefetch(vq, n, true, p->vnet_hdr_len);
     for (unsigned i = 0; i < n; i++) {
         struct frame_out fo;
         int ret;
@@ -496,14 +516,17 @@ static void dp_output(struct worker *w, struct port *p, const struct port_policy
  * copies, too small for a GSO frame). */
 static bool dp_port_takes_gso(const struct port *p, const struct port_policy *pol, struct pkt *pk)
 {
-    unsigned need = pkt_gso_info(pk)->type == GSO_TYPE_TCPV4 ? GSO_ALLOW_TCPV4 : GSO_ALLOW_TCPV6;
-    if (pkt_gso_info(pk)->ecn)
+    const struct gso_info *gi = pkt_gso_info(pk);
+    unsigned need = gi->type == GSO_TYPE_UDP_L4  ? (gi->v6 ? GSO_ALLOW_USO6 : GSO_ALLOW_USO4)
+                    : gi->type == GSO_TYPE_TCPV4 ? GSO_ALLOW_TCPV4
+                                                 : GSO_ALLOW_TCPV6;
+    if (gi->ecn)
         need |= GSO_ALLOW_ECN;
     return p->type == PORT_VHOST && !pol->egress_rate_bps && (p->guest_gso & need) == need;
 }
 
 /* Cut pk into segments and send them, CARD_BURST at a time. A VM that negotiated
- * GUEST_CSUM gets them with the TCP checksum partial (NEEDS_CSUM), everyone else
+ * GUEST_CSUM gets them with the TCP / UDP checksum partial (NEEDS_CSUM), everyone else
  * complete. */
 __attribute__((noinline, cold)) static void dp_gso_segment_out(struct worker *w, struct port *p,
                                                                const struct port_policy *pol,
@@ -536,7 +559,7 @@ __attribute__((noinline, cold)) static void dp_gso_segment_out(struct worker *w,
             if (partial) {
                 s->vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
                 s->vh.csum_start = gi->l4_ofs;
-                s->vh.csum_offset = 16;
+                s->vh.csum_offset = gi->csum_offset;
             } else {
                 s->vh.flags = VIRTIO_NET_HDR_F_DATA_VALID;
             }
@@ -892,9 +915,12 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
     struct pkt **pkts = w->pkt_ptrs;
     unsigned n = 0, popped = 0;
 
-    if (!virtq_avail_refresh(vq))
+    if (q->tx_busy) /* the last poll found work: this one likely will too */
+        virtq_prefetch_ahead(vq, CARD_BURST);
+    q->tx_busy = virtq_avail_refresh(vq) != 0;
+    if (!q->tx_busy)
         return 0;
-    virtq_prefetch(vq, CARD_BURST, false);
+    virtq_prefetch(vq, CARD_BURST, false, 0);
     w->gso_bufs_used = 0;
     while (popped < CARD_BURST) {
         struct virtq_elem *e = &w->tx_elem;
@@ -988,7 +1014,7 @@ static void worker_flush_pending(struct worker *w, uint64_t now, bool force)
     w->n_pending = keep;
 }
 
-static unsigned worker_poll_once(struct worker *w, uint64_t *now)
+unsigned dp_worker_poll(struct worker *w, uint64_t *now)
 {
     struct poll_list *pl = rcu_dereference(w->polls);
     unsigned work = 0;
@@ -1036,25 +1062,49 @@ static void worker_end_sleep(struct worker *w)
     }
 }
 
+int dp_worker_init(struct worker *w)
+{
+    w->pkts = aligned_alloc(64, sizeof(struct pkt) * CARD_BURST);
+    w->dests = calloc(DP_MAX_DESTS, sizeof(*w->dests));
+    w->rx_elems = calloc(DP_RX_ELEMS, sizeof(struct virtq_elem));
+    if (!w->pkts || !w->dests || !w->rx_elems) {
+        log_err("worker %u: out of memory", w->id);
+        dp_worker_fini(w);
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < CARD_BURST; i++)
+        w->pkts[i].data = w->pkts[i].buf + DP_HEADROOM;
+    return 0;
+}
+
+void dp_worker_fini(struct worker *w)
+{
+    free(w->pkts);
+    free(w->dests);
+    free(w->rx_elems);
+    free(w->gso_segs);
+    w->pkts = NULL;
+    w->dests = NULL;
+    w->rx_elems = NULL;
+    w->gso_segs = NULL;
+    for (unsigned i = 0; i < CARD_GSO_BUFS; i++) {
+        free(w->gso_bufs[i]);
+        w->gso_bufs[i] = NULL;
+    }
+}
+
 void *worker_main(void *arg)
 {
     struct worker *w = arg;
     uint64_t idle_ns = (uint64_t)w->card->cfg.idle_us * 1000;
     uint64_t last_work = card_now_ns();
 
-    w->pkts = aligned_alloc(64, sizeof(struct pkt) * CARD_BURST);
-    w->dests = calloc(DP_MAX_DESTS, sizeof(*w->dests));
-    w->rx_elems = calloc(DP_RX_ELEMS, sizeof(struct virtq_elem));
-    if (!w->pkts || !w->dests || !w->rx_elems) {
-        log_err("worker %u: out of memory", w->id);
+    if (dp_worker_init(w))
         return NULL;
-    }
-    for (unsigned i = 0; i < CARD_BURST; i++)
-        w->pkts[i].data = w->pkts[i].buf + DP_HEADROOM;
     rcu_register_thread();
     while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
         uint64_t now = 0;
-        unsigned work = worker_poll_once(w, &now);
+        unsigned work = dp_worker_poll(w, &now);
 
         w->loops++;
         if (work) {
@@ -1103,11 +1153,6 @@ void *worker_main(void *arg)
         last_work = card_now_ns();
     }
     rcu_unregister_thread();
-    free(w->pkts);
-    free(w->dests);
-    free(w->rx_elems);
-    free(w->gso_segs);
-    for (unsigned i = 0; i < CARD_GSO_BUFS; i++)
-        free(w->gso_bufs[i]);
+    dp_worker_fini(w);
     return NULL;
 }

@@ -39,6 +39,14 @@ _Static_assert(offsetof(struct pkt, buf) % _Alignof(struct gso_info) == 0, "gso_
 
 void dp_switch_burst(struct worker *w, struct port *in, struct port_queue *q, struct pkt **pkts,
                      unsigned n, uint64_t now);
+/* A worker's scratch memory: dp_worker_init() before its first poll (-ENOMEM), and
+ * dp_worker_fini() after its last. worker_main() does both around its loop. */
+int dp_worker_init(struct worker *w);
+void dp_worker_fini(struct worker *w);
+/* One round over the worker's queues (the body of worker_main's loop, without the idle
+ * sleep, the coalescing timers or the quiescent states: the caller is a registered RCU
+ * reader and announces those). Returns the work done; *now is the clock read, or 0. */
+unsigned dp_worker_poll(struct worker *w, uint64_t *now);
 /* Host ports (tap, AF_PACKET): receive a burst. Returns packets read. */
 unsigned dp_host_rx_burst(struct worker *w, struct port *p, struct port_queue *q, uint64_t *now);
 

@@ -49,6 +49,8 @@ void port_vhost_sync_features(struct port *p)
             p->host_gso |= GSO_ALLOW_TCPV6;
         if (p->host_gso && (f & (1ull << GSO_VIRTIO_NET_F_HOST_ECN)))
             p->host_gso |= GSO_ALLOW_ECN;
+        if (f & (1ull << GSO_VIRTIO_NET_F_HOST_USO))
+            p->host_gso |= GSO_ALLOW_USO4 | GSO_ALLOW_USO6;
     }
     p->guest_gso = 0;
     if (p->guest_csum) {
@@ -58,6 +60,10 @@ void port_vhost_sync_features(struct port *p)
             p->guest_gso |= GSO_ALLOW_TCPV6;
         if (p->guest_gso && (f & (1ull << GSO_VIRTIO_NET_F_GUEST_ECN)))
             p->guest_gso |= GSO_ALLOW_ECN;
+        if (f & (1ull << GSO_VIRTIO_NET_F_GUEST_USO4))
+            p->guest_gso |= GSO_ALLOW_USO4;
+        if (f & (1ull << GSO_VIRTIO_NET_F_GUEST_USO6))
+            p->guest_gso |= GSO_ALLOW_USO6;
     }
     p->vnet_hdr_len = ((f & (1ull << VIRTIO_F_VERSION_1)) || p->mrg_rxbuf)
                           ? VIRTIO_NET_HDR_LEN
@@ -185,12 +191,15 @@ void vhost_net_ops_init(struct vu_dev_ops *ops, unsigned n_qpairs)
     ops->features = (1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_GUEST_CSUM) |
                     (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_MRG_RXBUF) |
                     (1ull << VIRTIO_NET_F_STATUS) | (1ull << VIRTIO_NET_F_MTU) |
-                    (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC);
-    /* TSO both ways: GSO frames are validated on ingress and either delivered whole to a
-     * VM that takes them or segmented in software for every other destination (dp.c). */
+                    (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
+                    (1ull << VIRTIO_F_IN_ORDER);
+    /* TSO and USO both ways: GSO frames are validated on ingress and either delivered whole
+     * to a VM that takes them or segmented in software for every other destination (dp.c). */
     ops->features |= (1ull << VIRTIO_NET_F_HOST_TSO4) | (1ull << VIRTIO_NET_F_HOST_TSO6) |
                      (1ull << GSO_VIRTIO_NET_F_HOST_ECN) | (1ull << VIRTIO_NET_F_GUEST_TSO4) |
-                     (1ull << VIRTIO_NET_F_GUEST_TSO6) | (1ull << GSO_VIRTIO_NET_F_GUEST_ECN);
+                     (1ull << VIRTIO_NET_F_GUEST_TSO6) | (1ull << GSO_VIRTIO_NET_F_GUEST_ECN) |
+                     (1ull << GSO_VIRTIO_NET_F_HOST_USO) | (1ull << GSO_VIRTIO_NET_F_GUEST_USO4) |
+                     (1ull << GSO_VIRTIO_NET_F_GUEST_USO6);
     if (n_qpairs > 1)
         ops->features |= 1ull << VIRTIO_NET_F_MQ;
     ops->protocol_features = 1ull << VHOST_USER_PROTOCOL_F_MQ;

@@ -208,6 +208,7 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *e)
     ret = virtq_walk_chain(vq, e, head);
     if (ret)
         return ret;
+    vq->next_head = (uint16_t)((head + e->n_out + e->n_in) & (vq->num - 1));
     if (vq->inflight) {
         vq->inflight->desc[head].counter = ++vq->inflight_counter;
         vq->inflight->desc[head].inflight = 1;
@@ -217,7 +218,7 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *e)
     return 1;
 }
 
-void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write)
+void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write, unsigned read_first)
 {
     uint16_t heads[64];
     unsigned n = (uint16_t)(vq->shadow_avail_idx - vq->last_avail_idx);
@@ -245,9 +246,15 @@ void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write)
         if (!p)
             continue;
         if (for_write) {
-            __builtin_prefetch(p, 1);
-            if (len > 64)
-                __builtin_prefetch(p + 64, 1);
+            /* The first read_first bytes are read before they are written (and usually
+             * not written): fetch their line shared unless the written part starts in
+             * it, so that the driver keeps its copy. */
+            uintptr_t w = (uintptr_t)p + (read_first < len ? read_first : 0);
+            if (((uintptr_t)p ^ w) & ~(uintptr_t)63)
+                __builtin_prefetch(p);
+            __builtin_prefetch((const void *)w, 1);
+            if ((uintptr_t)p + len > w + 64)
+                __builtin_prefetch((const void *)(w + 64), 1);
         } else {
             __builtin_prefetch(p);
             if (len > 64)

@@ -47,6 +47,8 @@ struct virtq {
     uint64_t used_gpa;       /* guest-physical address of the used ring */
     bool log_used;           /* VHOST_VRING_F_LOG */
     bool event_idx;
+    bool in_order;      /* VIRTIO_F_IN_ORDER: the driver uses descriptors in ring order */
+    uint16_t next_head; /* the descriptor after the last chain popped (a guess, for prefetch) */
     /* Device-side indices. */
     uint16_t last_avail_idx;
     uint16_t shadow_avail_idx; /* the driver's avail->idx when last read */
@@ -97,9 +99,27 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *e);
  * bytes of their buffers (for writing when `for_write`). The driver wrote all
  * of these from another CPU; fetching them together overlaps the transfers
  * instead of taking one after the other. Only hints: nothing is validated or
- * consumed here, virtq_pop does that.
+ * consumed here, virtq_pop does that. With for_write, the first read_first bytes
+ * of each buffer are fetched for reading only when they lie in a cache line of
+ * their own (a header compared before it is written: see dp.c vnet_hdr_store).
  */
-void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write);
+void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write, unsigned read_first);
+
+/*
+ * Before reading the driver's avail index: start fetching, alongside it, the avail ring
+ * entry at our position and, when the driver uses descriptors in ring order (IN_ORDER),
+ * the descriptors of the next n chains. Without it the index, the ring entry, the
+ * descriptor and the buffer are fetched one after the other, each a transfer from the
+ * driver's CPU. Hints only; call it when the queue is likely to have work (a guessed
+ * line the driver is still writing would be pulled away from it for nothing).
+ */
+static inline void virtq_prefetch_ahead(const struct virtq *vq, unsigned n)
+{
+    __builtin_prefetch(&vq->avail->ring[vq->last_avail_idx & (vq->num - 1)]);
+    if (vq->in_order)
+        for (unsigned k = 0; k < n; k += 4)
+            __builtin_prefetch(&vq->desc[(vq->next_head + k) & (vq->num - 1)]);
+}
 
 /* Undo the last n pops (buffers not consumed, e.g. packet did not fit). */
 void virtq_unpop(struct virtq *vq, uint16_t n);

@@ -77,6 +77,7 @@ _Static_assert(sizeof(struct virtio_pci_cap) == 16, "virtio_pci_cap size");
 #define VIRTIO_F_VERSION_1          32
 #define VIRTIO_F_ACCESS_PLATFORM    33
 #define VIRTIO_F_RING_PACKED        34
+#define VIRTIO_F_IN_ORDER           35
 
 /* Split virtqueues (2.7). */
 #define VIRTQ_MAX_SIZE 32768 /* largest queue size a device may offer */

@@ -175,6 +175,11 @@ unsigned fdrv_tx_reclaim(struct fdrv *d)
     struct fdrv_vq *q = &d->vq[1];
     uint16_t u = __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE);
     unsigned n = (uint16_t)(u - q->last_used);
+    /* Transmit chains are made available slot by slot (id == slot). */
+    if (d->features & FDRV_F_IN_ORDER)
+        for (uint16_t i = q->last_used; i != u; i++)
+            if (q->used->ring[i % FDRV_RING].id != i % FDRV_RING)
+                d->order_errors++;
     q->last_used = u;
     return n;
 }
@@ -234,6 +239,33 @@ int fdrv_send_burst(struct fdrv *d, const void *frame, uint32_t len, unsigned n)
     return (int)i;
 }
 
+int fdrv_queue_burst(struct fdrv *d, const void *frame, uint32_t len, unsigned n)
+{
+    unsigned i;
+    for (i = 0; i < n; i++)
+        if (fdrv_queue_tx(d, frame, len, NULL))
+            break;
+    if (i)
+        __atomic_store_n(&d->vq[1].avail->idx, d->vq[1].avail_idx, __ATOMIC_RELEASE);
+    return (int)i;
+}
+
+unsigned fdrv_rx_recycle(struct fdrv *d)
+{
+    struct fdrv_vq *q = &d->vq[0];
+    uint16_t u = __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE);
+    unsigned n = 0;
+
+    while (q->last_used != u) {
+        uint32_t id = q->used->ring[q->last_used % FDRV_RING].id;
+        q->last_used++;
+        if (id < FDRV_RING)
+            fdrv_post_rx(d, (uint16_t)id);
+        n++;
+    }
+    return n;
+}
+
 int fdrv_send_frames(struct fdrv *d, const uint8_t *const *frames, const uint32_t *lens, unsigned n)
 {
     unsigned i;
@@ -279,6 +311,10 @@ int fdrv_recv(struct fdrv *d, uint8_t *buf, uint32_t cap, struct virtio_net_hdr_
             usleep(100);
         }
         e = q->used->ring[q->last_used % FDRV_RING];
+        if ((d->features & FDRV_F_IN_ORDER) && e.id != q->avail->ring[q->last_used % FDRV_RING]) {
+            d->order_errors++;
+            return -EPROTO;
+        }
         q->last_used++;
         if (e.id >= FDRV_RING || e.len > d->rx_buf_size)
             return -EINVAL;
@@ -305,6 +341,11 @@ int fdrv_recv(struct fdrv *d, uint8_t *buf, uint32_t cap, struct virtio_net_hdr_
     if (nbufs)
         *nbufs = nb;
     return (int)got;
+}
+
+uint8_t *fdrv_rx_buf(struct fdrv *d, uint16_t id)
+{
+    return d->mem + RXBUF_OFF + (size_t)id * d->rx_buf_size;
 }
 
 unsigned fdrv_drain(struct fdrv *d)

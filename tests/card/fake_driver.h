@@ -35,12 +35,17 @@ struct fdrv {
     unsigned hdr_len;
     struct fdrv_vq vq[2]; /* 0: receive, 1: transmit */
     uint64_t calls_seen;
+    /* With VIRTIO_F_IN_ORDER: used entries whose id was not the next one made available. */
+    unsigned order_errors;
 };
 
 #define FDRV_F_MRG       (1ull << VIRTIO_NET_F_MRG_RXBUF)
 #define FDRV_F_EVENT_IDX (1ull << VIRTIO_RING_F_EVENT_IDX)
 #define FDRV_F_CSUM      ((1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_GUEST_CSUM))
 #define FDRV_F_HOST_TSO  ((1ull << VIRTIO_NET_F_HOST_TSO4) | (1ull << VIRTIO_NET_F_HOST_TSO6))
+#define FDRV_F_IN_ORDER  (1ull << VIRTIO_F_IN_ORDER)
+#define FDRV_F_HOST_USO  (1ull << 56)
+#define FDRV_F_GUEST_USO ((1ull << 54) | (1ull << 55))
 #define FDRV_F_GUEST_TSO ((1ull << VIRTIO_NET_F_GUEST_TSO4) | (1ull << VIRTIO_NET_F_GUEST_TSO6))
 
 /* Connect to a qtcard port socket and bring the queue pair up with the given
@@ -59,6 +64,11 @@ int fdrv_send_burst(struct fdrv *d, const void *frame, uint32_t len, unsigned n)
  * switch takes them in one burst; returns how many were queued. */
 int fdrv_send_frames(struct fdrv *d, const uint8_t *const *frames, const uint32_t *lens,
                      unsigned n);
+/* Like fdrv_send_burst, without the kick: for a device that polls (benchmarks). */
+int fdrv_queue_burst(struct fdrv *d, const void *frame, uint32_t len, unsigned n);
+/* Hand every used receive buffer back to the device without reading it; returns how many
+ * frames arrived (one per buffer: for drivers without mergeable buffers). */
+unsigned fdrv_rx_recycle(struct fdrv *d);
 /* Reclaim completed transmit buffers; returns how many. */
 unsigned fdrv_tx_reclaim(struct fdrv *d);
 
@@ -67,6 +77,8 @@ unsigned fdrv_tx_reclaim(struct fdrv *d);
  * buffers are posted again. nbufs receives num_buffers when non-NULL. */
 int fdrv_recv(struct fdrv *d, uint8_t *buf, uint32_t cap, struct virtio_net_hdr_v1 *hdr,
               unsigned *nbufs, int timeout_ms);
+/* The receive buffer of descriptor id (rx_buf_size bytes), e.g. to fill it before use. */
+uint8_t *fdrv_rx_buf(struct fdrv *d, uint16_t id);
 /* Drop everything received so far; returns the number of frames. */
 unsigned fdrv_drain(struct fdrv *d);
 /* Read the call eventfd: notifications since the last call. */

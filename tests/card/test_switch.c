@@ -314,6 +314,148 @@ static void test_move_within_burst(void **state)
     env_stop(&e);
 }
 
+/* Fill the virtio-net header area of every receive buffer of d. */
+static void fill_rx_headers(struct fdrv *d, const void *hdr, size_t len)
+{
+    for (uint16_t id = 0; id < FDRV_RING; id++)
+        memcpy(fdrv_rx_buf(d, id), hdr, len);
+}
+
+/*
+ * The receive path leaves a buffer's virtio-net header alone when it already holds the
+ * header to write (dp.c vnet_hdr_store). Whatever a recycled buffer held before, the
+ * driver must read exactly the header of the packet: stale offload flags, a stale
+ * num_buffers, garbage, and the unchanged case.
+ */
+static void test_rx_header_reuse(void **state)
+{
+    struct env e;
+    struct fdrv a, b, c;
+    struct virtio_net_hdr_v1 h, stale;
+    uint8_t f[256], garbage[sizeof(h)];
+    unsigned nb, n;
+    (void)state;
+
+    env_start(&e);
+    assert_int_equal(jcall(&e.card, card_switch_add, "{\"name\":\"br0\"}"), 0);
+    add_port(&e, "{\"name\":\"a\",\"switch\":\"br0\"}");
+    add_port(&e, "{\"name\":\"b\",\"switch\":\"br0\"}");
+    add_port(&e, "{\"name\":\"c\",\"switch\":\"br0\"}");
+    connect_port(&e, &a, "a", FDRV_F_CSUM, 2048);
+    connect_port(&e, &b, "b", FDRV_F_CSUM | FDRV_F_MRG, 2048); /* 12-byte header */
+    connect_port(&e, &c, "c", FDRV_F_CSUM, 2048);              /* 12 bytes, no MRG */
+    n = udp_frame(f, BCAST, MAC_A, (const uint8_t[]){10, 0, 0, 1}, 100);
+
+    for (int round = 0; round < 5; round++) {
+        memset(&stale, 0, sizeof(stale));
+        switch (round) {
+        case 0: /* garbage everywhere */
+            memset(garbage, 0xa5, sizeof(garbage));
+            memcpy(&stale, garbage, sizeof(stale));
+            break;
+        case 1: /* a previous packet's checksum offload, same num_buffers */
+            stale.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+            stale.csum_start = 34;
+            stale.csum_offset = 6;
+            stale.num_buffers = 1;
+            break;
+        case 2: /* only num_buffers differs (the last bytes) */
+            stale.num_buffers = 3;
+            break;
+        case 3: /* only gso_size differs */
+            stale.gso_size = 1448;
+            stale.num_buffers = 1;
+            break;
+        default: /* already the header of a plain one-buffer packet */
+            stale.num_buffers = 1;
+            break;
+        }
+        fill_rx_headers(&b, &stale, sizeof(stale));
+        fill_rx_headers(&c, &stale, sizeof(stale));
+        assert_int_equal(fdrv_send(&a, f, n, NULL), 0);
+        for (int k = 0; k < 2; k++) {
+            memset(&h, 0x5a, sizeof(h));
+            assert_int_equal(recv1(k ? &c : &b, &h, &nb), (int)n);
+            assert_memory_equal(rxbuf, f, n);
+            assert_int_equal(h.flags, 0);
+            assert_int_equal(h.gso_type, 0);
+            assert_int_equal(h.hdr_len, 0);
+            assert_int_equal(h.gso_size, 0);
+            assert_int_equal(h.csum_start, 0);
+            assert_int_equal(h.csum_offset, 0);
+            /* Without MRG_RXBUF the field is still part of the 12-byte header and the
+             * device sets it to 1 (virtio 1.2 5.1.6.3). */
+            assert_int_equal(h.num_buffers, 1);
+        }
+    }
+    fdrv_close(&a);
+    fdrv_close(&b);
+    fdrv_close(&c);
+    env_stop(&e);
+}
+
+/*
+ * VIRTIO_F_IN_ORDER: the device uses buffers in the order they were made available,
+ * including receive buffers returned empty (frame too big) and frames spread over several
+ * mergeable buffers. The fake driver checks every used entry against its avail ring.
+ */
+static void test_in_order(void **state)
+{
+    struct env e;
+    struct fdrv a, r, s;
+    uint8_t small[128], big[1600];
+    unsigned nsmall, nbig, got_r = 0, got_s = 0, empty_s = 0;
+    (void)state;
+
+    env_start(&e);
+    assert_int_equal(jcall(&e.card, card_switch_add, "{\"name\":\"br0\"}"), 0);
+    add_port(&e, "{\"name\":\"a\",\"switch\":\"br0\"}");
+    add_port(&e, "{\"name\":\"r\",\"switch\":\"br0\"}");
+    add_port(&e, "{\"name\":\"s\",\"switch\":\"br0\"}");
+    connect_port(&e, &a, "a", FDRV_F_IN_ORDER, 2048);
+    connect_port(&e, &r, "r", FDRV_F_IN_ORDER | FDRV_F_MRG, 512); /* 1500 B: 3 buffers */
+    connect_port(&e, &s, "s", FDRV_F_IN_ORDER, 256);              /* 1500 B: too big */
+    assert_true(a.features & FDRV_F_IN_ORDER);
+    assert_true(r.features & FDRV_F_IN_ORDER);
+    nsmall = udp_frame(small, BCAST, MAC_A, (const uint8_t[]){10, 0, 0, 1}, 60);
+    nbig = udp_frame(big, BCAST, MAC_A, (const uint8_t[]){10, 0, 0, 1}, 1500 - 42);
+
+    /* More frames than either ring has buffers, so every ring wraps: 3 rounds of
+     * small, big, small. */
+    for (int i = 0; i < 3 * FDRV_RING / 4; i++) {
+        const uint8_t *frames[3] = {small, big, small};
+        uint32_t lens[3] = {nsmall, nbig, nsmall};
+        assert_int_equal(fdrv_send_frames(&a, frames, lens, 3), 3);
+        for (int k = 0; k < 3; k++) {
+            int n = recv1(&r, NULL, NULL);
+            assert_int_equal(n, (int)lens[k]);
+            got_r++;
+        }
+        for (int k = 0; k < 3; k++) {
+            /* The big frame comes back as an empty buffer (len 0, dropped). */
+            int n = fdrv_recv(&s, rxbuf, sizeof(rxbuf), NULL, NULL, 2000);
+            assert_true(n >= 0);
+            if (n == 0) {
+                empty_s++;
+            } else {
+                assert_int_equal(n, (int)nsmall);
+                got_s++;
+            }
+        }
+        fdrv_tx_reclaim(&a);
+    }
+    assert_int_equal(got_r, 3 * (3 * FDRV_RING / 4));
+    assert_int_equal(got_s, 2 * (3 * FDRV_RING / 4));
+    assert_int_equal(empty_s, 3 * FDRV_RING / 4);
+    assert_int_equal(a.order_errors, 0);
+    assert_int_equal(r.order_errors, 0);
+    assert_int_equal(s.order_errors, 0);
+    fdrv_close(&a);
+    fdrv_close(&r);
+    fdrv_close(&s);
+    env_stop(&e);
+}
+
 static void test_vlans(void **state)
 {
     struct env e;
@@ -735,6 +877,107 @@ static void test_tso(void **state)
     env_stop(&e);
 }
 
+/*
+ * USO (UDP_L4 GSO): a 10,000-byte UDP payload with gso_size 1400 from s reaches u (GUEST_USO)
+ * whole, and everyone else as 8 datagrams of their own: c (no offloads) with complete
+ * checksums, t (checksum and TSO offload, no USO) with partial ones. A port that did not
+ * negotiate HOST_USO has its UDP GSO frame dropped and counted.
+ */
+static void test_uso(void **state)
+{
+    static uint8_t f[34 + 8 + 10000], big[70000], joined[10000];
+    const uint8_t ip[4] = {10, 0, 0, 1};
+    struct env e;
+    struct fdrv s, u, c, t;
+    struct virtio_net_hdr_v1 h, rh;
+    unsigned nb = 0;
+    uint32_t n;
+    int got;
+    (void)state;
+
+    env_start(&e);
+    assert_int_equal(jcall(&e.card, card_switch_add, "{\"name\":\"br7\"}"), 0);
+    add_port(&e, "{\"name\":\"s\",\"switch\":\"br7\"}");
+    add_port(&e, "{\"name\":\"u\",\"switch\":\"br7\"}");
+    add_port(&e, "{\"name\":\"c\",\"switch\":\"br7\"}");
+    add_port(&e, "{\"name\":\"t\",\"switch\":\"br7\"}");
+    connect_port(&e, &s, "s", FDRV_F_CSUM | FDRV_F_HOST_USO | FDRV_F_MRG, 2048);
+    connect_port(&e, &u, "u", FDRV_F_CSUM | FDRV_F_GUEST_USO | FDRV_F_MRG, 4096);
+    connect_port(&e, &c, "c", FDRV_F_MRG, 2048);
+    connect_port(&e, &t, "t", FDRV_F_CSUM | FDRV_F_GUEST_TSO | FDRV_F_MRG, 2048);
+    assert_true(s.features & FDRV_F_HOST_USO);
+    assert_true((u.features & FDRV_F_GUEST_USO) == FDRV_F_GUEST_USO);
+
+    n = udp_frame(f, MAC_X, MAC_A, ip, 10000);
+    memset(&h, 0, sizeof(h));
+    h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h.gso_type = GSO_TYPE_UDP_L4;
+    h.hdr_len = 42;
+    h.gso_size = 1400;
+    h.csum_start = 34;
+    h.csum_offset = 6;
+    assert_int_equal(fdrv_send(&s, f, n, &h), 0);
+    got = fdrv_recv(&u, big, sizeof(big), &rh, &nb, 2000);
+    assert_int_equal(got, (int)n);
+    assert_int_equal(rh.gso_type, GSO_TYPE_UDP_L4);
+    assert_int_equal(rh.gso_size, 1400);
+    assert_int_equal(rh.hdr_len, 42);
+    assert_true(rh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM);
+    assert_int_equal(rh.csum_start, 34);
+    assert_int_equal(rh.csum_offset, 6);
+    assert_memory_equal(big, f, n);
+    expect_silence(&u);
+    for (int k = 0; k < 2; k++) {
+        struct fdrv *d = k ? &t : &c;
+        uint32_t off = 0;
+        for (unsigned i = 0; i < 8; i++) {
+            struct pkt_meta m;
+            got = recv1(d, &rh, NULL);
+            assert_int_equal(got, 42 + (i < 7 ? 1400 : 200));
+            assert_int_equal(rh.gso_type, GSO_TYPE_NONE);
+            assert_int_equal(pkt_parse(rxbuf, (size_t)got, &m), 0);
+            assert_int_equal(m.l4_proto, PKT_IPPROTO_UDP);
+            assert_int_equal(pkt_get_be16(rxbuf + 16), (uint32_t)got - 14); /* IP length */
+            assert_int_equal(pkt_get_be16(rxbuf + 18), i);                  /* IP id */
+            assert_int_equal(pkt_csum(rxbuf + 14, 20), 0);
+            assert_int_equal(pkt_get_be16(rxbuf + 38), (uint32_t)got - 34); /* UDP length */
+            if (k) { /* partial: complete it as the guest would */
+                assert_true(rh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM);
+                assert_int_equal(rh.csum_start, 34);
+                assert_int_equal(rh.csum_offset, 6);
+                pkt_put_be16(rxbuf + 40, pkt_csum(rxbuf + 34, (uint32_t)got - 34));
+            } else {
+                assert_false(rh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM);
+            }
+            assert_true(udp_csum_valid(rxbuf, (uint32_t)got));
+            memcpy(joined + off, rxbuf + 42, (uint32_t)got - 42);
+            off += (uint32_t)got - 42;
+        }
+        assert_int_equal(off, 10000);
+        assert_memory_equal(joined, f + 42, 10000);
+        expect_silence(d);
+    }
+    assert_int_equal(port_gso(&e, "u", "delivered_whole"), 1);
+    assert_int_equal(port_gso(&e, "c", "segments"), 8);
+    assert_int_equal(port_gso(&e, "t", "segments"), 8);
+
+    /* t negotiated TSO but not USO: its UDP GSO frame is refused. */
+    n = udp_frame(f, MAC_X, MAC_A, ip, 3000);
+    h.gso_size = 1000;
+    assert_int_equal(fdrv_send(&t, f, n, &h), 0);
+    for (unsigned k = 0; k < 2000 && port_drop(&e, "t", DROP_GSO) != 1; k++)
+        usleep(1000);
+    assert_int_equal(port_drop(&e, "t", DROP_GSO), 1);
+    expect_silence(&u);
+    expect_silence(&c);
+
+    fdrv_close(&s);
+    fdrv_close(&u);
+    fdrv_close(&c);
+    fdrv_close(&t);
+    env_stop(&e);
+}
+
 /* VLAN tags added and removed on the way: a GSO frame's hdr_len and csum_start move
  * with the tag, segments carry it. */
 static void test_tso_vlan(void **state)
@@ -1030,9 +1273,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_learning_flooding),
         cmocka_unit_test(test_move_within_burst),
+        cmocka_unit_test(test_rx_header_reuse),
+        cmocka_unit_test(test_in_order),
         cmocka_unit_test(test_vlans),
         cmocka_unit_test(test_spoofing_mrg_csum),
         cmocka_unit_test(test_tso),
+        cmocka_unit_test(test_uso),
         cmocka_unit_test(test_tso_vlan),
         cmocka_unit_test(test_tso_kernel),
         cmocka_unit_test(test_api_and_state),

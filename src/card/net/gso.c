@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* TCP segmentation offload in software: validation and segment construction (gso.h). */
+/* TCP and UDP segmentation offload in software: validation and segment construction
+ * (gso.h). */
 #include "gso.h"
 
 #include <errno.h>
@@ -11,6 +12,7 @@
 
 #define IPV6_HLEN 40
 #define TCP_HLEN  20
+#define UDP_HLEN  8
 
 static const char *const gso_bad_names[GSO_BAD__MAX] = {
     [GSO_BAD_NONE] = "none",       [GSO_BAD_TYPE] = "type",
@@ -45,14 +47,17 @@ int gso_validate(const uint8_t *frame, uint32_t len, const struct gso_hdr *h, un
     uint32_t ofs = 12, l3, l4, hl, first;
     uint16_t ethertype;
     unsigned tags = 0;
+    bool udp = type == GSO_TYPE_UDP_L4, v6;
+    uint8_t proto = udp ? PKT_IPPROTO_UDP : PKT_IPPROTO_TCP;
 
     memset(gi, 0, sizeof(*gi));
-    if (type == GSO_TYPE_TCPV4   ? !(allow & GSO_ALLOW_TCPV4)
-        : type == GSO_TYPE_TCPV6 ? !(allow & GSO_ALLOW_TCPV6)
-                                 : true)
+    if (type == GSO_TYPE_TCPV4    ? !(allow & GSO_ALLOW_TCPV4)
+        : type == GSO_TYPE_TCPV6  ? !(allow & GSO_ALLOW_TCPV6)
+        : type == GSO_TYPE_UDP_L4 ? !(allow & (GSO_ALLOW_USO4 | GSO_ALLOW_USO6))
+                                  : true)
         return gso_refuse(gi, GSO_BAD_TYPE);
-    if ((h->gso_type & GSO_TYPE_ECN) && !(allow & GSO_ALLOW_ECN))
-        return gso_refuse(gi, GSO_BAD_TYPE);
+    if ((h->gso_type & GSO_TYPE_ECN) && (udp || !(allow & GSO_ALLOW_ECN)))
+        return gso_refuse(gi, GSO_BAD_TYPE); /* ECN is TCP's (CWR) */
     if (!h->needs_csum)
         return gso_refuse(gi, GSO_BAD_NO_CSUM);
     if (h->gso_size == 0)
@@ -71,7 +76,12 @@ int gso_validate(const uint8_t *frame, uint32_t len, const struct gso_hdr *h, un
         ofs += PKT_VLAN_HLEN;
     }
     l3 = ofs + 2;
-    if (type == GSO_TYPE_TCPV4) {
+    /* UDP_L4 covers both IP versions: the ethertype says which, the driver must have
+     * negotiated that one. */
+    v6 = udp ? ethertype == PKT_ETHERTYPE_IPV6 : type == GSO_TYPE_TCPV6;
+    if (udp && !(allow & (v6 ? GSO_ALLOW_USO6 : GSO_ALLOW_USO4)))
+        return gso_refuse(gi, GSO_BAD_TYPE);
+    if (!v6) {
         const uint8_t *ip = frame + l3;
         if (ethertype != PKT_ETHERTYPE_IPV4)
             return gso_refuse(gi, GSO_BAD_L2);
@@ -79,7 +89,7 @@ int gso_validate(const uint8_t *frame, uint32_t len, const struct gso_hdr *h, un
             return gso_refuse(gi, GSO_BAD_IP);
         if (pkt_get_be16(ip + 2) != len - l3 || (pkt_get_be16(ip + 6) & 0x3fff))
             return gso_refuse(gi, GSO_BAD_IP); /* length must be exact; no fragments */
-        if (ip[9] != PKT_IPPROTO_TCP)
+        if (ip[9] != proto)
             return gso_refuse(gi, GSO_BAD_NOT_TCP);
         l4 = l3 + 20;
     } else {
@@ -90,19 +100,28 @@ int gso_validate(const uint8_t *frame, uint32_t len, const struct gso_hdr *h, un
             return gso_refuse(gi, GSO_BAD_IP);
         if (pkt_get_be16(ip + 4) != len - l3 - IPV6_HLEN)
             return gso_refuse(gi, GSO_BAD_IP);
-        if (ip[6] != PKT_IPPROTO_TCP)
+        if (ip[6] != proto)
             return gso_refuse(gi, ipv6_is_ext(ip[6]) ? GSO_BAD_IP : GSO_BAD_NOT_TCP);
         l4 = l3 + IPV6_HLEN;
     }
-    if (len < l4 + TCP_HLEN)
-        return gso_refuse(gi, GSO_BAD_TCP);
-    hl = l4 + (uint32_t)(frame[l4 + 12] >> 4) * 4;
-    if (hl < l4 + TCP_HLEN || hl > len)
-        return gso_refuse(gi, GSO_BAD_TCP);
-    if (h->csum_start != l4 || h->csum_offset != 16)
+    if (udp) {
+        /* The UDP length must cover exactly what the IP header says. */
+        if (len < l4 + UDP_HLEN || pkt_get_be16(frame + l4 + 4) != len - l4)
+            return gso_refuse(gi, GSO_BAD_TCP);
+        hl = l4 + UDP_HLEN;
+    } else {
+        if (len < l4 + TCP_HLEN)
+            return gso_refuse(gi, GSO_BAD_TCP);
+        hl = l4 + (uint32_t)(frame[l4 + 12] >> 4) * 4;
+        if (hl < l4 + TCP_HLEN || hl > len)
+            return gso_refuse(gi, GSO_BAD_TCP);
+    }
+    if (h->csum_start != l4 || h->csum_offset != (udp ? 6 : 16))
         return gso_refuse(gi, GSO_BAD_CSUM);
     gi->type = type;
     gi->ecn = h->gso_type & GSO_TYPE_ECN;
+    gi->v6 = v6;
+    gi->csum_offset = udp ? 6 : 16;
     gi->l3_ofs = (uint16_t)l3;
     gi->l4_ofs = (uint16_t)l4;
     gi->hdr_len = (uint16_t)hl;
@@ -151,9 +170,11 @@ int gso_segment(const uint8_t *frame, const struct gso_info *gi, unsigned idx, b
 {
     uint32_t seg_len = gso_segment_len(gi, idx);
     uint32_t hl = gi->hdr_len, l3 = gi->l3_ofs, l4 = gi->l4_ofs;
-    uint32_t plen = seg_len - hl, tcp_len = seg_len - l4;
-    uint8_t *tcp = out + l4;
+    uint32_t plen = seg_len - hl, l4_len = seg_len - l4;
+    uint8_t *l4h = out + l4;
+    uint8_t proto = gi->type == GSO_TYPE_UDP_L4 ? PKT_IPPROTO_UDP : PKT_IPPROTO_TCP;
     uint64_t sum;
+    uint16_t c;
 
     if (!seg_len)
         return -EINVAL;
@@ -161,29 +182,36 @@ int gso_segment(const uint8_t *frame, const struct gso_info *gi, unsigned idx, b
         return -ENOSPC;
     memcpy(out, frame, hl);
     memcpy(out + hl, frame + hl + (size_t)idx * gi->mss, plen);
-    if (gi->type == GSO_TYPE_TCPV4) {
+    if (!gi->v6) {
         uint8_t *ip = out + l3;
         pkt_put_be16(ip + 2, (uint16_t)(seg_len - l3));
         pkt_put_be16(ip + 4, (uint16_t)(pkt_get_be16(ip + 4) + idx));
         pkt_put_be16(ip + 10, 0);
         pkt_put_be16(ip + 10, pkt_csum(ip, 20));
-        sum = csum_add(0, ip + 12, 8); /* pseudo header: addresses, protocol, TCP length */
-        sum += PKT_IPPROTO_TCP + tcp_len;
+        sum = csum_add(0, ip + 12, 8); /* pseudo header: addresses, protocol, L4 length */
     } else {
         uint8_t *ip = out + l3;
         pkt_put_be16(ip + 4, (uint16_t)(seg_len - l3 - IPV6_HLEN));
         sum = csum_add(0, ip + 8, 32);
-        sum += PKT_IPPROTO_TCP + tcp_len;
     }
-    pkt_put_be32(tcp + 4, pkt_get_be32(tcp + 4) + (uint32_t)idx * gi->mss);
-    if (idx + 1u != gi->n_segs)
-        tcp[13] &= (uint8_t) ~(TCP_F_FIN | TCP_F_PSH);
-    if (idx != 0)
-        tcp[13] &= (uint8_t)~TCP_F_CWR;
-    pkt_put_be16(tcp + 16, 0);
-    if (csum_partial)
-        pkt_put_be16(tcp + 16, csum_fold(sum));
-    else
-        pkt_put_be16(tcp + 16, (uint16_t)~csum_fold(csum_add(sum, tcp, tcp_len)));
+    sum += proto + l4_len;
+    if (proto == PKT_IPPROTO_TCP) {
+        pkt_put_be32(l4h + 4, pkt_get_be32(l4h + 4) + (uint32_t)idx * gi->mss);
+        if (idx + 1u != gi->n_segs)
+            l4h[13] &= (uint8_t) ~(TCP_F_FIN | TCP_F_PSH);
+        if (idx != 0)
+            l4h[13] &= (uint8_t)~TCP_F_CWR;
+    } else {
+        pkt_put_be16(l4h + 4, (uint16_t)l4_len);
+    }
+    pkt_put_be16(l4h + gi->csum_offset, 0);
+    if (csum_partial) {
+        c = csum_fold(sum);
+    } else {
+        c = (uint16_t)~csum_fold(csum_add(sum, l4h, l4_len));
+        if (proto == PKT_IPPROTO_UDP && c == 0)
+            c = 0xffff; /* 0 means "no checksum" in UDP (RFC 768) */
+    }
+    pkt_put_be16(l4h + gi->csum_offset, c);
     return (int)seg_len;
 }

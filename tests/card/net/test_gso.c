@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unit tests: software TCP segmentation (src/card/net/gso.c). */
+/* Unit tests: software TCP and UDP segmentation (src/card/net/gso.c). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -87,25 +87,31 @@ static void build(struct gframe *g, bool v6, bool tagged, uint32_t payload, uint
 }
 
 /* Checksum verification written independently of gso.c: a pseudo header laid out in
- * a buffer, then the RFC 1071 sum over it and the TCP segment must be 0. */
-static bool tcp_csum_ok(const uint8_t *f, uint32_t l3, uint32_t l4, uint32_t len, bool v6)
+ * a buffer, then the RFC 1071 sum over it and the L4 segment (TCP or UDP) must be 0. */
+static bool l4_csum_ok(const uint8_t *f, uint32_t l3, uint32_t l4, uint32_t len, bool v6,
+                       uint8_t proto)
 {
     static uint8_t buf[40 + 65536];
     uint32_t tl = len - l4, n;
     memset(buf, 0, 40);
     if (!v6) {
         memcpy(buf, f + l3 + 12, 8);
-        buf[9] = PKT_IPPROTO_TCP;
+        buf[9] = proto;
         pkt_put_be16(buf + 10, (uint16_t)tl);
         n = 12;
     } else {
         memcpy(buf, f + l3 + 8, 32);
         pkt_put_be32(buf + 32, tl);
-        buf[39] = PKT_IPPROTO_TCP;
+        buf[39] = proto;
         n = 40;
     }
     memcpy(buf + n, f + l4, tl);
     return pkt_csum(buf, n + tl) == 0;
+}
+
+static bool tcp_csum_ok(const uint8_t *f, uint32_t l3, uint32_t l4, uint32_t len, bool v6)
+{
+    return l4_csum_ok(f, l3, l4, len, v6, PKT_IPPROTO_TCP);
 }
 
 /* Segment g and check every segment; returns the segment count. */
@@ -317,6 +323,139 @@ static void test_malformed(void **state)
     refuse(&g, ALL, GSO_BAD_L2);
 }
 
+/* ---- UDP (USO, gso_type UDP_L4) ---- */
+
+#define USO_ALL (GSO_ALLOW_USO4 | GSO_ALLOW_USO6)
+
+/* A UDP datagram A -> B with `payload` bytes (byte i = i * 5 + 1), built from the TCP
+ * frame's Ethernet and IP headers, and the virtio header a driver would send with it. */
+static void build_udp(struct gframe *u, bool v6, bool tagged, uint32_t payload, uint16_t mss)
+{
+    uint32_t l3, l4;
+    uint8_t *p;
+
+    build(u, v6, tagged, 0, 0, mss);
+    p = u->buf;
+    l3 = tagged ? 18 : 14;
+    l4 = l3 + (v6 ? 40 : 20);
+    if (!v6) {
+        pkt_put_be16(p + l3 + 2, (uint16_t)(20 + 8 + payload));
+        p[l3 + 9] = PKT_IPPROTO_UDP;
+    } else {
+        pkt_put_be16(p + l3 + 4, (uint16_t)(8 + payload));
+        p[l3 + 6] = PKT_IPPROTO_UDP;
+    }
+    memset(p + l4, 0, TCPHL);
+    pkt_put_be16(p + l4, 40000);
+    pkt_put_be16(p + l4 + 2, 443);
+    pkt_put_be16(p + l4 + 4, (uint16_t)(8 + payload));
+    for (uint32_t i = 0; i < payload; i++)
+        p[l4 + 8 + i] = (uint8_t)(i * 5 + 1);
+    u->len = l4 + 8 + payload;
+    u->h.gso_type = GSO_TYPE_UDP_L4;
+    u->h.hdr_len = (uint16_t)(l4 + 8);
+    u->h.csum_offset = 6;
+}
+
+/* A UDP checksum must also not be 0 (that means "none"). */
+static bool udp_csum_ok(const uint8_t *f, uint32_t l3, uint32_t l4, uint32_t len, bool v6)
+{
+    return pkt_get_be16(f + l4 + 6) != 0 && l4_csum_ok(f, l3, l4, len, v6, PKT_IPPROTO_UDP);
+}
+
+/* Segment a UDP GSO frame: each segment a datagram of its own. Returns the count. */
+static unsigned check_udp_segments(const struct gframe *u, bool v6, bool partial)
+{
+    static uint8_t seg[PKT_MAX_FRAME], joined[65536];
+    uint32_t l4 = u->h.csum_start, l3 = l4 - (v6 ? 40 : 20), hl = l4 + 8, joined_len = 0;
+    struct gso_info gi;
+
+    assert_int_equal(gso_validate(u->buf, u->len, &u->h, USO_ALL, &gi), 0);
+    assert_int_equal(gi.type, GSO_TYPE_UDP_L4);
+    assert_int_equal(gi.v6, v6);
+    assert_int_equal(gi.csum_offset, 6);
+    assert_int_equal(gi.hdr_len, hl);
+    assert_int_equal(gi.payload, u->len - hl);
+    for (unsigned i = 0; i < gi.n_segs; i++) {
+        int n = gso_segment(u->buf, &gi, i, partial, seg, sizeof(seg));
+        struct pkt_meta m;
+        uint32_t plen;
+
+        assert_int_equal((uint32_t)n, gso_segment_len(&gi, i));
+        plen = (uint32_t)n - hl;
+        if (i + 1 < gi.n_segs)
+            assert_int_equal(plen, u->h.gso_size);
+        assert_int_equal(pkt_parse(seg, (size_t)n, &m), 0);
+        assert_int_equal(m.l4_proto, PKT_IPPROTO_UDP);
+        assert_int_equal(pkt_get_be16(seg + l4 + 4), (uint32_t)n - l4); /* UDP length */
+        assert_int_equal(pkt_get_be16(seg + l4 + 2), 443);
+        if (!v6) {
+            assert_int_equal(pkt_get_be16(seg + l3 + 2), (uint32_t)n - l3);
+            assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint16_t)(ID0 + i));
+            assert_int_equal(pkt_csum(seg + l3, 20), 0);
+        } else {
+            assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint32_t)n - l3 - 40);
+        }
+        if (partial) {
+            assert_false(udp_csum_ok(seg, l3, l4, (uint32_t)n, v6));
+            pkt_put_be16(seg + l4 + 6, pkt_csum(seg + l4, (uint32_t)n - l4));
+        }
+        assert_true(udp_csum_ok(seg, l3, l4, (uint32_t)n, v6));
+        memcpy(joined + joined_len, seg + hl, plen);
+        joined_len += plen;
+    }
+    assert_int_equal(joined_len, gi.payload);
+    assert_memory_equal(joined, u->buf + hl, gi.payload);
+    return gi.n_segs;
+}
+
+static void test_udp(void **state)
+{
+    (void)state;
+    build_udp(&g, false, false, 6000, 1400);
+    assert_int_equal(check_udp_segments(&g, false, false), 5);
+    build_udp(&g, true, false, 6000, 1400);
+    assert_int_equal(check_udp_segments(&g, true, false), 5);
+    build_udp(&g, false, true, 64000, 1472);
+    assert_int_equal(check_udp_segments(&g, false, true), 44);
+    build_udp(&g, true, true, 1000, 1400); /* one segment */
+    assert_int_equal(check_udp_segments(&g, true, true), 1);
+    build_udp(&g, false, false, 0, 1400); /* an empty datagram */
+    assert_int_equal(check_udp_segments(&g, false, false), 1);
+}
+
+static void test_udp_malformed(void **state)
+{
+    (void)state;
+    build_udp(&g, false, false, 6000, 1400);
+    refuse(&g, ALL, GSO_BAD_TYPE);            /* TSO only: USO not negotiated */
+    refuse(&g, GSO_ALLOW_USO6, GSO_BAD_TYPE); /* an IPv4 datagram needs USO4 */
+    build_udp(&g, true, false, 6000, 1400);
+    refuse(&g, GSO_ALLOW_USO4, GSO_BAD_TYPE);
+    build_udp(&g, false, false, 6000, 1400);
+    g.h.gso_type |= GSO_TYPE_ECN; /* ECN is TCP's */
+    refuse(&g, USO_ALL | GSO_ALLOW_ECN, GSO_BAD_TYPE);
+    build_udp(&g, false, false, 6000, 1400);
+    g.h.csum_offset = 16; /* TCP's checksum place */
+    refuse(&g, USO_ALL, GSO_BAD_CSUM);
+    build_udp(&g, false, false, 6000, 1400);
+    pkt_put_be16(g.buf + 14 + 20 + 4, 6000); /* UDP length short of the datagram */
+    refuse(&g, USO_ALL, GSO_BAD_TCP);
+    build_udp(&g, true, false, 6000, 1400);
+    g.buf[14 + 6] = PKT_IPPROTO_TCP; /* UDP_L4 over TCP */
+    refuse(&g, USO_ALL, GSO_BAD_NOT_TCP);
+    build_udp(&g, false, false, 6000, 1400);
+    g.len = 14 + 20 + 4; /* truncated UDP header */
+    pkt_put_be16(g.buf + 16, 24);
+    g.h.hdr_len = 0;
+    refuse(&g, USO_ALL, GSO_BAD_TCP);
+    build_udp(&g, false, false, 6000, 0);
+    refuse(&g, USO_ALL, GSO_BAD_SIZE);
+    build_udp(&g, false, false, 6000, 1400);
+    g.h.needs_csum = false;
+    refuse(&g, USO_ALL, GSO_BAD_NO_CSUM);
+}
+
 /* Random mutations of header bytes and fields: every accepted frame segments inside
  * the buffers (run under ASan/UBSan by make check). */
 static void test_mutations(void **state)
@@ -335,7 +474,11 @@ static void test_mutations(void **state)
             g.len = (uint32_t)rand() % (g.len + 1);
         if (rand() % 8 == 0)
             g.h.hdr_len = (uint16_t)rand();
-        if (gso_validate(g.buf, g.len, &g.h, ALL, &gi)) {
+        if (it % 3 == 2) /* a third are UDP datagrams (USO) */
+            build_udp(&g, it & 1, it & 2, (unsigned)rand() % 3000, (uint16_t)(1 + rand() % 2000));
+        for (unsigned k = 0; it % 3 == 2 && k < 1 + (unsigned)rand() % 3; k++)
+            g.buf[rand() % 90] ^= (uint8_t)(1u << (rand() % 8));
+        if (gso_validate(g.buf, g.len, &g.h, ALL | USO_ALL, &gi)) {
             refused++;
             continue;
         }
@@ -353,9 +496,14 @@ static void test_mutations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ipv4),           cmocka_unit_test(test_ipv6),
-        cmocka_unit_test(test_vlan_tagged),    cmocka_unit_test(test_partial_csum),
-        cmocka_unit_test(test_segment_bounds), cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_ipv4),
+        cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_vlan_tagged),
+        cmocka_unit_test(test_partial_csum),
+        cmocka_unit_test(test_segment_bounds),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_udp),
+        cmocka_unit_test(test_udp_malformed),
         cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
