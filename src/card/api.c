@@ -154,6 +154,11 @@ static void api_handle(void *opaque, const struct http_request *req, struct http
             api_result(resp, ret, err, 204);
             return;
         }
+        if (n == 2 && !strcmp(m, "PATCH")) {
+            ret = card_port_patch(c, parts[1], req->json, err, sizeof(err));
+            api_result(resp, ret, err, 204);
+            return;
+        }
         if (n == 3 && !strcmp(parts[2], "policy") && (!strcmp(m, "PUT") || !strcmp(m, "PATCH"))) {
             ret = card_port_set_policy(c, parts[1], req->json, err, sizeof(err));
             api_result(resp, ret, err, 204);

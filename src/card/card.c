@@ -822,6 +822,20 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
         ret = -EEXIST;
         goto fail_unlock;
     }
+    if (p->type == PORT_VXLAN) {
+        /* Several tunnel ports may share an underlay and VTEP address (a VNI per network,
+         * each in its own switch), but one VNI has one port: two would both take its
+         * frames. */
+        for (unsigned i = 1; i < CARD_MAX_PORTS; i++) {
+            struct port *o = c->ports[i];
+            if (o && port_vxlan_same_vtep(o, p) && o->vx_vni == p->vx_vni) {
+                ERR("port '%s': VNI %u on %s is already served by port '%s'", name, p->vx_vni,
+                    p->ifname, o->name);
+                ret = -EEXIST;
+                goto fail_unlock;
+            }
+        }
+    }
     for (unsigned i = 1; i < CARD_MAX_PORTS && !id; i++)
         if (!c->ports[i])
             id = i;
@@ -930,6 +944,8 @@ static void port_remove_locked(struct card *c, struct port *p)
         __atomic_store_n(&p->q[0].rx_running, false, __ATOMIC_RELEASE);
         for (unsigned k = 0; k < nsub; k++) {
             struct port *sp = p->type == PORT_BOND ? p->members[k] : p;
+            if (!sp) /* a bond slot freed by a member change */
+                continue;
             __atomic_store_n(&sp->q[0].rx_running, false, __ATOMIC_RELEASE);
             if (sp->q[0].worker >= 0) {
                 epoll_ctl(c->workers[sp->q[0].worker].epfd, EPOLL_CTL_DEL, sp->fd, NULL);
@@ -947,6 +963,41 @@ static void port_remove_locked(struct card *c, struct port *p)
         port_bond_close(p);
     port_host_close(p);
     port_free(p);
+}
+
+int card_port_patch(struct card *c, const char *name, json_object *j, char *err, size_t errlen)
+{
+    json_object *mem;
+    struct port *p;
+    int ret;
+
+    err[0] = 0;
+    if (!j || !json_object_is_type(j, json_type_object) || json_object_object_length(j) != 1 ||
+        !json_object_object_get_ex(j, "members", &mem)) {
+        ERR("port '%s': only a bond's 'members' change in place (policies: PATCH "
+            "ports/%s/policy; anything else: delete and add the port)",
+            name, name);
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&c->lock);
+    p = card_port_find(c, name);
+    if (!p) {
+        pthread_mutex_unlock(&c->lock);
+        ERR("port '%s' not found", name);
+        return -ENOENT;
+    }
+    ret = port_bond_set_members(p, mem, err, errlen);
+    /* The state file follows what the bond has now, also after a partial failure. */
+    if (p->type == PORT_BOND) {
+        json_object *now = json_object_new_array();
+        for (unsigned i = 0; i < p->n_members; i++)
+            if (p->members[i])
+                json_object_array_add(now, json_object_new_string(p->members[i]->ifname));
+        json_object_object_add(p->conf, "members", now);
+    }
+    pthread_mutex_unlock(&c->lock);
+    card_save_state(c);
+    return ret;
 }
 
 int card_port_del(struct card *c, const char *name, char *err, size_t errlen)

@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <urcu-qsbr.h>
 
 static int if_hwaddr(const char *ifname, uint8_t mac[6])
 {
@@ -44,20 +46,86 @@ static bool if_running(const char *ifname)
     return up;
 }
 
+static void bond_member_free(struct port *m)
+{
+    port_host_close(m);
+    pthread_mutex_destroy(&m->tx_mutex);
+    free(m);
+}
+
 void port_bond_close(struct port *p)
 {
     for (unsigned i = 0; i < p->n_members; i++) {
         struct port *m = p->members[i];
         if (!m)
             continue;
-        port_host_close(m);
-        pthread_mutex_destroy(&m->tx_mutex);
-        free(m);
+        bond_member_free(m);
         p->members[i] = NULL;
     }
     p->n_members = 0;
     free(p->bond);
     p->bond = NULL;
+}
+
+/* The member on interface ifn, or NULL. */
+static struct port *bond_member_named(const struct port *p, const char *ifn)
+{
+    for (unsigned i = 0; i < p->n_members; i++)
+        if (p->members[i] && !strcmp(p->members[i]->ifname, ifn))
+            return p->members[i];
+    return NULL;
+}
+
+/* Open member slot idx on interface ifn (AF_PACKET sub-port) and add it to the bond
+ * (under bond_lock). The sub-port is not polled yet. */
+static int bond_member_open(struct port *p, unsigned idx, const char *ifn, uint64_t now, char *err,
+                            size_t errlen)
+{
+    struct port *m;
+    int ret;
+
+    if (!ifn || !*ifn || strlen(ifn) >= sizeof(m->ifname)) {
+        snprintf(err, errlen, "bond '%s': member %u is not an interface name", p->name, idx);
+        return -EINVAL;
+    }
+    if (bond_member_named(p, ifn)) {
+        snprintf(err, errlen, "bond '%s': '%s' is listed twice", p->name, ifn);
+        return -EINVAL;
+    }
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    snprintf(m->name, sizeof(m->name), "%.20s/%.10s", p->name, ifn);
+    snprintf(m->ifname, sizeof(m->ifname), "%s", ifn);
+    m->type = PORT_AFPACKET;
+    m->card = p->card;
+    m->fd = -1;
+    m->bond_parent = p;
+    m->bond_idx = idx;
+    m->q[0].port = m;
+    m->q[0].worker = -1;
+    pthread_mutex_init(&m->tx_mutex, NULL);
+    ret = if_hwaddr(ifn, m->mac);
+    if (!ret)
+        ret = port_afpacket_open(m);
+    if (ret) {
+        snprintf(err, errlen, "bond '%s': member '%s': %s", p->name, ifn, strerror(-ret));
+        bond_member_free(m);
+        return ret;
+    }
+    pthread_mutex_lock(&p->bond_lock);
+    ret = bond_member_add(p->bond, idx, m->mac, now);
+    pthread_mutex_unlock(&p->bond_lock);
+    if (ret < 0) {
+        snprintf(err, errlen, "bond '%s': member '%s' rejected (%s)", p->name, ifn, strerror(-ret));
+        bond_member_free(m);
+        return ret;
+    }
+    /* Published for the data plane (port_bond_output) only now that it is complete. */
+    __atomic_store_n(&p->members[idx], m, __ATOMIC_RELEASE);
+    if (idx >= p->n_members)
+        __atomic_store_n(&p->n_members, idx + 1, __ATOMIC_RELEASE);
+    return 0;
 }
 
 int port_bond_setup(struct port *p, json_object *j, char *err, size_t errlen)
@@ -125,41 +193,9 @@ int port_bond_setup(struct port *p, json_object *j, char *err, size_t errlen)
     for (size_t i = 0; i < json_object_array_length(mem); i++) {
         json_object *e = json_object_array_get_idx(mem, i);
         const char *ifn = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : "";
-        struct port *m;
-        if (!*ifn || strlen(ifn) >= sizeof(m->ifname)) {
-            snprintf(err, errlen, "bond '%s': member %zu is not an interface name", p->name, i);
-            ret = -EINVAL;
+        ret = bond_member_open(p, (unsigned)i, ifn, now, err, errlen);
+        if (ret)
             goto fail;
-        }
-        m = calloc(1, sizeof(*m));
-        if (!m) {
-            ret = -ENOMEM;
-            goto fail;
-        }
-        snprintf(m->name, sizeof(m->name), "%.20s/%.10s", p->name, ifn);
-        snprintf(m->ifname, sizeof(m->ifname), "%s", ifn);
-        m->type = PORT_AFPACKET;
-        m->card = p->card;
-        m->fd = -1;
-        m->bond_parent = p;
-        m->bond_idx = (unsigned)i;
-        m->q[0].port = m;
-        m->q[0].worker = -1;
-        pthread_mutex_init(&m->tx_mutex, NULL);
-        p->members[p->n_members++] = m;
-        ret = if_hwaddr(ifn, m->mac);
-        if (!ret)
-            ret = port_afpacket_open(m);
-        if (ret) {
-            snprintf(err, errlen, "bond '%s': member '%s': %s", p->name, ifn, strerror(-ret));
-            goto fail;
-        }
-        ret = bond_member_add(p->bond, (uint32_t)i, m->mac, now);
-        if (ret < 0) {
-            snprintf(err, errlen, "bond '%s': member '%s' rejected (%s)", p->name, ifn,
-                     strerror(-ret));
-            goto fail;
-        }
     }
     return 0;
 fail:
@@ -174,7 +210,10 @@ void port_bond_run(struct port *p, uint64_t now)
     pthread_mutex_lock(&p->bond_lock);
     for (unsigned i = 0; i < p->n_members; i++) {
         struct port *m = p->members[i];
-        bool up = if_running(m->ifname);
+        bool up;
+        if (!m)
+            continue;
+        up = if_running(m->ifname);
         if (up != m->link_up) {
             m->link_up = up;
             bond_member_set_link(p->bond, i, up, now);
@@ -184,7 +223,7 @@ void port_bond_run(struct port *p, uint64_t now)
     bond_run(p->bond, now);
     for (unsigned i = 0; i < p->n_members; i++) {
         struct port *m = p->members[i];
-        int n = bond_member_lacp_tx(p->bond, i, now, frame, sizeof(frame));
+        int n = m ? bond_member_lacp_tx(p->bond, i, now, frame, sizeof(frame)) : 0;
         if (n > 0) {
             pthread_mutex_lock(&m->tx_mutex);
             if (send(m->fd, frame, (size_t)n, 0) == n)
@@ -224,11 +263,11 @@ void port_bond_output(struct port *p, struct pkt **pk, const bool *tagged, unsig
         uint32_t strip = pk[i]->tag_len, total;
         ssize_t r;
 
-        if (bond_select_tx(p->bond, &pk[i]->m, &idx) || idx >= p->n_members) {
+        if (bond_select_tx(p->bond, &pk[i]->m, &idx) || idx >= BOND_MAX_MEMBERS ||
+            !(m = __atomic_load_n(&p->members[idx], __ATOMIC_ACQUIRE))) {
             st->rx_dropped++;
             continue;
         }
-        m = p->members[idx];
         iov[0].iov_base = pk[i]->data;
         iov[0].iov_len = 12;
         iov[1].iov_base = tag;
@@ -264,13 +303,18 @@ json_object *port_bond_json(struct port *p)
     json_object_object_add(o, "enabled_members", json_object_new_int((int)bond_n_enabled(p->bond)));
     for (unsigned i = 0; i < p->n_members; i++) {
         struct port *m = p->members[i];
-        json_object *mo = json_object_new_object();
-        int li = p->bond->lacp_idx[i];
+        json_object *mo;
+        /* The bond's own member index (slot i is the "port" the bond knows it by). */
+        int bi = bond_member_index(p->bond, i), li;
+        if (!m || bi < 0)
+            continue;
+        li = p->bond->lacp_idx[bi];
+        mo = json_object_new_object();
         json_object_object_add(mo, "ifname", json_object_new_string(m->ifname));
         json_object_object_add(mo, "link", json_object_new_boolean(m->link_up));
         json_object_object_add(
             mo, "enabled",
-            json_object_new_boolean(atomic_load(&p->bond->enabled_mask) & (1u << i)));
+            json_object_new_boolean(atomic_load(&p->bond->enabled_mask) & (1u << bi)));
         if (p->bond->cfg.mode == BOND_MODE_LACP && li >= 0) {
             json_object_object_add(
                 mo, "distributing",
@@ -291,4 +335,124 @@ json_object *port_bond_json(struct port *p)
     json_object_object_add(o, "members", ms);
     pthread_mutex_unlock(&p->bond_lock);
     return o;
+}
+
+/* Stop polling sub-port m. On true a grace period has passed (the poll-list update waits
+ * for one): no worker still receives on m or sends on a member index the bond no longer
+ * selects, and m may be freed. False (out of memory): m is still listed, not running. */
+static bool bond_member_unpoll(struct card *c, struct port *m)
+{
+    __atomic_store_n(&m->q[0].rx_running, false, __ATOMIC_RELEASE);
+    if (m->q[0].worker < 0) {
+        synchronize_rcu();
+        return true;
+    }
+    epoll_ctl(c->workers[m->q[0].worker].epfd, EPOLL_CTL_DEL, m->fd, NULL);
+    return worker_poll_update(&c->workers[m->q[0].worker], m, 0, false) == 0;
+}
+
+static void bond_member_poll(struct card *c, struct port *p, struct port *m)
+{
+    int wid = p->q[0].worker;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u64 = 0};
+
+    if (wid < 0 || !c->n_workers)
+        return;
+    m->q[0].worker = wid;
+    epoll_ctl(c->workers[wid].epfd, EPOLL_CTL_ADD, m->fd, &ev);
+    __atomic_store_n(&m->q[0].rx_running, true, __ATOMIC_RELEASE);
+    worker_poll_update(&c->workers[wid], m, 0, true);
+    worker_wake(&c->workers[wid]);
+}
+
+static bool members_list_has(json_object *mem, const char *ifn)
+{
+    for (size_t i = 0; i < json_object_array_length(mem); i++) {
+        json_object *e = json_object_array_get_idx(mem, i);
+        if (json_object_is_type(e, json_type_string) && !strcmp(json_object_get_string(e), ifn))
+            return true;
+    }
+    return false;
+}
+
+int port_bond_set_members(struct port *p, json_object *mem, char *err, size_t errlen)
+{
+    struct card *c = p->card;
+    uint64_t now = card_now_ns();
+    size_t n = mem && json_object_is_type(mem, json_type_array) ? json_object_array_length(mem) : 0;
+
+    if (p->type != PORT_BOND) {
+        snprintf(err, errlen, "port '%s' is not a bond", p->name);
+        return -EINVAL;
+    }
+    if (n == 0 || n > BOND_MAX_MEMBERS) {
+        snprintf(err, errlen, "bond '%s': 'members' must list 1..%d interfaces", p->name,
+                 BOND_MAX_MEMBERS);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = json_object_array_get_idx(mem, i);
+        const char *ifn = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : "";
+        if (!*ifn || strlen(ifn) >= sizeof(p->ifname)) {
+            snprintf(err, errlen, "bond '%s': member %zu is not an interface name", p->name, i);
+            return -EINVAL;
+        }
+        for (size_t k = 0; k < i; k++)
+            if (!strcmp(json_object_get_string(json_object_array_get_idx(mem, k)), ifn)) {
+                snprintf(err, errlen, "bond '%s': '%s' is listed twice", p->name, ifn);
+                return -EINVAL;
+            }
+    }
+    /* Every new interface must exist before anything changes: a refused request changes
+     * nothing (short of a socket failing to open on an existing interface). */
+    for (size_t i = 0; i < n; i++) {
+        const char *ifn = json_object_get_string(json_object_array_get_idx(mem, i));
+        if (!bond_member_named(p, ifn) && if_nametoindex(ifn) == 0) {
+            snprintf(err, errlen, "bond '%s': member '%s': no such interface", p->name, ifn);
+            return -ENODEV;
+        }
+    }
+    /* Members that stay keep their slot, LACP state and traffic. Those that go leave the
+     * bond first (their buckets move to the others), then stop being polled (a grace
+     * period: no worker still sends on them), then close. */
+    for (unsigned i = 0; i < p->n_members; i++) {
+        struct port *m = p->members[i];
+        if (!m)
+            continue;
+        if (members_list_has(mem, m->ifname))
+            continue;
+        pthread_mutex_lock(&p->bond_lock);
+        bond_member_remove(p->bond, i, now);
+        pthread_mutex_unlock(&p->bond_lock);
+        __atomic_store_n(&p->members[i], NULL, __ATOMIC_RELEASE);
+        if (!bond_member_unpoll(c, m)) {
+            /* A worker may still look at it: keep its memory (and socket) rather than free
+             * it under the worker. */
+            log_err("bond '%s': member '%s' removed, but out of memory to unlist it", p->name,
+                    m->ifname);
+            continue;
+        }
+        log_info("bond '%s': member '%s' removed", p->name, m->ifname);
+        bond_member_free(m);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *ifn = json_object_get_string(json_object_array_get_idx(mem, i));
+        unsigned slot = BOND_MAX_MEMBERS;
+        int ret;
+        if (bond_member_named(p, ifn))
+            continue;
+        for (unsigned k = 0; k < BOND_MAX_MEMBERS && slot == BOND_MAX_MEMBERS; k++)
+            if (!p->members[k])
+                slot = k;
+        if (slot == BOND_MAX_MEMBERS) { /* cannot happen: at most n members remain */
+            snprintf(err, errlen, "bond '%s': no free member slot", p->name);
+            return -ENOSPC;
+        }
+        ret = bond_member_open(p, slot, ifn, now, err, errlen);
+        if (ret)
+            return ret; /* what was done stays done; the error names the member */
+        bond_member_poll(c, p, p->members[slot]);
+        log_info("bond '%s': member '%s' added", p->name, ifn);
+    }
+    return 0;
 }

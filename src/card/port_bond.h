@@ -15,6 +15,12 @@
 /* Parse "members", "mode", "lacp", "hash" and open the member sockets. */
 int port_bond_setup(struct port *p, json_object *j, char *err, size_t errlen);
 void port_bond_close(struct port *p);
+/* Control thread, card->lock held: make the bond's members exactly the interfaces of the
+ * JSON array mem, in place. Members that stay keep their LACP state and traffic; removed
+ * ones leave the bond before they stop being polled and close; new ones are opened, join
+ * the bond and are polled by the bond's worker. 0, or -errno with err set (members
+ * changed before the failing one stay changed). */
+int port_bond_set_members(struct port *p, json_object *mem, char *err, size_t errlen);
 /* Control thread, frequently (every <= 100 ms): carrier, timers, LACPDU transmission. */
 void port_bond_run(struct port *p, uint64_t now);
 /* Data plane: a frame arrived on member sub-port m. Returns true when it is a

@@ -34,7 +34,9 @@ static void usage(FILE *f)
                "\n"
                "card commands (qtcard):\n"
                "  get PATH               GET /api/v1/PATH (e.g. 'get ports')\n"
-               "  put|post PATH [JSON]   PUT/POST a JSON body to /api/v1/PATH\n"
+               "  put|post|patch PATH [JSON]\n"
+               "                         PUT/POST/PATCH a JSON body to /api/v1/PATH (e.g.\n"
+               "                         patch ports/bond0 '{\"members\":[\"eth1\",\"eth2\"]}')\n"
                "  delete PATH            DELETE /api/v1/PATH\n"
                "\n"
                "Exit status: 0 on a 2xx answer, 1 on an error answer or a failed\n"
@@ -98,8 +100,11 @@ static int cmd_card(const char *sock, int argc, char **argv)
     static const struct {
         const char *cmd, *method;
         int takes_body;
-    } verbs[] = {
-        {"get", "GET", 0}, {"put", "PUT", 1}, {"post", "POST", 1}, {"delete", "DELETE", 0}};
+    } verbs[] = {{"get", "GET", 0},
+                 {"put", "PUT", 1},
+                 {"post", "POST", 1},
+                 {"patch", "PATCH", 1},
+                 {"delete", "DELETE", 0}};
     char path[512];
 
     if (argc < 2) {

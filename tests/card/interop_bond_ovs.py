@@ -120,6 +120,50 @@ def main():
         b = card_bond(lab)
         check(all(m["lacp_rx_pdus"] > 0 and m["lacp_tx_pdus"] > 0 for m in b["members"]),
               f"LACPDUs exchanged on every member ({b['members']})")
+
+        # Members change in place (PATCH): the bond stays the same switch port.
+        before = lab.api_ok("GET", "ports/bond0")
+        for bad, why in (({"members": []}, "1.."), ({"members": ["a1", "a1"]}, "twice"),
+                         ({"members": ["a1", "nope0"]}, "no such interface"),
+                         ({"mode": "static"}, "only a bond's 'members'")):
+            st, body = lab.api("PATCH", "ports/bond0", bad)
+            check(st == 400 and why in body.get("error", ""),
+                  f"PATCH {bad} refused ({st} {body.get('error')})")
+        check([m["ifname"] for m in card_bond(lab)["members"]] == ["a0", "a1"],
+              "a refused PATCH changed nothing")
+        st, body = lab.api("PATCH", "ports/p2", {"members": ["a0"]})
+        check(st == 400 and "not a bond" in body.get("error", ""),
+              f"PATCH members of a non-bond port refused ({st})")
+        st, _ = lab.api("PATCH", "ports/bond0", {"members": ["a1"]})
+        check(st == 204, "PATCH members [a1]: a0 leaves the bond in place")
+        gone = netlab.wait_for(lambda: not ovs_member_enabled(lab, "o0"), 5, step=0.05)
+        b = card_bond(lab)
+        check(gone and [m["ifname"] for m in b["members"]] == ["a1"] and
+              b["enabled_members"] == 1, f"OVS disabled o0 when its LACPDUs stopped ({b})")
+        check(netlab.wait_for(lambda: ping(lab, h, "10.88.0.2", 1), 15, step=0.2),
+              "traffic flows on a1 alone")
+        saved = [p for p in lab.api_ok("GET", "config")["ports"] if p["name"] == "bond0"]
+        check(saved and saved[0]["members"] == ["a1"],
+              f"the saved configuration follows the change ({saved})")
+        st, _ = lab.api("PATCH", "ports/bond0", {"members": ["a1", "a0"]})
+        check(st == 204, "PATCH members [a1, a0]: a0 joins again")
+        back = netlab.wait_for(lambda: card_bond(lab)["enabled_members"] == 2 and
+                               ovs_member_enabled(lab, "o0"), 10)
+        check(back, "LACP brings the re-added member up on both sides")
+        check(netlab.wait_for(lambda: ping(lab, h, "10.88.0.2", 1), 15, step=0.2),
+              "traffic flows with both members after the changes")
+        conf = lab.api_ok("GET", "config")
+        bond_conf = [p for p in conf["ports"] if p["name"] == "bond0"]
+        # In slot order (a0 took the slot it had left), as a restart would open them.
+        check(bond_conf and sorted(bond_conf[0]["members"]) == ["a0", "a1"] and
+              bond_conf[0]["members"] == [m["ifname"] for m in card_bond(lab)["members"]],
+              f"the saved configuration (state-file format) has the new members ({bond_conf})")
+        after = lab.api_ok("GET", "ports/bond0")
+        check(after["mac"] == before["mac"] and
+              after["stats"]["tx_packets"] > before["stats"]["tx_packets"] and
+              after["stats"]["rx_packets"] > before["stats"]["rx_packets"],
+              "the bond is the same port throughout (its MAC, i.e. LACP system ID, and its "
+              "counters carried on)")
     except Exception:
         print("---- qtcard log ----\n" + lab.qtcard_log())
         try:

@@ -25,6 +25,9 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_PUT(self):
         n = int(self.headers.get("Content-Length", 0)); body = self.rfile.read(n)
         self._reply(200 if self.path == "/api/v1/ports" and body else 400, b'{"echo":' + (body or b'null') + b'}')
+    def do_PATCH(self):
+        n = int(self.headers.get("Content-Length", 0)); body = self.rfile.read(n)
+        self._reply(200 if self.path == "/api/v1/ports/bond0" and body else 400, b'{"patched":' + (body or b'null') + b'}')
     def log_message(self, *a): pass
     def address_string(self): return "unix"
 class S(socketserver.UnixStreamServer): pass
@@ -37,4 +40,6 @@ echo "$out" | grep -q '"state": *"running"' || fail "vm info output: $out"
 "$qtctl" -s "$tmp/api.sock" vm pause >/dev/null 2>&1; [ $? -eq 1 ] || fail "an error answer must exit 1"
 out=$("$qtctl" -s "$tmp/api.sock" card put ports '{"name":"p0"}') || fail "card put failed"
 echo "$out" | grep -q '"name": *"p0"' || fail "card put body not sent: $out"
+out=$("$qtctl" -s "$tmp/api.sock" card patch ports/bond0 '{"members":["a1"]}') || fail "card patch failed"
+echo "$out" | grep -q '"patched"' || fail "card patch did not send PATCH: $out"
 echo "qtctl: all checks passed"
