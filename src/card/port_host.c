@@ -318,13 +318,13 @@ static bool vxlan_rx_frame(struct port *p, struct pkt *pk, struct port_queue *q,
         return false;
     }
     if (r.vni != p->vx_vni) {
-        p->vx_rx_st.decap_pkts--; /* vxlan_decap counted it; it is not this network's */
         if (vxlan_vni_has_sibling(p, r.vni))
             return false; /* another network's: its port takes it */
         p->vx_rx_st.bad[VXLAN_BAD_VNI]++;
         q->st.tx_dropped++;
         return false;
     }
+    p->vx_rx_st.decap_pkts++;
     pk->data += r.inner_ofs;
     pk->len = (uint32_t)r.inner_len;
     if (pk->len >= PKT_ETH_HLEN && !pkt_mac_is_multicast(pk->data + 6))

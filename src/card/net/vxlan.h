@@ -84,7 +84,9 @@ int vxlan_encap(const struct vxlan_tunnel *t, uint8_t **frame, size_t *len, size
  * IPv4 header and lengths (via pkt_parse), not a fragment, UDP to dst_port,
  * UDP length == IP payload length, VXLAN flags and reserved bits, inner frame
  * at least an Ethernet header. Does not check the VNI against a table.
- * Returns 0, or -EBADMSG after counting the reason in st (may be NULL). */
+ * Returns 0, or -EBADMSG after counting the reason in st (may be NULL). A
+ * valid frame is not counted here: the caller adds it to decap_pkts once the
+ * VNI is known to be its own (or to bad[VXLAN_BAD_VNI] when it is nobody's). */
 int vxlan_decap(const uint8_t *frame, size_t len, uint16_t dst_port, struct vxlan_decap_result *r,
                 struct vxlan_stats *st);
 

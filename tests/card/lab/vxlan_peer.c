@@ -216,6 +216,7 @@ static void peer_rx(struct peer *p, const uint8_t *f, size_t len)
         p->st.bad[VXLAN_BAD_VNI]++;
         return;
     }
+    p->st.decap_pkts++;
     const uint8_t *in = f + r.inner_ofs;
     vxlan_vtep_learn(&p->vt, r.vni, in + 6, r.remote_ip, now_ns());
     if (!memcmp(in, p->inner_mac, 6) || pkt_mac_is_multicast(in))

@@ -115,7 +115,7 @@ static void fuzz_vxlan(const uint8_t *f, size_t len)
     if (vxlan_decap(f, len, 0, &r, &st) == 0) {
         CHECK(r.inner_ofs + r.inner_len <= len);
         CHECK(r.inner_len >= PKT_ETH_HLEN && r.vni <= VXLAN_VNI_MAX);
-        CHECK(st.decap_pkts == 1);
+        CHECK(st.decap_pkts == 0); /* counted by the caller, which knows its VNIs */
     } else {
         uint64_t n = 0;
         for (int i = 0; i < VXLAN_BAD__MAX; i++)
