@@ -139,6 +139,20 @@ static bool name_ok(const char *s)
         snprintf(err, errlen, __VA_ARGS__);                                                        \
     } while (0)
 
+/* Take c->lock and find the port; on NULL the lock is released and err says why (404). */
+static struct port *card_port_lock_find(struct card *c, const char *name, char *err, size_t errlen)
+{
+    struct port *p;
+
+    pthread_mutex_lock(&c->lock);
+    p = card_port_find(c, name);
+    if (!p) {
+        pthread_mutex_unlock(&c->lock);
+        ERR("port '%s' not found", name);
+    }
+    return p;
+}
+
 static const char *j_str(json_object *j, const char *key)
 {
     json_object *v;
@@ -979,13 +993,9 @@ int card_port_patch(struct card *c, const char *name, json_object *j, char *err,
             name, name);
         return -EINVAL;
     }
-    pthread_mutex_lock(&c->lock);
-    p = card_port_find(c, name);
-    if (!p) {
-        pthread_mutex_unlock(&c->lock);
-        ERR("port '%s' not found", name);
+    p = card_port_lock_find(c, name, err, errlen);
+    if (!p)
         return -ENOENT;
-    }
     ret = port_bond_set_members(p, mem, err, errlen);
     /* The state file follows what the bond has now, also after a partial failure. */
     if (p->type == PORT_BOND) {
@@ -1004,13 +1014,9 @@ int card_port_del(struct card *c, const char *name, char *err, size_t errlen)
 {
     struct port *p;
 
-    pthread_mutex_lock(&c->lock);
-    p = card_port_find(c, name);
-    if (!p) {
-        pthread_mutex_unlock(&c->lock);
-        ERR("port '%s' not found", name);
+    p = card_port_lock_find(c, name, err, errlen);
+    if (!p)
         return -ENOENT;
-    }
     port_remove_locked(c, p);
     pthread_mutex_unlock(&c->lock);
     log_info("port '%s' deleted", name);
@@ -1030,13 +1036,9 @@ int card_port_set_policy(struct card *c, const char *name, json_object *j, char 
             ERR("policy: expected a JSON object");
         return -EINVAL;
     }
-    pthread_mutex_lock(&c->lock);
-    p = card_port_find(c, name);
-    if (!p) {
-        pthread_mutex_unlock(&c->lock);
-        ERR("port '%s' not found", name);
+    p = card_port_lock_find(c, name, err, errlen);
+    if (!p)
         return -ENOENT;
-    }
     np = malloc(sizeof(*np));
     if (!np) {
         pthread_mutex_unlock(&c->lock);

@@ -1214,6 +1214,25 @@ static void test_api_and_state(void **state)
     assert_int_equal(httpc_unix(e.api, "GET", url_err, NULL, &status, &body), 0);
     assert_int_equal(status, 404);
     free(body);
+    /* An unknown port: 404 naming it from PATCH, DELETE and policy, and the card's lock is
+     * released (the next request is answered). */
+    {
+        static const struct {
+            const char *method, *url, *body;
+        } gone[] = {{"PATCH", "/api/v1/ports/ghost", "{\"members\":[]}"},
+                    {"DELETE", "/api/v1/ports/ghost", NULL},
+                    {"PUT", "/api/v1/ports/ghost/policy", "{\"coalescing\":true}"}};
+        for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++) {
+            assert_int_equal(
+                httpc_unix(e.api, gone[i].method, gone[i].url, gone[i].body, &status, &body), 0);
+            assert_int_equal(status, 404);
+            assert_non_null(strstr(body, "port 'ghost' not found"));
+            free(body);
+        }
+        assert_int_equal(httpc_unix(e.api, "GET", "/api/v1/ports/p1", NULL, &status, &body), 0);
+        assert_int_equal(status, 200);
+        free(body);
+    }
     /* Tunnel and bond settings are validated before anything is opened. */
     {
         static const char *const bad[] = {
