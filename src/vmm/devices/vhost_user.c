@@ -19,17 +19,19 @@ int vhost_user_connect(struct vhost_user *vu, const char *path, const char *name
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     struct timeval tv = {.tv_sec = VHOST_USER_TIMEOUT_S};
+    size_t len = strlen(path);
     int ret;
 
+    _Static_assert(sizeof(vu->path) >= sizeof(addr.sun_path), "vhost_user.path too short");
     memset(vu, 0, sizeof(*vu));
     pthread_mutex_init(&vu->lock, NULL);
     snprintf(vu->name, sizeof(vu->name), "%s", name);
-    if (strlen(path) >= sizeof(addr.sun_path)) {
+    if (len >= sizeof(addr.sun_path)) {
         log_err("vhost-user '%s': socket path '%s' is too long", name, path);
         return -ENAMETOOLONG;
     }
-    snprintf(vu->path, sizeof(vu->path), "%s", path);
-    memcpy(addr.sun_path, path, strlen(path) + 1);
+    memcpy(vu->path, path, len + 1);
+    memcpy(addr.sun_path, path, len + 1);
     vu->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (vu->fd < 0)
         return -errno;
