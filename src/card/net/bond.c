@@ -161,6 +161,25 @@ int bond_rx_lacp(struct bond *b, uint32_t port, const uint8_t *frame, size_t len
     return rc;
 }
 
+int bond_set_hash(struct bond *b, enum pkt_hash_fields hash)
+{
+    if ((unsigned)hash > PKT_HASH_L4)
+        return -EINVAL;
+    __atomic_store_n(&b->cfg.hash, hash, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int bond_set_lacp(struct bond *b, bool active, bool fast, uint64_t now)
+{
+    if (b->cfg.mode != BOND_MODE_LACP)
+        return -EOPNOTSUPP;
+    lacp_set_actor(&b->lacp, active, fast, now);
+    b->cfg.lacp.active = active;
+    b->cfg.lacp.fast = fast;
+    bond_update(b);
+    return 0;
+}
+
 void bond_run(struct bond *b, uint64_t now)
 {
     if (b->cfg.mode == BOND_MODE_LACP)
@@ -189,7 +208,7 @@ int bond_select_tx(const struct bond *b, const struct pkt_meta *m, uint32_t *por
     uint32_t mask = bond_mask(b);
     if (!mask)
         return -ENETDOWN;
-    uint32_t h = pkt_hash(m, b->cfg.hash, b->cfg.hash_seed);
+    uint32_t h = pkt_hash(m, __atomic_load_n(&b->cfg.hash, __ATOMIC_RELAXED), b->cfg.hash_seed);
     unsigned i = atomic_load_explicit(&mb->bucket[h % BOND_N_BUCKETS], memory_order_relaxed);
     if (!(mask & (1u << i))) {
         /* Bucket map being updated: take the (h mod n)-th enabled member. */

@@ -75,6 +75,12 @@ int bond_member_set_link(struct bond *b, uint32_t port, bool up, uint64_t now);
  * -EOPNOTSUPP in static mode (the frame is not for us), else lacp_rx(). */
 int bond_rx_lacp(struct bond *b, uint32_t port, const uint8_t *frame, size_t len, uint64_t now);
 
+/* In place, traffic kept: the distribution hash (read lock-free by bond_select_tx;
+ * -EINVAL for a bad value), and the LACP activity and rate (-EOPNOTSUPP in static
+ * mode; see lacp_set_actor()). */
+int bond_set_hash(struct bond *b, enum pkt_hash_fields hash);
+int bond_set_lacp(struct bond *b, bool active, bool fast, uint64_t now);
+
 /* Run LACP timers and recompute the enabled set. */
 void bond_run(struct bond *b, uint64_t now);
 

@@ -250,6 +250,24 @@ static void lacp_enter_expired(struct lacp_member *mb, uint64_t now)
     mb->ntt = true;
 }
 
+void lacp_set_actor(struct lacp *l, bool active, bool fast, uint64_t now)
+{
+    if (l->cfg.active == active && l->cfg.fast == fast)
+        return;
+    l->cfg.active = active;
+    l->cfg.fast = fast;
+    for (int i = 0; i < LACP_MAX_MEMBERS; i++) {
+        struct lacp_member *mb = &l->members[i];
+        if (!mb->in_use || !mb->link_up)
+            continue;
+        /* The partner learns our new state from a LACPDU sent now. current_while takes
+         * the new timeout from the next LACPDU received: the partner's period follows
+         * our timeout bit, so that comes within a second either way. */
+        mb->ntt = true;
+    }
+    lacp_run(l, now);
+}
+
 int lacp_member_set_link(struct lacp *l, unsigned idx, bool up, uint64_t now)
 {
     struct lacp_member *mb = lacp_get(l, idx);
@@ -272,13 +290,11 @@ int lacp_member_set_link(struct lacp *l, unsigned idx, bool up, uint64_t now)
     return 0;
 }
 
-/* Does the partner's view of us (pdu->partner) match what we advertise? Only
- * the fields that matter for aggregation: identity, key and the
- * activity/timeout/aggregation/sync bits. */
-static bool lacp_partner_view_ok(const struct lacp_info *actor, const struct lacp_info *view)
+/* Does the partner's view of us (pdu->partner) match what we advertise? The
+ * identity, the key and the state bits in mask. */
+static bool lacp_partner_view_ok(const struct lacp_info *actor, const struct lacp_info *view,
+                                 uint8_t mask)
 {
-    const uint8_t mask =
-        LACP_STATE_ACTIVITY | LACP_STATE_TIMEOUT | LACP_STATE_AGGREGATION | LACP_STATE_SYNC;
     return view->sys_prio == actor->sys_prio &&
            !memcmp(view->sys_mac, actor->sys_mac, PKT_ETH_ALEN) && view->key == actor->key &&
            view->port_prio == actor->port_prio && view->port == actor->port &&
@@ -297,9 +313,10 @@ static void lacp_record_pdu(struct lacp *l, struct lacp_member *mb, const struct
 
     /* The partner is in sync when it says so and its view of us is right;
      * the sync bit is compared separately because ours may be changing. */
-    struct lacp_info view = pdu->partner;
-    view.state = (uint8_t)((view.state & ~LACP_STATE_SYNC) | (actor.state & LACP_STATE_SYNC));
-    bool identity_ok = lacp_partner_view_ok(&actor, &view);
+    /* As 802.1AX recordPDU: the partner's view of our activity and timeout does not
+     * matter for synchronization (so changing them in place, lacp_set_actor(), does not
+     * stop traffic), only for telling the partner (below). */
+    bool identity_ok = lacp_partner_view_ok(&actor, &pdu->partner, LACP_STATE_AGGREGATION);
     /* A partner that reports itself EXPIRED is not receiving our LACPDUs:
      * the link works one way only, so do not distribute on it (802.1AX
      * would wait for the partner to drop Synchronization when it defaults,
@@ -309,7 +326,9 @@ static void lacp_record_pdu(struct lacp *l, struct lacp_member *mb, const struct
                        !(pdu->actor.state & LACP_STATE_EXPIRED);
 
     /* Tell the partner when its view of us is stale. */
-    if (!lacp_partner_view_ok(&actor, &pdu->partner))
+    if (!lacp_partner_view_ok(&actor, &pdu->partner,
+                              LACP_STATE_ACTIVITY | LACP_STATE_TIMEOUT | LACP_STATE_AGGREGATION |
+                                  LACP_STATE_SYNC))
         mb->ntt = true;
 }
 

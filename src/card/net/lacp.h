@@ -176,6 +176,10 @@ int lacp_member_add(struct lacp *l, uint16_t port, uint16_t port_prio,
                     const uint8_t mac[PKT_ETH_ALEN], uint64_t now);
 int lacp_member_remove(struct lacp *l, unsigned idx);
 
+/* Change the actor's activity and timeout (cfg.active, cfg.fast) in place: members keep
+ * their partner and aggregation, and each sends its new state at once. */
+void lacp_set_actor(struct lacp *l, bool active, bool fast, uint64_t now);
+
 /* Link state of a member; going down detaches it at once. */
 int lacp_member_set_link(struct lacp *l, unsigned idx, bool up, uint64_t now);
 

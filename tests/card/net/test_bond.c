@@ -129,6 +129,23 @@ static void test_hash_modes(void **state)
         bond_select_tx(&b, &m, &port);
         assert_int_equal(port, first);
     }
+    /* In place: L4 spreads the same flows over the members; L2 again puts them on one */
+    assert_int_equal(bond_set_hash(&b, (enum pkt_hash_fields)9), -EINVAL);
+    assert_int_equal(bond_set_lacp(&b, true, false, 0), -EOPNOTSUPP); /* static mode */
+    assert_int_equal(bond_set_hash(&b, PKT_HASH_L4), 0);
+    unsigned used = 0;
+    for (int i = 0; i < 200; i++) {
+        flow_meta(&m, i);
+        assert_int_equal(bond_select_tx(&b, &m, &port), 0);
+        used |= 1u << port;
+    }
+    assert_int_equal(used, 0xf);
+    assert_int_equal(bond_set_hash(&b, PKT_HASH_L2), 0);
+    for (int i = 0; i < 200; i++) {
+        flow_meta(&m, i);
+        bond_select_tx(&b, &m, &port);
+        assert_int_equal(port, first);
+    }
 }
 
 /* LACP bond pair wired back to back through bond_member_lacp_tx/bond_rx_lacp. */

@@ -363,6 +363,68 @@ static void test_fast_asked_by_partner(void **state)
     assert_in_range(s.tx_a[0] - before, 9, 11);
 }
 
+/* The actor's activity and rate change in place (lacp_set_actor): the aggregation never
+ * stops, the new state goes out at once, and the partner follows the new rate. */
+static void test_set_actor(void **state)
+{
+    struct sim s;
+    uint8_t stale[LACP_FRAME_LEN];
+    unsigned before;
+
+    sim_init(&s, true, true, true, true, 2);
+    sim_run(&s, 2, 3 * SEC, 10 * MSEC);
+    assert_true(dist_a(&s, 0) && dist_a(&s, 1) && dist_b(&s, 0) && dist_b(&s, 1));
+
+    /* a LACPDU from a still showing b as fast, in flight while b turns slow */
+    s.a.members[s.ia[0]].ntt = true;
+    assert_int_equal(lacp_member_tx(&s.a, (unsigned)s.ia[0], s.now, stale, sizeof(stale)),
+                     LACP_FRAME_LEN);
+    before = s.b.members[s.ib[0]].stats.tx_pdus;
+    lacp_set_actor(&s.b, true, false, s.now);
+    assert_true(s.b.members[s.ib[0]].ntt && s.b.members[s.ib[1]].ntt); /* sent at once */
+    assert_int_equal(lacp_rx(&s.b, (unsigned)s.ib[0], stale, sizeof(stale), s.now), 0);
+    lacp_run(&s.b, s.now);
+    assert_true(dist_b(&s, 0)); /* a stale view of b's rate does not unsync b (802.1AX) */
+    sim_step(&s, 2, 10 * MSEC);
+    assert_int_equal(s.b.members[s.ib[0]].stats.tx_pdus, before + 1);
+    struct lacp_info bi;
+    lacp_member_actor_info(&s.b, (unsigned)s.ib[0], &bi);
+    assert_false(bi.state & LACP_STATE_TIMEOUT);
+    assert_false(s.a.members[s.ia[0]].partner.state & LACP_STATE_TIMEOUT);
+
+    /* a now sends every 30 s; b, with the long timeout, keeps the links for 300 s */
+    sim_run(&s, 2, s.now + 2 * SEC, 50 * MSEC);
+    before = s.tx_a[0];
+    for (uint64_t end = s.now + 300 * SEC; s.now < end;) {
+        sim_step(&s, 2, 50 * MSEC);
+        assert_true(dist_a(&s, 0) && dist_a(&s, 1) && dist_b(&s, 0) && dist_b(&s, 1));
+    }
+    assert_in_range(s.tx_a[0] - before, 9, 11);
+
+    /* back to fast: a follows within a step and sends every second again */
+    lacp_set_actor(&s.b, true, true, s.now);
+    sim_run(&s, 2, s.now + 100 * MSEC, 10 * MSEC);
+    before = s.tx_a[0];
+    sim_run(&s, 2, s.now + 10 * SEC, 10 * MSEC);
+    assert_in_range(s.tx_a[0] - before, 9, 11);
+    assert_true(dist_a(&s, 0) && dist_b(&s, 0));
+
+    /* b passive: a is active, the aggregation stays; both passive: silence, it ends */
+    lacp_set_actor(&s.b, false, true, s.now);
+    sim_run(&s, 2, s.now + 10 * SEC, 10 * MSEC);
+    assert_true(dist_a(&s, 0) && dist_b(&s, 0));
+    lacp_member_actor_info(&s.b, (unsigned)s.ib[0], &bi);
+    assert_false(bi.state & LACP_STATE_ACTIVITY);
+    lacp_set_actor(&s.a, false, true, s.now);
+    /* No LACPDU may go out between two passive ends (802.1AX NO_PERIODIC), not even a's
+     * news: b, still seeing a as active, sends until a expires and defaults (3 + 3 s). */
+    sim_run(&s, 2, s.now + 7 * SEC, 10 * MSEC);
+    before = s.tx_a[0] + s.tx_b[0];
+    sim_run(&s, 2, s.now + 10 * SEC, 10 * MSEC);
+    assert_int_equal(s.tx_a[0] + s.tx_b[0], before);
+    assert_false(dist_a(&s, 0) || dist_b(&s, 0));
+}
+
 static void test_other_partner_not_selected(void **state)
 {
     /* member 1 of a is wired to a third system c: it must not aggregate
@@ -518,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_passive),
         cmocka_unit_test(test_slow_rate),
         cmocka_unit_test(test_fast_asked_by_partner),
+        cmocka_unit_test(test_set_actor),
         cmocka_unit_test(test_other_partner_not_selected),
         cmocka_unit_test(test_bogus_counted_state_kept),
         cmocka_unit_test(test_tx_rate_limit),
