@@ -981,30 +981,32 @@ static void port_remove_locked(struct card *c, struct port *p)
 
 int card_port_patch(struct card *c, const char *name, json_object *j, char *err, size_t errlen)
 {
-    json_object *mem;
+    static const char *const keys[] = {"members", "mode", "hash", "lacp"};
     struct port *p;
     int ret;
 
     err[0] = 0;
-    if (!j || !json_object_is_type(j, json_type_object) || json_object_object_length(j) != 1 ||
-        !json_object_object_get_ex(j, "members", &mem)) {
-        ERR("port '%s': only a bond's 'members' change in place (policies: PATCH "
-            "ports/%s/policy; anything else: delete and add the port)",
-            name, name);
+    if (!j || !json_object_is_type(j, json_type_object) || !json_object_object_length(j)) {
+        ERR("port '%s': PATCH takes a JSON object", name);
         return -EINVAL;
+    }
+    json_object_object_foreach(j, key, val)
+    {
+        size_t k = 0;
+        (void)val;
+        while (k < sizeof(keys) / sizeof(keys[0]) && strcmp(key, keys[k]))
+            k++;
+        if (k == sizeof(keys) / sizeof(keys[0])) {
+            ERR("port '%s': '%s' does not change in place (a bond's members, hash and lacp "
+                "do; policies: PATCH ports/%s/policy; anything else: delete and add the port)",
+                name, key, name);
+            return -EINVAL;
+        }
     }
     p = card_port_lock_find(c, name, err, errlen);
     if (!p)
         return -ENOENT;
-    ret = port_bond_set_members(p, mem, err, errlen);
-    /* The state file follows what the bond has now, also after a partial failure. */
-    if (p->type == PORT_BOND) {
-        json_object *now = json_object_new_array();
-        for (unsigned i = 0; i < p->n_members; i++)
-            if (p->members[i])
-                json_object_array_add(now, json_object_new_string(p->members[i]->ifname));
-        json_object_object_add(p->conf, "members", now);
-    }
+    ret = port_bond_patch(p, j, err, errlen);
     pthread_mutex_unlock(&c->lock);
     card_save_state(c);
     return ret;

@@ -128,52 +128,74 @@ static int bond_member_open(struct port *p, unsigned idx, const char *ifn, uint6
     return 0;
 }
 
+static const char *const bond_hash_names[] = {
+    [PKT_HASH_L2] = "l2", [PKT_HASH_L3] = "l3", [PKT_HASH_L4] = "l4"};
+
+/* "mode", "hash" and "lacp" of j into bc; absent keys leave bc as it is. */
+static int bond_parse_settings(const struct port *p, json_object *j, struct bond_config *bc,
+                               char *err, size_t errlen)
+{
+    json_object *v, *lacp;
+
+    if (json_object_object_get_ex(j, "mode", &v)) {
+        const char *mode =
+            json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+        if (strcmp(mode, "lacp") && strcmp(mode, "static")) {
+            snprintf(err, errlen, "bond '%s': 'mode' must be \"lacp\" or \"static\"", p->name);
+            return -EINVAL;
+        }
+        bc->mode = strcmp(mode, "static") ? BOND_MODE_LACP : BOND_MODE_STATIC;
+    }
+    if (json_object_object_get_ex(j, "hash", &v)) {
+        const char *hash =
+            json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+        unsigned h = 0;
+        while (h <= PKT_HASH_L4 && strcmp(hash, bond_hash_names[h]))
+            h++;
+        if (h > PKT_HASH_L4) {
+            snprintf(err, errlen, "bond '%s': 'hash' must be \"l2\", \"l3\" or \"l4\"", p->name);
+            return -EINVAL;
+        }
+        bc->hash = (enum pkt_hash_fields)h;
+    }
+    if (json_object_object_get_ex(j, "lacp", &lacp)) {
+        if (!json_object_is_type(lacp, json_type_object)) {
+            snprintf(err, errlen, "bond '%s': 'lacp' must be an object", p->name);
+            return -EINVAL;
+        }
+        json_object_object_foreach(lacp, key, val)
+        {
+            bool *b = !strcmp(key, "active") ? &bc->lacp.active
+                      : !strcmp(key, "fast") ? &bc->lacp.fast
+                                             : NULL;
+            if (!b || !json_object_is_type(val, json_type_boolean)) {
+                snprintf(err, errlen,
+                         "bond '%s': 'lacp' takes \"active\" and \"fast\", true or false "
+                         "(not '%s')",
+                         p->name, key);
+                return -EINVAL;
+            }
+            *b = json_object_get_boolean(val);
+        }
+    }
+    return 0;
+}
+
 int port_bond_setup(struct port *p, json_object *j, char *err, size_t errlen)
 {
     struct bond_config bc = {.mode = BOND_MODE_LACP, .hash = PKT_HASH_L4};
-    json_object *mem, *lacp;
-    const char *mode = NULL, *hash = NULL;
+    json_object *mem;
     uint64_t now = card_now_ns();
     int ret;
 
-    if (json_object_object_get_ex(j, "mode", &lacp) && json_object_is_type(lacp, json_type_string))
-        mode = json_object_get_string(lacp);
-    if (json_object_object_get_ex(j, "hash", &lacp) && json_object_is_type(lacp, json_type_string))
-        hash = json_object_get_string(lacp);
-    if (mode && strcmp(mode, "lacp") && strcmp(mode, "static")) {
-        snprintf(err, errlen, "bond '%s': mode '%s' is not lacp or static", p->name, mode);
-        return -EINVAL;
-    }
-    if (mode && !strcmp(mode, "static"))
-        bc.mode = BOND_MODE_STATIC;
-    if (hash) {
-        if (!strcmp(hash, "l2"))
-            bc.hash = PKT_HASH_L2;
-        else if (!strcmp(hash, "l3"))
-            bc.hash = PKT_HASH_L3;
-        else if (!strcmp(hash, "l4"))
-            bc.hash = PKT_HASH_L4;
-        else {
-            snprintf(err, errlen, "bond '%s': hash '%s' is not l2, l3 or l4", p->name, hash);
-            return -EINVAL;
-        }
-    }
     bc.lacp.sys_prio = 32768;
     memcpy(bc.lacp.sys_mac, p->mac, 6);
     bc.lacp.key = (uint16_t)(p->id ? p->id : 1);
     bc.lacp.active = true;
     bc.lacp.fast = true;
-    if (json_object_object_get_ex(j, "lacp", &lacp)) {
-        json_object *v;
-        if (!json_object_is_type(lacp, json_type_object)) {
-            snprintf(err, errlen, "bond '%s': 'lacp' must be an object", p->name);
-            return -EINVAL;
-        }
-        if (json_object_object_get_ex(lacp, "active", &v))
-            bc.lacp.active = json_object_get_boolean(v);
-        if (json_object_object_get_ex(lacp, "fast", &v))
-            bc.lacp.fast = json_object_get_boolean(v);
-    }
+    ret = bond_parse_settings(p, j, &bc, err, errlen);
+    if (ret)
+        return ret;
     if (!json_object_object_get_ex(j, "members", &mem) ||
         !json_object_is_type(mem, json_type_array) || json_object_array_length(mem) == 0 ||
         json_object_array_length(mem) > BOND_MAX_MEMBERS) {
@@ -300,6 +322,13 @@ json_object *port_bond_json(struct port *p)
     pthread_mutex_lock(&p->bond_lock);
     json_object_object_add(
         o, "mode", json_object_new_string(p->bond->cfg.mode == BOND_MODE_LACP ? "lacp" : "static"));
+    json_object_object_add(o, "hash", json_object_new_string(bond_hash_names[p->bond->cfg.hash]));
+    if (p->bond->cfg.mode == BOND_MODE_LACP) {
+        json_object *l = json_object_new_object();
+        json_object_object_add(l, "active", json_object_new_boolean(p->bond->cfg.lacp.active));
+        json_object_object_add(l, "fast", json_object_new_boolean(p->bond->cfg.lacp.fast));
+        json_object_object_add(o, "lacp", l);
+    }
     json_object_object_add(o, "enabled_members", json_object_new_int((int)bond_n_enabled(p->bond)));
     for (unsigned i = 0; i < p->n_members; i++) {
         struct port *m = p->members[i];
@@ -375,16 +404,12 @@ static bool members_list_has(json_object *mem, const char *ifn)
     return false;
 }
 
-int port_bond_set_members(struct port *p, json_object *mem, char *err, size_t errlen)
+/* Whether mem is a list of members the bond can take: names, no duplicates, and every
+ * interface that is not a member yet exists. */
+static int bond_members_check(const struct port *p, json_object *mem, char *err, size_t errlen)
 {
-    struct card *c = p->card;
-    uint64_t now = card_now_ns();
     size_t n = mem && json_object_is_type(mem, json_type_array) ? json_object_array_length(mem) : 0;
 
-    if (p->type != PORT_BOND) {
-        snprintf(err, errlen, "port '%s' is not a bond", p->name);
-        return -EINVAL;
-    }
     if (n == 0 || n > BOND_MAX_MEMBERS) {
         snprintf(err, errlen, "bond '%s': 'members' must list 1..%d interfaces", p->name,
                  BOND_MAX_MEMBERS);
@@ -412,6 +437,24 @@ int port_bond_set_members(struct port *p, json_object *mem, char *err, size_t er
             return -ENODEV;
         }
     }
+    return 0;
+}
+
+static int port_bond_set_members(struct port *p, json_object *mem, char *err, size_t errlen)
+{
+    struct card *c = p->card;
+    uint64_t now = card_now_ns();
+    size_t n;
+    int ret;
+
+    if (p->type != PORT_BOND) {
+        snprintf(err, errlen, "port '%s' is not a bond", p->name);
+        return -EINVAL;
+    }
+    ret = bond_members_check(p, mem, err, errlen);
+    if (ret)
+        return ret;
+    n = json_object_array_length(mem);
     /* Members that stay keep their slot, LACP state and traffic. Those that go leave the
      * bond first (their buckets move to the others), then stop being polled (a grace
      * period: no worker still sends on them), then close. */
@@ -438,7 +481,6 @@ int port_bond_set_members(struct port *p, json_object *mem, char *err, size_t er
     for (size_t i = 0; i < n; i++) {
         const char *ifn = json_object_get_string(json_object_array_get_idx(mem, i));
         unsigned slot = BOND_MAX_MEMBERS;
-        int ret;
         if (bond_member_named(p, ifn))
             continue;
         for (unsigned k = 0; k < BOND_MAX_MEMBERS && slot == BOND_MAX_MEMBERS; k++)
@@ -455,4 +497,74 @@ int port_bond_set_members(struct port *p, json_object *mem, char *err, size_t er
         log_info("bond '%s': member '%s' added", p->name, ifn);
     }
     return 0;
+}
+
+/* The saved configuration (p->conf, the state file) follows what the bond has now. */
+static void bond_conf_update(struct port *p)
+{
+    json_object *now = json_object_new_array();
+
+    for (unsigned i = 0; i < p->n_members; i++)
+        if (p->members[i])
+            json_object_array_add(now, json_object_new_string(p->members[i]->ifname));
+    json_object_object_add(p->conf, "members", now);
+    json_object_object_add(p->conf, "hash",
+                           json_object_new_string(bond_hash_names[p->bond->cfg.hash]));
+    if (p->bond->cfg.mode == BOND_MODE_LACP) {
+        json_object *l = json_object_new_object();
+        json_object_object_add(l, "active", json_object_new_boolean(p->bond->cfg.lacp.active));
+        json_object_object_add(l, "fast", json_object_new_boolean(p->bond->cfg.lacp.fast));
+        json_object_object_add(p->conf, "lacp", l);
+    }
+}
+
+int port_bond_patch(struct port *p, json_object *j, char *err, size_t errlen)
+{
+    struct bond_config bc;
+    json_object *mem = NULL, *v;
+    int ret;
+
+    if (p->type != PORT_BOND) {
+        snprintf(err, errlen, "port '%s' is not a bond", p->name);
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&p->bond_lock);
+    bc = p->bond->cfg;
+    pthread_mutex_unlock(&p->bond_lock);
+    /* Everything is checked before anything changes: a refused request changes nothing. */
+    ret = bond_parse_settings(p, j, &bc, err, errlen);
+    if (ret)
+        return ret;
+    if (bc.mode != p->bond->cfg.mode) {
+        snprintf(err, errlen,
+                 "bond '%s': the mode does not change in place (delete the port and add it "
+                 "again)",
+                 p->name);
+        return -EINVAL;
+    }
+    if (bc.mode != BOND_MODE_LACP && json_object_object_get_ex(j, "lacp", &v)) {
+        snprintf(err, errlen, "bond '%s': 'lacp' settings need mode \"lacp\"", p->name);
+        return -EINVAL;
+    }
+    if (json_object_object_get_ex(j, "members", &mem)) {
+        ret = bond_members_check(p, mem, err, errlen);
+        if (ret)
+            return ret;
+    }
+    pthread_mutex_lock(&p->bond_lock);
+    if (bc.hash != p->bond->cfg.hash) {
+        log_info("bond '%s': hash %s -> %s", p->name, bond_hash_names[p->bond->cfg.hash],
+                 bond_hash_names[bc.hash]);
+        bond_set_hash(p->bond, bc.hash);
+    }
+    if (bc.mode == BOND_MODE_LACP &&
+        (bc.lacp.active != p->bond->cfg.lacp.active || bc.lacp.fast != p->bond->cfg.lacp.fast)) {
+        log_info("bond '%s': LACP %s, %s rate", p->name, bc.lacp.active ? "active" : "passive",
+                 bc.lacp.fast ? "fast" : "slow");
+        bond_set_lacp(p->bond, bc.lacp.active, bc.lacp.fast, card_now_ns());
+    }
+    pthread_mutex_unlock(&p->bond_lock);
+    ret = mem ? port_bond_set_members(p, mem, err, errlen) : 0;
+    bond_conf_update(p); /* also after a partial member change */
+    return ret;
 }

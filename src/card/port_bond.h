@@ -15,12 +15,6 @@
 /* Parse "members", "mode", "lacp", "hash" and open the member sockets. */
 int port_bond_setup(struct port *p, json_object *j, char *err, size_t errlen);
 void port_bond_close(struct port *p);
-/* Control thread, card->lock held: make the bond's members exactly the interfaces of the
- * JSON array mem, in place. Members that stay keep their LACP state and traffic; removed
- * ones leave the bond before they stop being polled and close; new ones are opened, join
- * the bond and are polled by the bond's worker. 0, or -errno with err set (members
- * changed before the failing one stay changed). */
-int port_bond_set_members(struct port *p, json_object *mem, char *err, size_t errlen);
 /* Control thread, frequently (every <= 100 ms): carrier, timers, LACPDU transmission. */
 void port_bond_run(struct port *p, uint64_t now);
 /* Data plane: a frame arrived on member sub-port m. Returns true when it is a
@@ -30,6 +24,14 @@ bool port_bond_rx_filter(struct port *m, const uint8_t *frame, uint32_t len, uin
 /* Data plane: send frames switched to the bond on the member their hash selects. */
 void port_bond_output(struct port *p, struct pkt **pk, const bool *tagged, unsigned n,
                       struct queue_stats *st);
+/* Control thread, card->lock held: PATCH ports/NAME of a bond. Any of "members", "hash"
+ * and "lacp" {"active", "fast"} change in place with traffic kept; "mode" may only repeat
+ * the current one. Everything is checked first: a refused request changes nothing (short
+ * of a member socket failing to open on an existing interface; members changed before it
+ * stay changed). "members": those that stay keep their LACP state and traffic; removed
+ * ones leave the bond before they stop being polled and close; new ones are opened, join
+ * the bond and are polled by the bond's worker. The saved configuration follows. */
+int port_bond_patch(struct port *p, json_object *j, char *err, size_t errlen);
 json_object *port_bond_json(struct port *p);
 
 #endif

@@ -125,7 +125,11 @@ def main():
         before = lab.api_ok("GET", "ports/bond0")
         for bad, why in (({"members": []}, "1.."), ({"members": ["a1", "a1"]}, "twice"),
                          ({"members": ["a1", "nope0"]}, "no such interface"),
-                         ({"mode": "static"}, "only a bond's 'members'")):
+                         ({"mode": "static"}, "mode does not change in place"),
+                         ({"hash": "l5"}, "'hash' must be"), ({"lacp": {"rate": 1}}, "'lacp' takes"),
+                         ({"lacp": {"fast": "no"}}, "'lacp' takes"),
+                         ({"mtu": 1400}, "'mtu' does not change in place"),
+                         ({"members": ["a0", "a1"], "hash": "l9"}, "'hash' must be")):
             st, body = lab.api("PATCH", "ports/bond0", bad)
             check(st == 400 and why in body.get("error", ""),
                   f"PATCH {bad} refused ({st} {body.get('error')})")
@@ -158,6 +162,36 @@ def main():
         check(bond_conf and sorted(bond_conf[0]["members"]) == ["a0", "a1"] and
               bond_conf[0]["members"] == [m["ifname"] for m in card_bond(lab)["members"]],
               f"the saved configuration (state-file format) has the new members ({bond_conf})")
+
+        # The LACP rate and the hash change in place: OVS sees qtcard's new timeout bit on
+        # both members, neither side disables a member, and traffic keeps flowing.
+        def ovs_partner_fast():
+            out = lab.appctl("lacp/show", "bond0", check=False)
+            states = re.findall(r"partner state:([^\n]*)", out)
+            return [("timeout" in st) for st in states]
+
+        check(ovs_partner_fast() == [True, True], "OVS sees qtcard asking for fast LACPDUs")
+        st, _ = lab.api("PATCH", "ports/bond0", {"lacp": {"fast": False}, "hash": "l2"})
+        check(st == 204, "PATCH lacp fast=false, hash l2")
+        check(netlab.wait_for(lambda: ovs_partner_fast() == [False, False], 5, step=0.1),
+              "OVS sees the slow rate on both members at once")
+        b = card_bond(lab)
+        check(b["hash"] == "l2" and b["lacp"] == {"active": True, "fast": False},
+              f"GET shows the new settings ({b.get('hash')}, {b.get('lacp')})")
+        for _ in range(4):
+            check(ping(lab, h, "10.88.0.2", 2) and card_bond(lab)["enabled_members"] == 2 and
+                  ovs_member_enabled(lab, "o0") and ovs_member_enabled(lab, "o1"),
+                  "traffic flows and both members stay enabled on both sides")
+        saved = [p for p in lab.api_ok("GET", "config")["ports"] if p["name"] == "bond0"][0]
+        check(saved["hash"] == "l2" and saved["lacp"] == {"active": True, "fast": False},
+              f"the saved configuration has the new settings ({saved})")
+        st, _ = lab.api("PATCH", "ports/bond0", {"lacp": {"fast": True}, "hash": "l4"})
+        check(st == 204 and
+              netlab.wait_for(lambda: ovs_partner_fast() == [True, True], 5, step=0.1),
+              "back to fast: OVS sees it on both members")
+        check(ping(lab, h, "10.88.0.2", 2) and card_bond(lab)["enabled_members"] == 2,
+              "traffic flows after the changes")
+
         after = lab.api_ok("GET", "ports/bond0")
         check(after["mac"] == before["mac"] and
               after["stats"]["tx_packets"] > before["stats"]["tx_packets"] and
