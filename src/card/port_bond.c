@@ -315,13 +315,10 @@ void port_bond_output(struct port *p, struct pkt **pk, const bool *tagged, unsig
     }
 }
 
-json_object *port_bond_json(struct port *p)
+/* The bond's "hash" and, in LACP mode, "lacp" {"active", "fast"} into o, as the API
+ * takes them. */
+static void bond_settings_json(const struct port *p, json_object *o)
 {
-    json_object *o = json_object_new_object(), *ms = json_object_new_array();
-
-    pthread_mutex_lock(&p->bond_lock);
-    json_object_object_add(
-        o, "mode", json_object_new_string(p->bond->cfg.mode == BOND_MODE_LACP ? "lacp" : "static"));
     json_object_object_add(o, "hash", json_object_new_string(bond_hash_names[p->bond->cfg.hash]));
     if (p->bond->cfg.mode == BOND_MODE_LACP) {
         json_object *l = json_object_new_object();
@@ -329,6 +326,16 @@ json_object *port_bond_json(struct port *p)
         json_object_object_add(l, "fast", json_object_new_boolean(p->bond->cfg.lacp.fast));
         json_object_object_add(o, "lacp", l);
     }
+}
+
+json_object *port_bond_json(struct port *p)
+{
+    json_object *o = json_object_new_object(), *ms = json_object_new_array();
+
+    pthread_mutex_lock(&p->bond_lock);
+    json_object_object_add(
+        o, "mode", json_object_new_string(p->bond->cfg.mode == BOND_MODE_LACP ? "lacp" : "static"));
+    bond_settings_json(p, o);
     json_object_object_add(o, "enabled_members", json_object_new_int((int)bond_n_enabled(p->bond)));
     for (unsigned i = 0; i < p->n_members; i++) {
         struct port *m = p->members[i];
@@ -508,14 +515,7 @@ static void bond_conf_update(struct port *p)
         if (p->members[i])
             json_object_array_add(now, json_object_new_string(p->members[i]->ifname));
     json_object_object_add(p->conf, "members", now);
-    json_object_object_add(p->conf, "hash",
-                           json_object_new_string(bond_hash_names[p->bond->cfg.hash]));
-    if (p->bond->cfg.mode == BOND_MODE_LACP) {
-        json_object *l = json_object_new_object();
-        json_object_object_add(l, "active", json_object_new_boolean(p->bond->cfg.lacp.active));
-        json_object_object_add(l, "fast", json_object_new_boolean(p->bond->cfg.lacp.fast));
-        json_object_object_add(p->conf, "lacp", l);
-    }
+    bond_settings_json(p, p->conf);
 }
 
 int port_bond_patch(struct port *p, json_object *j, char *err, size_t errlen)
