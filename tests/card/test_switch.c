@@ -1124,16 +1124,29 @@ static void test_tso_kernel(void **state)
     rst0 = ns_tcp_counter(ns, "OutRsts");
     assert_true(in0 >= 0 && csum0 >= 0 && rst0 >= 0);
 
-    n = tcp_gso_frame(f, GSO_PAYLOAD, GSO_MSS, &h);
-    memcpy(f, mac, 6);
-    assert_int_equal(fdrv_send(&s, f, n, &h), 0);
-    /* The resets come back through the tap port. */
-    for (int got; rsts < nseg && (got = recv1(&s, NULL, NULL)) > 0;)
-        if (got >= 54 && pkt_get_be16(rxbuf + 12) == PKT_ETHERTYPE_IPV4 &&
-            rxbuf[23] == PKT_IPPROTO_TCP && (rxbuf[47] & 0x04) &&
-            14u + pkt_get_be16(rxbuf + 16) <= (unsigned)got &&
-            tcp4_csum_valid(rxbuf, 14u + pkt_get_be16(rxbuf + 16)))
-            rsts++;
+    /* Twice: a plain frame, then one with 4 bytes of IPv4 options (NOP, NOP, NOP, end),
+     * which every segment repeats. */
+    for (int opts = 0; opts <= 4; opts += 4) {
+        n = tcp_gso_frame(f, GSO_PAYLOAD, GSO_MSS, &h);
+        memcpy(f, mac, 6);
+        if (opts) {
+            memmove(f + 34 + opts, f + 34, n - 34);
+            memcpy(f + 34, "\x01\x01\x01\x00", 4);
+            f[14] = 0x46;
+            pkt_put_be16(f + 16, (uint16_t)(pkt_get_be16(f + 16) + opts));
+            n += (uint32_t)opts;
+            h.hdr_len = (uint16_t)(h.hdr_len + opts);
+            h.csum_start = (uint16_t)(h.csum_start + opts);
+        }
+        assert_int_equal(fdrv_send(&s, f, n, &h), 0);
+        /* The resets come back through the tap port. */
+        for (int got; rsts < nseg * (opts ? 2u : 1u) && (got = recv1(&s, NULL, NULL)) > 0;)
+            if (got >= 54 && pkt_get_be16(rxbuf + 12) == PKT_ETHERTYPE_IPV4 &&
+                rxbuf[23] == PKT_IPPROTO_TCP && (rxbuf[47] & 0x04) &&
+                14u + pkt_get_be16(rxbuf + 16) <= (unsigned)got &&
+                tcp4_csum_valid(rxbuf, 14u + pkt_get_be16(rxbuf + 16)))
+                rsts++;
+    }
     in1 = ns_tcp_counter(ns, "InSegs");
     csum1 = ns_tcp_counter(ns, "InCsumErrors");
     rst1 = ns_tcp_counter(ns, "OutRsts");
@@ -1141,10 +1154,10 @@ static void test_tso_kernel(void **state)
     fdrv_close(&s);
     env_stop(&e);
     assert_int_equal(system(cmd), 0);
-    assert_int_equal(in1 - in0, nseg);
+    assert_int_equal(in1 - in0, 2 * nseg);
     assert_int_equal(csum1 - csum0, 0);
-    assert_int_equal(rst1 - rst0, nseg);
-    assert_int_equal(rsts, nseg);
+    assert_int_equal(rst1 - rst0, 2 * nseg);
+    assert_int_equal(rsts, 2 * nseg);
 }
 
 static void test_api_and_state(void **state)

@@ -33,18 +33,43 @@ static int gso_refuse(struct gso_info *gi, enum gso_bad bad)
     return -EINVAL;
 }
 
-/* Is next header nh an IPv6 extension header (which a GSO frame must not carry)? */
+/* Is next header nh an IPv6 extension header? */
 static bool ipv6_is_ext(uint8_t nh)
 {
     return nh == 0 || nh == 43 || nh == 44 || nh == 50 || nh == 51 || nh == 60 || nh == 135 ||
            nh == 139 || nh == 140;
 }
 
+#define IPV6_NH_HOPOPTS  0
+#define IPV6_NH_DSTOPTS  60
+#define IPV6_MAX_OPT_HDR 4 /* option headers walked in a GSO frame */
+
+/* The IPv6 extension headers a GSO frame may carry: hop-by-hop options (first only) and
+ * destination options, which every segment repeats unchanged, as Linux's segmentation
+ * does. Routing (the pseudo header would need the final destination), fragment, AH, ESP
+ * and the rest are refused. Returns the offset of the upper-layer header with *nh its
+ * protocol, or 0 for a truncated or refused header chain. */
+static uint32_t ipv6_skip_opts(const uint8_t *frame, uint32_t len, uint32_t l3, uint8_t *nh)
+{
+    uint32_t ofs = l3 + IPV6_HLEN;
+
+    *nh = frame[l3 + 6];
+    for (unsigned i = 0; *nh == IPV6_NH_DSTOPTS || (*nh == IPV6_NH_HOPOPTS && i == 0); i++) {
+        if (i == IPV6_MAX_OPT_HDR || len < ofs + 8)
+            return 0;
+        *nh = frame[ofs];
+        ofs += ((uint32_t)frame[ofs + 1] + 1) * 8;
+        if (ofs > len)
+            return 0;
+    }
+    return ipv6_is_ext(*nh) ? 0 : ofs;
+}
+
 int gso_validate(const uint8_t *frame, uint32_t len, const struct gso_hdr *h, unsigned allow,
                  struct gso_info *gi)
 {
     uint8_t type = h->gso_type & (uint8_t)~GSO_TYPE_ECN;
-    uint32_t ofs = 12, l3, l4, hl, first;
+    uint32_t ofs = 12, l3, l4, hl, first, ihl;
     uint16_t ethertype;
     unsigned tags = 0;
     bool udp = type == GSO_TYPE_UDP_L4, v6;
@@ -85,24 +110,31 @@ int gso_validate(const uint8_t *frame, uint32_t len, const struct gso_hdr *h, un
         const uint8_t *ip = frame + l3;
         if (ethertype != PKT_ETHERTYPE_IPV4)
             return gso_refuse(gi, GSO_BAD_L2);
-        if (len < l3 + 20 || ip[0] != 0x45) /* version 4, no options */
+        if (len < l3 + 20 || (ip[0] >> 4) != 4)
+            return gso_refuse(gi, GSO_BAD_IP);
+        /* Options are part of the headers every segment repeats (as in Linux's TSO). */
+        ihl = (uint32_t)(ip[0] & 0x0f) * 4;
+        if (ihl < 20 || len < l3 + ihl)
             return gso_refuse(gi, GSO_BAD_IP);
         if (pkt_get_be16(ip + 2) != len - l3 || (pkt_get_be16(ip + 6) & 0x3fff))
             return gso_refuse(gi, GSO_BAD_IP); /* length must be exact; no fragments */
         if (ip[9] != proto)
             return gso_refuse(gi, GSO_BAD_NOT_TCP);
-        l4 = l3 + 20;
+        l4 = l3 + ihl;
     } else {
         const uint8_t *ip = frame + l3;
         if (ethertype != PKT_ETHERTYPE_IPV6)
             return gso_refuse(gi, GSO_BAD_L2);
         if (len < l3 + IPV6_HLEN || (ip[0] >> 4) != 6)
             return gso_refuse(gi, GSO_BAD_IP);
+        uint8_t nh;
         if (pkt_get_be16(ip + 4) != len - l3 - IPV6_HLEN)
             return gso_refuse(gi, GSO_BAD_IP);
-        if (ip[6] != proto)
-            return gso_refuse(gi, ipv6_is_ext(ip[6]) ? GSO_BAD_IP : GSO_BAD_NOT_TCP);
-        l4 = l3 + IPV6_HLEN;
+        l4 = ipv6_skip_opts(frame, len, l3, &nh);
+        if (!l4)
+            return gso_refuse(gi, GSO_BAD_IP);
+        if (nh != proto)
+            return gso_refuse(gi, GSO_BAD_NOT_TCP);
     }
     if (udp) {
         /* The UDP length must cover exactly what the IP header says. */
@@ -187,7 +219,7 @@ int gso_segment(const uint8_t *frame, const struct gso_info *gi, unsigned idx, b
         pkt_put_be16(ip + 2, (uint16_t)(seg_len - l3));
         pkt_put_be16(ip + 4, (uint16_t)(pkt_get_be16(ip + 4) + idx));
         pkt_put_be16(ip + 10, 0);
-        pkt_put_be16(ip + 10, pkt_csum(ip, 20));
+        pkt_put_be16(ip + 10, pkt_csum(ip, l4 - l3)); /* header and options */
         sum = csum_add(0, ip + 12, 8); /* pseudo header: addresses, protocol, L4 length */
     } else {
         uint8_t *ip = out + l3;

@@ -71,7 +71,8 @@ enum gso_bad {
     GSO_BAD_SIZE,    /* gso_size 0, too many segments, or a segment over PKT_MAX_FRAME */
     GSO_BAD_LEN,     /* frame over GSO_MAX_FRAME, or hdr_len beyond the frame */
     GSO_BAD_L2,      /* truncated Ethernet / tags, or ethertype not the gso_type's IP */
-    GSO_BAD_IP,      /* IP header bad, options/extension headers, fragment, length */
+    GSO_BAD_IP,      /* IP header bad, extension headers other than hop-by-hop and
+                      * destination options, fragment, length */
     GSO_BAD_NOT_TCP, /* IP protocol / next header is not the gso_type's (TCP, or UDP) */
     GSO_BAD_TCP,     /* TCP header truncated or its data offset bad; UDP header or length bad */
     GSO_BAD_CSUM,    /* csum_start / csum_offset do not point at the L4 checksum */

@@ -86,6 +86,34 @@ static void build(struct gframe *g, bool v6, bool tagged, uint32_t payload, uint
     g->h.csum_offset = 16;
 }
 
+/* The IP header of a frame from build()/build_udp(): behind a tag or not. */
+static uint32_t l3_of(const struct gframe *f)
+{
+    return pkt_get_be16(f->buf + 12) == PKT_ETHERTYPE_VLAN ? 18 : 14;
+}
+
+/* Put n bytes between the fixed IP header and the L4 header of a frame from build() or
+ * build_udp(), fixing lengths, csum_start and hdr_len: IPv4 options (n a multiple of 4),
+ * or IPv6 extension headers (the caller chains their next headers; ip[6] names the
+ * first). */
+static void insert_ip_opts(struct gframe *f, bool v6, const uint8_t *opts, uint32_t n)
+{
+    uint32_t l3 = l3_of(f), at = l3 + (v6 ? 40 : 20);
+    uint8_t *ip = f->buf + l3;
+
+    memmove(f->buf + at + n, f->buf + at, f->len - at);
+    memcpy(f->buf + at, opts, n);
+    f->len += n;
+    if (!v6) {
+        ip[0] = (uint8_t)(0x40 | ((20 + n) / 4));
+        pkt_put_be16(ip + 2, (uint16_t)(pkt_get_be16(ip + 2) + n));
+    } else {
+        pkt_put_be16(ip + 4, (uint16_t)(pkt_get_be16(ip + 4) + n));
+    }
+    f->h.csum_start = (uint16_t)(f->h.csum_start + n);
+    f->h.hdr_len = (uint16_t)(f->h.hdr_len + n);
+}
+
 /* Checksum verification written independently of gso.c: a pseudo header laid out in
  * a buffer, then the RFC 1071 sum over it and the L4 segment (TCP or UDP) must be 0. */
 static bool l4_csum_ok(const uint8_t *f, uint32_t l3, uint32_t l4, uint32_t len, bool v6,
@@ -126,7 +154,7 @@ static unsigned check_segments(const struct gframe *g, bool v6, bool partial)
         gso_validate(g->buf, g->len, &g->h, GSO_ALLOW_TCPV4 | GSO_ALLOW_TCPV6 | GSO_ALLOW_ECN, &gi),
         0);
     l4 = g->h.csum_start;
-    l3 = l4 - (v6 ? 40 : 20);
+    l3 = l3_of(g);
     hl = l4 + TCPHL;
     payload = g->len - hl;
     oflags = g->buf[l4 + 13];
@@ -157,11 +185,15 @@ static unsigned check_segments(const struct gframe *g, bool v6, bool partial)
         if (!v6) {
             assert_int_equal(pkt_get_be16(seg + l3 + 2), (uint32_t)n - l3);
             assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint16_t)(ID0 + i));
-            assert_int_equal(pkt_csum(seg + l3, 20), 0);
-            assert_int_equal(seg[l3 + 1], 0x02); /* TOS/ECN kept */
+            assert_int_equal(pkt_csum(seg + l3, l4 - l3), 0); /* header and options */
+            assert_int_equal(seg[l3 + 1], 0x02);              /* TOS/ECN kept */
         } else {
             assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint32_t)n - l3 - 40);
         }
+        /* IPv4 options / IPv6 extension headers: repeated unchanged in every segment */
+        assert_memory_equal(seg + l3 + (v6 ? 40 : 20), g->buf + l3 + (v6 ? 40 : 20),
+                            l4 - l3 - (v6 ? 40 : 20));
+        assert_int_equal(m.l4_ofs, l4);
         /* Sequence continuity: each segment starts where the previous ended. */
         assert_int_equal(pkt_get_be32(seg + l4 + 4), (uint32_t)(SEQ0 + joined_len));
         assert_int_equal(pkt_get_be32(seg + l4 + 8), 0x12345678);
@@ -277,9 +309,6 @@ static void test_malformed(void **state)
     g.buf[14 + 20 + 12] = 0x40; /* data offset 16 bytes */
     refuse(&g, ALL, GSO_BAD_TCP);
     build(&g, false, false, 5000, 0, 1448);
-    g.buf[14] = 0x46; /* IPv4 options */
-    refuse(&g, ALL, GSO_BAD_IP);
-    build(&g, false, false, 5000, 0, 1448);
     pkt_put_be16(g.buf + 14 + 6, 0x2000); /* more fragments */
     refuse(&g, ALL, GSO_BAD_IP);
     build(&g, false, false, 5000, 0, 1448);
@@ -308,9 +337,6 @@ static void test_malformed(void **state)
     refuse(&g, ALL, GSO_BAD_SIZE); /* 5000 segments */
     build(&g, false, false, 20000, 0, 9500);
     refuse(&g, ALL, GSO_BAD_SIZE); /* a segment over PKT_MAX_FRAME */
-    build(&g, true, false, 5000, 0, 1448);
-    g.buf[14 + 6] = 0; /* hop-by-hop options header */
-    refuse(&g, ALL, GSO_BAD_IP);
     build(&g, true, false, 5000, 0, 1448);
     g.buf[14 + 6] = PKT_IPPROTO_UDP;
     refuse(&g, ALL, GSO_BAD_NOT_TCP);
@@ -367,7 +393,7 @@ static bool udp_csum_ok(const uint8_t *f, uint32_t l3, uint32_t l4, uint32_t len
 static unsigned check_udp_segments(const struct gframe *u, bool v6, bool partial)
 {
     static uint8_t seg[PKT_MAX_FRAME], joined[65536];
-    uint32_t l4 = u->h.csum_start, l3 = l4 - (v6 ? 40 : 20), hl = l4 + 8, joined_len = 0;
+    uint32_t l4 = u->h.csum_start, l3 = l3_of(u), hl = l4 + 8, joined_len = 0;
     struct gso_info gi;
 
     assert_int_equal(gso_validate(u->buf, u->len, &u->h, USO_ALL, &gi), 0);
@@ -392,10 +418,12 @@ static unsigned check_udp_segments(const struct gframe *u, bool v6, bool partial
         if (!v6) {
             assert_int_equal(pkt_get_be16(seg + l3 + 2), (uint32_t)n - l3);
             assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint16_t)(ID0 + i));
-            assert_int_equal(pkt_csum(seg + l3, 20), 0);
+            assert_int_equal(pkt_csum(seg + l3, l4 - l3), 0);
         } else {
             assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint32_t)n - l3 - 40);
         }
+        assert_memory_equal(seg + l3 + (v6 ? 40 : 20), u->buf + l3 + (v6 ? 40 : 20),
+                            l4 - l3 - (v6 ? 40 : 20));
         if (partial) {
             assert_false(udp_csum_ok(seg, l3, l4, (uint32_t)n, v6));
             pkt_put_be16(seg + l4 + 6, pkt_csum(seg + l4, (uint32_t)n - l4));
@@ -422,6 +450,90 @@ static void test_udp(void **state)
     assert_int_equal(check_udp_segments(&g, true, true), 1);
     build_udp(&g, false, false, 0, 1400); /* an empty datagram */
     assert_int_equal(check_udp_segments(&g, false, false), 1);
+}
+
+/* IPv4 options and IPv6 hop-by-hop / destination options headers are segmented (each
+ * segment repeats them); the IPv6 headers whose meaning segmentation would change, and
+ * broken chains, are refused. */
+static void test_ip_options(void **state)
+{
+    /* router alert (4 bytes), then NOP, NOP, NOP, end of list */
+    static const uint8_t v4opt[8] = {0x94, 0x04, 0, 0, 1, 1, 1, 0};
+    /* hop-by-hop (next: destination options), then destination options (next: set below),
+     * each 8 bytes: a PadN option filling it */
+    uint8_t v6opt[16] = {60, 0, 1, 4, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0, 0};
+
+    (void)state;
+    build(&g, false, false, 5000, 0, 1448);
+    insert_ip_opts(&g, false, v4opt, 8);
+    assert_int_equal(check_segments(&g, false, false), 4);
+    build(&g, false, true, 3000, 0x08, 1000);
+    insert_ip_opts(&g, false, v4opt, 4);
+    assert_int_equal(check_segments(&g, false, true), 3);
+    build(&g, true, false, 5000, 0, 1448);
+    g.buf[14 + 6] = 0; /* hop-by-hop first */
+    v6opt[8] = PKT_IPPROTO_TCP;
+    insert_ip_opts(&g, true, v6opt, 16);
+    assert_int_equal(check_segments(&g, true, false), 4);
+    build_udp(&g, true, true, 6000, 1400);
+    g.buf[18 + 6] = 60; /* destination options only */
+    v6opt[8] = PKT_IPPROTO_UDP;
+    insert_ip_opts(&g, true, v6opt + 8, 8);
+    assert_int_equal(check_udp_segments(&g, true, false), 5);
+    build_udp(&g, false, false, 6000, 1400);
+    insert_ip_opts(&g, false, v4opt, 8);
+    assert_int_equal(check_udp_segments(&g, false, true), 5);
+
+    /* refused: IHL below 5 or beyond the frame; routing and fragment headers; hop-by-hop
+     * not first; an option header running past the frame; more than 4 of them */
+    build(&g, false, false, 5000, 0, 1448);
+    g.buf[14] = 0x44;
+    refuse(&g, ALL, GSO_BAD_IP);
+    build(&g, false, false, 0, 0, 1448);
+    g.len = 14 + 24;
+    pkt_put_be16(g.buf + 16, 24);
+    g.buf[14] = 0x47; /* 28 bytes of IP header in a 24-byte packet */
+    g.h.hdr_len = 0;
+    refuse(&g, ALL, GSO_BAD_IP);
+    for (unsigned k = 0; k < 4; k++) {
+        static const uint8_t first[] = {43, 44, 0, 60};
+        build(&g, true, false, 5000, 0, 1448);
+        g.buf[14 + 6] = first[k];
+        /* 0, 1: routing, fragment first; 2: hop-by-hop -> hop-by-hop (not first);
+         * 3: destination options -> destination options -> AH */
+        v6opt[0] = k == 2 ? 0 : 60;
+        v6opt[8] = k == 3 ? 51 : PKT_IPPROTO_TCP;
+        insert_ip_opts(&g, true, v6opt, 16);
+        refuse(&g, ALL, GSO_BAD_IP);
+    }
+    build(&g, true, false, 5000, 0, 1448);
+    g.buf[14 + 6] = 60;
+    v6opt[8] = PKT_IPPROTO_TCP;
+    v6opt[1] = 200; /* 1608 bytes long */
+    memmove(g.buf + 54 + 8, g.buf + 54, 60);
+    memcpy(g.buf + 54, v6opt, 8);
+    g.len = 54 + 68;
+    pkt_put_be16(g.buf + 18, 68);
+    g.h.hdr_len = 0;
+    refuse(&g, ALL, GSO_BAD_IP);
+    v6opt[1] = 0;
+    {
+        uint8_t chain[40];
+        for (unsigned k = 0; k < 5; k++) {
+            memcpy(chain + 8 * k, v6opt + 8, 8);
+            chain[8 * k] = k == 4 ? PKT_IPPROTO_TCP : 60;
+        }
+        build(&g, true, false, 5000, 0, 1448);
+        g.buf[14 + 6] = 60;
+        chain[24] = PKT_IPPROTO_TCP;
+        insert_ip_opts(&g, true, chain, 32); /* four: fine */
+        assert_int_equal(check_segments(&g, true, false), 4);
+        chain[24] = 60;
+        build(&g, true, false, 5000, 0, 1448);
+        g.buf[14 + 6] = 60;
+        insert_ip_opts(&g, true, chain, 40); /* five: refused */
+        refuse(&g, ALL, GSO_BAD_IP);
+    }
 }
 
 static void test_udp_malformed(void **state)
@@ -504,6 +616,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_udp),
         cmocka_unit_test(test_udp_malformed),
+        cmocka_unit_test(test_ip_options),
         cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
