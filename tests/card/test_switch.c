@@ -1084,7 +1084,7 @@ static long long ns_tcp_counter(const char *ns, const char *name)
  * with a reset; a bad checksum would count InCsumErrors). Needs root and iproute2. */
 static void test_tso_kernel(void **state)
 {
-    static uint8_t f[66 + GSO_PAYLOAD];
+    static uint8_t f[66 + 4 + GSO_PAYLOAD]; /* room for 4 bytes of IPv4 options */
     const unsigned nseg = (GSO_PAYLOAD + GSO_MSS - 1) / GSO_MSS;
     char ns[32], ifn[16], cmd[512], path[64];
     long long in0, csum0, rst0, in1, csum1, rst1;
