@@ -231,7 +231,7 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
             memcpy(dst + fo->len[0] + fo->len[1], fo->seg[2], fo->len[2]);
         }
         virtq_log_elem_write(vq, &elems[0], need);
-        virtq_push(vq, elems[0].head, need);
+        virtq_push(vq, &elems[0], need);
         return 0;
     }
     have = elems[0].in_len;
@@ -243,7 +243,7 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
         if (ret < 0)
             return ret;
         if (ret == 0) {
-            virtq_unpop(vq, (uint16_t)nbuf);
+            virtq_unpop(vq, elems, (uint16_t)nbuf);
             return -ENOBUFS;
         }
         if (elems[nbuf].n_out) {
@@ -256,7 +256,7 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
     if (have < need) {
         /* Return the buffers empty: the packet does not fit what the driver gave us. */
         for (unsigned i = 0; i < nbuf; i++)
-            virtq_push(vq, elems[i].head, 0);
+            virtq_push(vq, &elems[i], 0);
         return -EMSGSIZE;
     }
     h.num_buffers = (uint16_t)nbuf;
@@ -273,7 +273,7 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
                 if (done < lens[k]) {
                     /* chain full: complete it, continue in the next */
                     virtq_log_elem_write(vq, s.e, s.written);
-                    virtq_push(vq, s.e->head, s.written);
+                    virtq_push(vq, s.e, s.written);
                     cur++;
                     s.e = &elems[cur];
                     s.seg = s.e->n_out;
@@ -283,10 +283,10 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
             }
         }
         virtq_log_elem_write(vq, s.e, s.written);
-        virtq_push(vq, s.e->head, s.written);
+        virtq_push(vq, s.e, s.written);
         /* Buffers popped but unused (can only happen when lengths shrank): give back empty. */
         for (unsigned i = cur + 1; i < nbuf; i++)
-            virtq_push(vq, elems[i].head, 0);
+            virtq_push(vq, &elems[i], 0);
     }
     return 0;
 }
@@ -307,6 +307,8 @@ static void vhost_output(struct worker *w, struct port *p, struct pkt **pk, cons
     struct port_queue *q = vhost_pick_rxq(p, w->id);
     struct virtq *vq;
     unsigned done = 0;
+    uint16_t used0;
+    bool wrap0;
 
     if (!q) {
         p->q[0].st.rx_dropped += 0; /* no queue running: silently not delivered */
@@ -318,6 +320,8 @@ static void vhost_output(struct worker *w, struct port *p, struct pkt **pk, cons
         return;
     }
     vq = &p->dev.vr[2 * q->qpair].vq;
+    used0 = vq->used_idx;
+    wrap0 = vq->used_wrap;
     virtq_prefetch_ahead(vq, n);
     if (virtq_avail_refresh(vq))
         virtq_prefetch(vq, n, true, p->vnet_hdr_len);
@@ -337,7 +341,7 @@ static void vhost_output(struct worker *w, struct port *p, struct pkt **pk, cons
             q->st.rx_dropped++;
         }
     }
-    if (done || vq->used_idx != vq->used->idx) {
+    if (done || vq->used_idx != used0 || vq->used_wrap != wrap0) { /* buffers returned */
         virtq_flush(vq);
         vhost_rx_notify(w, q, vq, done, now, pol);
     }
@@ -940,11 +944,11 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
         if (e->out_len < hl + PKT_ETH_HLEN || e->out_len - hl > PKT_MAX_FRAME) {
             int r = vhost_tx_big(w, p, q, e, pk);
             if (r == -EAGAIN) { /* next round */
-                virtq_unpop(vq, 1);
+                virtq_unpop(vq, e, 1);
                 popped--;
                 break;
             }
-            virtq_push(vq, e->head, 0);
+            virtq_push(vq, e, 0);
             if (r == 0)
                 pkts[n++] = pk;
             continue;
@@ -961,7 +965,7 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
         } else {
             got = vhost_copy_chain(e, hl, &pk->vh, pk->data);
         }
-        virtq_push(vq, e->head, 0);
+        virtq_push(vq, e, 0);
         if (pk->vh.gso_type != GSO_TYPE_NONE && vhost_tx_gso(w, p, q, pk, got))
             continue;
         pk->len = got;

@@ -192,7 +192,7 @@ void vhost_net_ops_init(struct vu_dev_ops *ops, unsigned n_qpairs)
                     (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_MRG_RXBUF) |
                     (1ull << VIRTIO_NET_F_STATUS) | (1ull << VIRTIO_NET_F_MTU) |
                     (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
-                    (1ull << VIRTIO_F_IN_ORDER);
+                    (1ull << VIRTIO_F_IN_ORDER) | (1ull << VIRTIO_F_RING_PACKED);
     /* TSO and USO both ways: GSO frames are validated on ingress and either delivered whole
      * to a VM that takes them or segmented in software for every other destination (dp.c). */
     ops->features |= (1ull << VIRTIO_NET_F_HOST_TSO4) | (1ull << VIRTIO_NET_F_HOST_TSO6) |

@@ -226,13 +226,85 @@ static void vu_ring_stop(struct vu_dev *dev, unsigned i)
     if (dev->ops->queue_stop)
         dev->ops->queue_stop(dev->opaque, dev, i);
     vr->running = false;
-    vr->base = vr->vq.last_avail_idx;
+    if (vr->vq.packed)
+        vr->base = (uint32_t)vr->vq.last_avail_idx | (uint32_t)vr->vq.avail_wrap << 15 |
+                   (uint32_t)vr->vq.used_idx << 16 | (uint32_t)vr->vq.used_wrap << 31;
+    else
+        vr->base = vr->vq.last_avail_idx;
 }
 
 static void vu_stop_all(struct vu_dev *dev)
 {
     for (unsigned i = 0; i < VU_MAX_QUEUES; i++)
         vu_ring_stop(dev, i);
+}
+
+/*
+ * Packed ring (VIRTIO_F_RING_PACKED): descriptor ring, then the driver's and the device's
+ * event suppression areas where a split ring has its avail and used rings. The vring base
+ * holds both positions, as vhost-user defines it for packed rings: bits 0-14 the next
+ * slot to pop, 15 its wrap counter, 16-30 the next slot to write used, 31 its wrap
+ * counter. A frontend that sends only the low half (DPDK's virtio_user) means used =
+ * avail. When used is behind avail, chains popped but not completed by the last device
+ * run are popped again from the used position, as for split rings.
+ */
+static int vu_ring_map_packed(struct vu_dev *dev, struct vu_vring *vr)
+{
+    struct virtq *vq = &vr->vq;
+    struct pvirtq_desc *desc =
+        vu_mem_uva_range(dev->mem, vr->addr.desc_user_addr, 16ull * vr->num);
+    struct pvirtq_event *drv_ev = vu_mem_uva_range(dev->mem, vr->addr.avail_user_addr, 4);
+    struct pvirtq_event *dev_ev = vu_mem_uva_range(dev->mem, vr->addr.used_user_addr, 4);
+    uint32_t base = vr->base;
+
+    if (!desc || !drv_ev || !dev_ev || ((uintptr_t)desc & 15) || ((uintptr_t)drv_ev & 3) ||
+        ((uintptr_t)dev_ev & 3)) {
+        log_err("%s: packed ring addresses desc 0x%llx driver 0x%llx device 0x%llx (size %u) "
+                "not in shared memory or misaligned",
+                vr->name, (unsigned long long)vr->addr.desc_user_addr,
+                (unsigned long long)vr->addr.avail_user_addr,
+                (unsigned long long)vr->addr.used_user_addr, vr->num);
+        return -EINVAL;
+    }
+    if ((base & 0x7fff) >= vr->num || ((base >> 16) & 0x7fff) >= vr->num) {
+        log_err("%s: packed ring base 0x%08x lies beyond the ring (size %u)", vr->name, base,
+                vr->num);
+        return -EINVAL;
+    }
+    memset(vq, 0, sizeof(*vq));
+    vq->name = vr->name;
+    virtq_init_packed(vq, vr->num, desc, drv_ev, dev_ev, dev->mem,
+                      vu_dev_has_feature(dev, VIRTIO_RING_F_EVENT_IDX));
+    vq->call_fd = vr->call_fd;
+    vq->in_order = vu_dev_has_feature(dev, VIRTIO_F_IN_ORDER);
+    vq->last_avail_idx = (uint16_t)(base & 0x7fff);
+    vq->avail_wrap = (base >> 15) & 1;
+    vq->used_idx = vq->last_avail_idx;
+    vq->used_wrap = vq->avail_wrap;
+    if (base >> 16) {
+        vq->used_idx = (uint16_t)((base >> 16) & 0x7fff);
+        vq->used_wrap = base >> 31;
+        if (vq->used_idx != vq->last_avail_idx || vq->used_wrap != vq->avail_wrap) {
+            log_warn("%s: packed ring base: used slot %u wrap %d behind avail slot %u wrap %d; "
+                     "resuming from the used slot",
+                     vr->name, vq->used_idx, vq->used_wrap, vq->last_avail_idx, vq->avail_wrap);
+            vq->last_avail_idx = vq->used_idx;
+            vq->avail_wrap = vq->used_wrap;
+        }
+    }
+    if (vu_dev_has_feature(dev, VHOST_F_LOG_ALL) && dev->log &&
+        (vr->addr.flags & (1u << VHOST_VRING_F_LOG))) {
+        if (vu_mem_uva_to_gpa(dev->mem, vr->addr.desc_user_addr, &vq->desc_gpa) ||
+            vu_mem_uva_to_gpa(dev->mem, vr->addr.used_user_addr, &vq->device_ev_gpa)) {
+            log_err("%s: packed ring not in guest memory: cannot log its writes", vr->name);
+            return -EINVAL;
+        }
+        vq->log_used = true;
+        vq->log = dev->log;
+    }
+    if (dev->inflight_addr)
+        log_warn("%s: inflight descriptors are not tracked on packed rings", vr->name);
+    return 0;
 }
 
 /* Translate ring addresses and hand the ring to the data plane if it can run. */
@@ -250,6 +322,16 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
         return 0;
     if (vr->num == 0) {
         log_err("%s: started without SET_VRING_NUM", vr->name);
+        return -EINVAL;
+    }
+    if (vu_dev_has_feature(dev, VIRTIO_F_RING_PACKED)) {
+        int ret = vu_ring_map_packed(dev, vr);
+        if (ret)
+            return ret;
+        goto run;
+    }
+    if (vr->base > 0xffff) {
+        log_err("%s: split ring base %u out of range", vr->name, vr->base);
         return -EINVAL;
     }
     avail_len = 4 + 2ull * vr->num + 2;
@@ -316,6 +398,7 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
         q->used_idx = vq->used_idx;
         vq->inflight = q;
     }
+run:
     vr->running = true;
     if (dev->ops->queue_start)
         dev->ops->queue_start(dev->opaque, dev, i);
@@ -794,15 +877,13 @@ int vu_dev_process(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
     case VHOST_USER_SET_VRING_BASE:
         if (!(vr = vu_vring_get(dev, msg->p.state.index, "SET_VRING_BASE")))
             return -EINVAL;
-        if (msg->p.state.num > 0xffff) {
-            log_err("%s: ring base %u out of range", vr->name, msg->p.state.num);
-            return -EINVAL;
-        }
+        /* Packed rings use all 32 bits (vu_ring_map_packed); split ones 16, checked when the
+         * ring starts (the features may be set after this). */
         if (vr->running) {
             log_err("%s: SET_VRING_BASE while the ring runs", vr->name);
             return -EBUSY;
         }
-        vr->base = (uint16_t)msg->p.state.num;
+        vr->base = msg->p.state.num;
         break;
     case VHOST_USER_GET_VRING_BASE:
         if (!(vr = vu_vring_get(dev, msg->p.state.index, "GET_VRING_BASE")))

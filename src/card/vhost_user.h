@@ -43,7 +43,7 @@ struct vu_dev_ops {
 
 struct vu_vring {
     uint16_t num;
-    uint16_t base;
+    uint32_t base; /* split: next avail index; packed: see vu_ring_map_packed() */
     struct vhost_user_vring_addr addr;
     bool addr_set;
     bool started; /* kick received, not yet stopped by GET_VRING_BASE */

@@ -36,6 +36,20 @@ void virtq_init(struct virtq *vq, uint16_t num, struct virtq_desc *desc, struct 
     vq->shadow_avail_idx = vq->last_avail_idx;
 }
 
+void virtq_init_packed(struct virtq *vq, uint16_t num, struct pvirtq_desc *desc,
+                       struct pvirtq_event *driver_ev, struct pvirtq_event *device_ev,
+                       const struct vu_mem *mem, bool event_idx)
+{
+    vq->packed = true;
+    vq->num = num;
+    vq->pdesc = desc;
+    vq->driver_ev = driver_ev;
+    vq->device_ev = device_ev;
+    vq->mem = mem;
+    vq->event_idx = event_idx;
+    vq->signalled_valid = false;
+}
+
 static int virtq_add_seg(struct virtq *vq, struct virtq_elem *e, uint64_t gpa, uint32_t len,
                          bool writable)
 {
@@ -175,12 +189,182 @@ static int virtq_walk_chain(struct virtq *vq, struct virtq_elem *e, uint16_t hea
     }
 }
 
+/* One descriptor of a packed chain (ring or indirect table) into e. */
+static int virtq_packed_seg(struct virtq *vq, struct virtq_elem *e, const struct pvirtq_desc *d,
+                            uint64_t *total)
+{
+    if (!(d->flags & VIRTQ_DESC_F_WRITE) && e->n_in) {
+        log_err("%s: chain of buffer %u: device-readable descriptor after a writable one", vq->name,
+                d->id);
+        return -EINVAL;
+    }
+    *total += d->len;
+    if (*total > (1u << 30)) {
+        log_err("%s: chain of buffer %u longer than 1 GiB", vq->name, d->id);
+        return -EINVAL;
+    }
+    return d->len ? virtq_add_seg(vq, e, d->addr, d->len, d->flags & VIRTQ_DESC_F_WRITE) : 0;
+}
+
+/* Packed: the chain at our position, its descriptors in consecutive slots (2.8.6), or one
+ * indirect descriptor whose table is the chain (2.8.7). The driver writes the first
+ * descriptor's flags last, so once that one is seen available (acquire) the rest of the
+ * chain is complete. */
+static int virtq_pop_packed(struct virtq *vq, struct virtq_elem *e)
+{
+    uint16_t i = vq->last_avail_idx;
+    bool wrap = vq->avail_wrap;
+    uint64_t total = 0;
+    unsigned count = 0;
+    int ret;
+
+    if (!virtq_packed_avail(vq))
+        return 0;
+    e->n_out = e->n_in = 0;
+    e->out_len = e->in_len = 0;
+    {
+        /* Fast path, the usual packet: one direct descriptor inside one memory region.
+         * Anything else takes the full walk below, which reads the descriptor again. */
+        struct pvirtq_desc d;
+        memcpy(&d, (const void *)&vq->pdesc[i], sizeof(d));
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        if (!(d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) && d.len &&
+            d.len <= (1u << 30)) {
+            uint64_t l = d.len;
+            uint8_t *p = vu_mem_gpa_ptr(vq->mem, d.addr, &l);
+            if (p && l == d.len) {
+                e->iov[0].base = p;
+                e->iov[0].len = d.len;
+                e->iov[0].gpa = d.addr;
+                if (d.flags & VIRTQ_DESC_F_WRITE) {
+                    e->n_in = 1;
+                    e->in_len = d.len;
+                } else {
+                    e->n_out = 1;
+                    e->out_len = d.len;
+                }
+                e->head = d.id;
+                e->n_descs = 1;
+                if (++i == vq->num) {
+                    i = 0;
+                    vq->avail_wrap = !vq->avail_wrap;
+                }
+                vq->last_avail_idx = i;
+                vq->n_chains++;
+                return 1;
+            }
+        }
+    }
+    for (;;) {
+        struct pvirtq_desc d;
+
+        /* One read of the driver-owned descriptor: no re-reads after checks. */
+        memcpy(&d, (const void *)&vq->pdesc[i], sizeof(d));
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        if (++count > vq->num) {
+            log_err("%s: chain at slot %u is longer than the ring (%u)", vq->name,
+                    vq->last_avail_idx, vq->num);
+            return -EINVAL;
+        }
+        if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+            const struct pvirtq_desc *tbl;
+            uint32_t n = d.len / sizeof(struct pvirtq_desc);
+
+            if (count != 1 || (d.flags & VIRTQ_DESC_F_NEXT)) {
+                log_err("%s: chain at slot %u: indirect descriptor %s", vq->name,
+                        vq->last_avail_idx, count != 1 ? "after direct ones" : "chained");
+                return -EINVAL;
+            }
+            if (d.len == 0 || d.len % sizeof(struct pvirtq_desc) || n > VIRTQ_MAX_SIZE) {
+                log_err("%s: chain at slot %u: indirect table length %u invalid", vq->name,
+                        vq->last_avail_idx, d.len);
+                return -EINVAL;
+            }
+            tbl = vu_mem_gpa_range(vq->mem, d.addr, d.len);
+            if (!tbl || ((uintptr_t)tbl % _Alignof(struct pvirtq_desc))) {
+                log_err("%s: chain at slot %u: indirect table gpa 0x%llx len %u not mapped",
+                        vq->name, vq->last_avail_idx, (unsigned long long)d.addr, d.len);
+                return -EINVAL;
+            }
+            for (uint32_t k = 0; k < n; k++) {
+                struct pvirtq_desc t;
+                memcpy(&t, (const void *)&tbl[k], sizeof(t));
+                __atomic_signal_fence(__ATOMIC_SEQ_CST);
+                if (t.flags & VIRTQ_DESC_F_INDIRECT) {
+                    log_err("%s: chain at slot %u: nested indirect descriptor", vq->name,
+                            vq->last_avail_idx);
+                    return -EINVAL;
+                }
+                t.id = d.id;
+                ret = virtq_packed_seg(vq, e, &t, &total);
+                if (ret)
+                    return ret;
+            }
+        } else {
+            ret = virtq_packed_seg(vq, e, &d, &total);
+            if (ret)
+                return ret;
+        }
+        if (++i == vq->num) {
+            i = 0;
+            wrap = !wrap;
+        }
+        if ((d.flags & VIRTQ_DESC_F_INDIRECT) || !(d.flags & VIRTQ_DESC_F_NEXT)) {
+            e->head = d.id; /* the buffer ID is in the chain's last descriptor */
+            break;
+        }
+    }
+    e->n_descs = (uint16_t)count;
+    vq->last_avail_idx = i;
+    vq->avail_wrap = wrap;
+    vq->n_chains++;
+    return 1;
+}
+
+void virtq_push_packed(struct virtq *vq, const struct virtq_elem *e, uint32_t len)
+{
+    struct pvirtq_desc *d = &vq->pdesc[vq->used_idx];
+    uint16_t flags = vq->used_wrap ? (PVIRTQ_DESC_F_AVAIL | PVIRTQ_DESC_F_USED) : 0;
+
+    if (len)
+        flags |= VIRTQ_DESC_F_WRITE; /* len is meaningful (2.8.9) */
+    d->id = e->head;
+    d->len = len;
+    /* The driver reads used descriptors in ring order and stops at the first one not
+     * used: holding back the first one's flags hides the batch, and the others' lines
+     * are written whole before the driver looks at them (one transfer per line). */
+    if (!vq->used_held) {
+        vq->used_held = true;
+        vq->used_held_slot = vq->used_idx;
+        vq->used_held_flags = flags;
+    } else {
+        __atomic_store_n(&d->flags, flags, __ATOMIC_RELEASE);
+    }
+    if (vq->log)
+        vu_log_write(vq->log, vq->desc_gpa + (uint64_t)vq->used_idx * sizeof(*d), sizeof(*d));
+    vq->used_idx = (uint16_t)(vq->used_idx + e->n_descs);
+    if (vq->used_idx >= vq->num) {
+        vq->used_idx = (uint16_t)(vq->used_idx - vq->num);
+        vq->used_wrap = !vq->used_wrap;
+    }
+}
+
+void virtq_flush_packed(struct virtq *vq)
+{
+    if (!vq->used_held)
+        return;
+    __atomic_store_n(&vq->pdesc[vq->used_held_slot].flags, vq->used_held_flags, __ATOMIC_RELEASE);
+    vq->used_held = false;
+}
+
 int virtq_pop(struct virtq *vq, struct virtq_elem *e)
 {
     uint16_t pending = (uint16_t)(vq->shadow_avail_idx - vq->last_avail_idx);
     uint16_t head;
     int ret;
 
+    if (vq->packed)
+        return virtq_pop_packed(vq, e);
     /* Entries seen at the last read of avail->idx are consumed first; the
      * index is read again only when they are gone (or the cached value does
      * not make sense for our position, e.g. after SET_VRING_BASE). */
@@ -218,11 +402,40 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *e)
     return 1;
 }
 
+/* Hint the first bytes of one buffer (see virtq_prefetch). */
+static inline void virtq_prefetch_buf(const struct virtq *vq, uint64_t addr, bool for_write,
+                                      unsigned read_first)
+{
+    uint64_t len = 128;
+    uint8_t *p = vu_mem_gpa_ptr(vq->mem, addr, &len);
+
+    if (!p)
+        return;
+    if (for_write) {
+        /* The first read_first bytes are read before they are written (and usually
+         * not written): fetch their line shared unless the written part starts in
+         * it, so that the driver keeps its copy. */
+        uintptr_t w = (uintptr_t)p + (read_first < len ? read_first : 0);
+        if (((uintptr_t)p ^ w) & ~(uintptr_t)63)
+            __builtin_prefetch(p);
+        __builtin_prefetch((const void *)w, 1);
+        if ((uintptr_t)p + len > w + 64)
+            __builtin_prefetch((const void *)(w + 64), 1);
+    } else {
+        __builtin_prefetch(p);
+        if (len > 64)
+            __builtin_prefetch(p + 64);
+    }
+}
+
 void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write, unsigned read_first)
 {
     uint16_t heads[64];
     unsigned n = (uint16_t)(vq->shadow_avail_idx - vq->last_avail_idx);
 
+    if (vq->packed)
+        return; /* virtq_prefetch_ahead fetches the descriptors; buffer hints measured no
+                 * gain on packed rings (A/B, 4 runs each, within the noise) */
     if (n > vq->num)
         return;
     if (n > max)
@@ -237,34 +450,28 @@ void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write, unsign
     }
     for (unsigned k = 0; k < n; k++) {
         const struct virtq_desc *d = &vq->desc[heads[k]];
-        uint64_t addr = __atomic_load_n(&d->addr, __ATOMIC_RELAXED), len = 128;
-        uint8_t *p;
 
         if (__atomic_load_n(&d->flags, __ATOMIC_RELAXED) & VIRTQ_DESC_F_INDIRECT)
             continue;
-        p = vu_mem_gpa_ptr(vq->mem, addr, &len);
-        if (!p)
-            continue;
-        if (for_write) {
-            /* The first read_first bytes are read before they are written (and usually
-             * not written): fetch their line shared unless the written part starts in
-             * it, so that the driver keeps its copy. */
-            uintptr_t w = (uintptr_t)p + (read_first < len ? read_first : 0);
-            if (((uintptr_t)p ^ w) & ~(uintptr_t)63)
-                __builtin_prefetch(p);
-            __builtin_prefetch((const void *)w, 1);
-            if ((uintptr_t)p + len > w + 64)
-                __builtin_prefetch((const void *)(w + 64), 1);
-        } else {
-            __builtin_prefetch(p);
-            if (len > 64)
-                __builtin_prefetch(p + 64);
-        }
+        virtq_prefetch_buf(vq, __atomic_load_n(&d->addr, __ATOMIC_RELAXED), for_write, read_first);
     }
 }
 
-void virtq_unpop(struct virtq *vq, uint16_t n)
+void virtq_unpop(struct virtq *vq, const struct virtq_elem *e, uint16_t n)
 {
+    if (vq->packed) {
+        while (n--) {
+            uint16_t nd = e[n].n_descs;
+            if (vq->last_avail_idx < nd) {
+                vq->last_avail_idx = (uint16_t)(vq->last_avail_idx + vq->num - nd);
+                vq->avail_wrap = !vq->avail_wrap;
+            } else {
+                vq->last_avail_idx = (uint16_t)(vq->last_avail_idx - nd);
+            }
+            vq->n_chains--;
+        }
+        return;
+    }
     while (n--) {
         vq->last_avail_idx--;
         if (vq->inflight) {
@@ -276,11 +483,39 @@ void virtq_unpop(struct virtq *vq, uint16_t n)
     }
 }
 
+/* Packed (2.8.10): the driver's event suppression says enable, disable, or (event idx)
+ * the slot and wrap of the used descriptor it wants to hear about. */
+static bool virtq_need_notify_packed(struct virtq *vq)
+{
+    uint16_t old = vq->signalled_used, now = vq->used_idx, flags, off_wrap, off;
+    bool valid = vq->signalled_valid;
+
+    virtq_full_barrier();
+    vq->signalled_used = now;
+    vq->signalled_valid = true;
+    flags = __atomic_load_n(&vq->driver_ev->flags, __ATOMIC_RELAXED) & 3;
+    if (flags != PVIRTQ_EVENT_DESC || !vq->event_idx)
+        return flags != PVIRTQ_EVENT_DISABLE;
+    if (!valid)
+        return true;
+    off_wrap = __atomic_load_n(&vq->driver_ev->off_wrap, __ATOMIC_RELAXED);
+    off = off_wrap & 0x7fff;
+    /* Unwrap both onto now's lap: old before it, the event on the previous lap when its
+     * wrap counter is not ours. */
+    if (now <= old)
+        old = (uint16_t)(old - vq->num);
+    if (!!(off_wrap >> 15) != vq->used_wrap)
+        off = (uint16_t)(off - vq->num);
+    return virtq_need_event(off, now, old);
+}
+
 bool virtq_need_notify(struct virtq *vq)
 {
     uint16_t old, now = vq->used_idx;
     bool valid = vq->signalled_valid;
 
+    if (vq->packed)
+        return virtq_need_notify_packed(vq);
     /* Our used-idx store must be visible before we read the driver's flags/event. */
     virtq_full_barrier();
     if (!vq->event_idx)
@@ -317,8 +552,21 @@ static void virtq_log_used_hdr(struct virtq *vq)
         vu_log_write(vq->log, vq->used_gpa, 2);
 }
 
+/* Packed: kicks on or off for every descriptor (the device event suppression). */
+static void virtq_set_kicks_packed(struct virtq *vq, uint16_t flags)
+{
+    __atomic_store_n(&vq->device_ev->flags, flags, __ATOMIC_RELAXED);
+    if (vq->log)
+        vu_log_write(vq->log, vq->device_ev_gpa, sizeof(*vq->device_ev));
+}
+
 bool virtq_enable_kicks(struct virtq *vq)
 {
+    if (vq->packed) {
+        virtq_set_kicks_packed(vq, PVIRTQ_EVENT_ENABLE);
+        virtq_full_barrier();
+        return virtq_packed_avail(vq);
+    }
     if (vq->event_idx) {
         uint16_t *avail_event = (uint16_t *)&vq->used->ring[vq->num];
         __atomic_store_n(avail_event, vq->last_avail_idx, __ATOMIC_RELAXED);
@@ -335,6 +583,10 @@ bool virtq_enable_kicks(struct virtq *vq)
 
 void virtq_disable_kicks(struct virtq *vq)
 {
+    if (vq->packed) {
+        virtq_set_kicks_packed(vq, PVIRTQ_EVENT_DISABLE);
+        return;
+    }
     if (!vq->event_idx) {
         __atomic_store_n(&vq->used->flags, vq->used->flags | VIRTQ_USED_F_NO_NOTIFY,
                          __ATOMIC_RELAXED);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Split virtqueue, device side (virtio 1.2 section 2.7): pop descriptor
- * chains with full validation (address translation, chain length, loops,
- * indirect tables, readable-before-writable), push used entries, event-idx
- * notification suppression both ways, dirty logging of every guest write
- * and inflight tracking (vhost-user INFLIGHT_SHMFD).
+ * Split (virtio 1.2 section 2.7) and packed (2.8) virtqueues, device side: pop
+ * descriptor chains with full validation (address translation, chain length,
+ * loops, indirect tables, readable-before-writable), push used entries,
+ * notification suppression both ways (event idx; packed event suppression),
+ * dirty logging of every guest write and, for split rings, inflight tracking
+ * (vhost-user INFLIGHT_SHMFD). The data path calls the same functions for both
+ * layouts; the split ring's stay inline, the packed ring's are out of line.
  *
  * A virtqueue is driven by exactly one thread at a time (the worker that
  * owns it, or a caller holding the queue's lock).
@@ -28,7 +30,8 @@ struct virtq_iov {
 
 /* One popped chain: device-readable segments first, then writable ones. */
 struct virtq_elem {
-    uint16_t head;
+    uint16_t head;    /* split: the head descriptor; packed: the buffer ID */
+    uint16_t n_descs; /* packed: ring slots the chain took */
     uint16_t n_out; /* device-readable segments: iov[0 .. n_out) */
     uint16_t n_in;  /* device-writable segments: iov[n_out .. n_out + n_in) */
     uint32_t out_len;
@@ -48,6 +51,17 @@ struct virtq {
     bool log_used;           /* VHOST_VRING_F_LOG */
     bool event_idx;
     bool in_order;      /* VIRTIO_F_IN_ORDER: the driver uses descriptors in ring order */
+    /* Packed layout (VIRTIO_F_RING_PACKED): pdesc replaces desc/avail/used, the indices
+     * below run 0..num-1 with a wrap counter each, and shadow_avail_idx is unused. */
+    bool packed;
+    bool avail_wrap, used_wrap;
+    struct pvirtq_desc *pdesc;
+    struct pvirtq_event *driver_ev, *device_ev;
+    uint64_t desc_gpa, device_ev_gpa; /* for dirty logging (packed) */
+    /* Packed: the first used descriptor pushed since the last flush has its flags held
+     * back, which keeps the whole batch invisible until virtq_flush writes them. */
+    bool used_held;
+    uint16_t used_held_slot, used_held_flags;
     uint16_t next_head; /* the descriptor after the last chain popped (a guess, for prefetch) */
     /* Device-side indices. */
     uint16_t last_avail_idx;
@@ -67,10 +81,26 @@ struct virtq {
 /* Set up a running ring from translated pointers. */
 void virtq_init(struct virtq *vq, uint16_t num, struct virtq_desc *desc, struct virtq_avail *avail,
                 struct virtq_used *used, const struct vu_mem *mem, bool event_idx);
+/* The same for a packed ring: last_avail_idx/avail_wrap and used_idx/used_wrap are set by
+ * the caller (from the vring base). */
+void virtq_init_packed(struct virtq *vq, uint16_t num, struct pvirtq_desc *desc,
+                       struct pvirtq_event *driver_ev, struct pvirtq_event *device_ev,
+                       const struct vu_mem *mem, bool event_idx);
 
-/* Entries the driver made available that the device has not popped yet. */
+/* Packed: whether the descriptor at our position is available. */
+static inline bool virtq_packed_avail(const struct virtq *vq)
+{
+    uint16_t f = __atomic_load_n(&vq->pdesc[vq->last_avail_idx].flags, __ATOMIC_ACQUIRE);
+    return !!(f & PVIRTQ_DESC_F_AVAIL) == vq->avail_wrap &&
+           !!(f & PVIRTQ_DESC_F_USED) != vq->avail_wrap;
+}
+
+/* Entries the driver made available that the device has not popped yet (packed: 1 when
+ * there is at least one, the count is not known without walking the ring). */
 static inline uint16_t virtq_avail_count(const struct virtq *vq)
 {
+    if (__builtin_expect(vq->packed, 0))
+        return virtq_packed_avail(vq);
     uint16_t idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
     return (uint16_t)(idx - vq->last_avail_idx);
 }
@@ -82,6 +112,8 @@ static inline uint16_t virtq_avail_count(const struct virtq *vq)
  */
 static inline uint16_t virtq_avail_refresh(struct virtq *vq)
 {
+    if (__builtin_expect(vq->packed, 0))
+        return virtq_packed_avail(vq);
     vq->shadow_avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
     return (uint16_t)(vq->shadow_avail_idx - vq->last_avail_idx);
 }
@@ -115,18 +147,33 @@ void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write, unsign
  */
 static inline void virtq_prefetch_ahead(const struct virtq *vq, unsigned n)
 {
+    if (__builtin_expect(vq->packed, 0)) {
+        for (unsigned k = 0; k < n && vq->last_avail_idx + k < vq->num; k += 4)
+            __builtin_prefetch(&vq->pdesc[vq->last_avail_idx + k]);
+        return;
+    }
     __builtin_prefetch(&vq->avail->ring[vq->last_avail_idx & (vq->num - 1)]);
     if (vq->in_order)
         for (unsigned k = 0; k < n; k += 4)
             __builtin_prefetch(&vq->desc[(vq->next_head + k) & (vq->num - 1)]);
 }
 
-/* Undo the last n pops (buffers not consumed, e.g. packet did not fit). */
-void virtq_unpop(struct virtq *vq, uint16_t n);
+/* Undo the last n pops, whose elements are e[0..n) in pop order (buffers not consumed,
+ * e.g. packet did not fit). */
+void virtq_unpop(struct virtq *vq, const struct virtq_elem *e, uint16_t n);
 
-/* Record a used entry (not visible to the driver before virtq_flush). */
-static inline void virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
+void virtq_push_packed(struct virtq *vq, const struct virtq_elem *e, uint32_t len);
+void virtq_flush_packed(struct virtq *vq);
+
+/* Record a used entry for popped element e (not visible to the driver before
+ * virtq_flush). */
+static inline void virtq_push(struct virtq *vq, const struct virtq_elem *e, uint32_t len)
 {
+    uint16_t head = e->head;
+    if (__builtin_expect(vq->packed, 0)) {
+        virtq_push_packed(vq, e, len);
+        return;
+    }
     struct virtq_used_elem *u = &vq->used->ring[vq->used_idx & (vq->num - 1)];
     u->id = head;
     u->len = len;
@@ -142,6 +189,10 @@ static inline void virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
 /* Publish pushed entries to the driver. */
 static inline void virtq_flush(struct virtq *vq)
 {
+    if (vq->packed) {
+        virtq_flush_packed(vq);
+        return;
+    }
     __atomic_store_n(&vq->used->idx, vq->used_idx, __ATOMIC_RELEASE);
     if (vq->log)
         vu_log_write(vq->log, vq->used_gpa + 2, 2);
@@ -167,7 +218,7 @@ void virtq_disable_kicks(struct virtq *vq);
 /* Mark device writes to the guest buffers of e (first `len` writable bytes) dirty. */
 void virtq_log_elem_write(struct virtq *vq, const struct virtq_elem *e, uint32_t len);
 
-/* Inflight-region helpers (split layout). Region size for a queue of `num` entries. */
+/* Inflight-region helpers (split layout; packed rings are not tracked). Region size for a queue of `num` entries. */
 uint64_t virtq_inflight_queue_size(uint16_t num);
 /* Number of descriptors the region says were in flight. */
 unsigned virtq_inflight_pending(const struct vhost_user_inflight_queue *q, uint16_t num);

@@ -128,6 +128,32 @@ static inline bool virtq_need_event(uint16_t event_idx, uint16_t new_idx, uint16
 }
 _Static_assert(sizeof(struct virtq_used_elem) == 8, "virtq_used_elem is 8 bytes");
 
+/* Packed virtqueues (2.8): one descriptor ring both sides write; a descriptor is
+ * available when its AVAIL flag equals the driver's wrap counter and its USED flag does
+ * not, used when both equal the device's. The buffer ID is in a chain's last
+ * descriptor; the device writes one used descriptor per chain and skips its length. */
+#define PVIRTQ_DESC_F_AVAIL (1u << 7)
+#define PVIRTQ_DESC_F_USED  (1u << 15)
+
+struct pvirtq_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t id;
+    uint16_t flags;
+};
+_Static_assert(sizeof(struct pvirtq_desc) == 16, "pvirtq_desc is 16 bytes");
+
+/* Event suppression (2.8.10): the driver area holds the driver's (read by the device:
+ * used buffer notifications), the device area the device's (read by the driver: kicks). */
+#define PVIRTQ_EVENT_ENABLE  0
+#define PVIRTQ_EVENT_DISABLE 1
+#define PVIRTQ_EVENT_DESC    2 /* only with VIRTIO_RING_F_EVENT_IDX: at off_wrap */
+
+struct pvirtq_event {
+    uint16_t off_wrap; /* bits 0-14 descriptor offset, bit 15 wrap counter */
+    uint16_t flags;
+};
+
 /* virtio-net (5.1). */
 #define VIRTIO_NET_F_CSUM       0
 #define VIRTIO_NET_F_GUEST_CSUM 1

@@ -79,7 +79,7 @@ static int setup(void **state)
     f->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
     assert_true(f->mem != MAP_FAILED);
     f->ops.features = (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_RING_F_EVENT_IDX) |
-                      (1ull << VIRTIO_RING_F_INDIRECT_DESC);
+                      (1ull << VIRTIO_RING_F_INDIRECT_DESC) | (1ull << VIRTIO_F_RING_PACKED);
     f->ops.protocol_features = 1ull << VHOST_USER_PROTOCOL_F_MQ;
     f->ops.num_queues = 2;
     f->ops.queue_num_reply = 1;
@@ -208,7 +208,8 @@ static void fe_start(struct fx *f, unsigned q, uint64_t extra_features, uint64_t
     assert_int_equal(fe_req(f, VHOST_USER_SET_FEATURES, &v, 8, NULL, 0), 0);
     fe_mem_table(f);
     assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_NUM, &st, sizeof(st), NULL, 0), 0);
-    st.num = 0;
+    /* Packed: both wrap counters start at 1 (only the avail half sent, as DPDK does). */
+    st.num = (extra_features & (1ull << VIRTIO_F_RING_PACKED)) ? 1u << 15 : 0;
     assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
     assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
     v = q;
@@ -247,6 +248,13 @@ static struct virtq *vq0(struct fx *f)
     return &f->dev.vr[0].vq;
 }
 
+/* A used entry for a head the test made available itself. */
+static void push_head(struct virtq *vq, uint16_t head, uint32_t len)
+{
+    struct virtq_elem e = {.head = head, .n_descs = 1};
+    virtq_push(vq, &e, len);
+}
+
 static void test_handshake_and_ring(void **state)
 {
     struct fx *f = *state;
@@ -272,7 +280,7 @@ static void test_handshake_and_ring(void **state)
     memcpy(e.iov[1].base, "reply", 6);
     assert_string_equal((char *)gpa(f, BUF_GPA + 0x100), "reply");
     assert_int_equal(virtq_pop(vq0(f), &e), 0);
-    virtq_push(vq0(f), 3, 6);
+    push_head(vq0(f), 3, 6);
     assert_int_equal(used->idx, 0); /* not visible before flush */
     virtq_flush(vq0(f));
     assert_int_equal(used->idx, 1);
@@ -303,20 +311,20 @@ static void test_indirect_and_event_idx(void **state)
     assert_int_equal(e.n_out, 1);
     assert_int_equal(e.n_in, 2);
     assert_int_equal(e.in_len, 64);
-    virtq_push(vq0(f), 0, 0);
+    push_head(vq0(f), 0, 0);
     virtq_flush(vq0(f));
     /* First completion always signals; then used_event controls it. */
     assert_true(virtq_need_notify(vq0(f)));
     av->ring[RING_NUM] = 5; /* used_event: notify when used passes 5 */
     drv_avail(f, 0);
     assert_int_equal(virtq_pop(vq0(f), &e), 1);
-    virtq_push(vq0(f), 0, 0);
+    push_head(vq0(f), 0, 0);
     virtq_flush(vq0(f));
     assert_false(virtq_need_notify(vq0(f)));
     av->ring[RING_NUM] = 1; /* used idx went 1 -> 2: crossing event 1 */
     drv_avail(f, 0);
     assert_int_equal(virtq_pop(vq0(f), &e), 1);
-    virtq_push(vq0(f), 0, 0);
+    push_head(vq0(f), 0, 0);
     virtq_flush(vq0(f));
     av->ring[RING_NUM] = 2;
     assert_true(virtq_need_notify(vq0(f)));
@@ -384,6 +392,188 @@ static void test_hostile_rings(void **state)
     drv_avail(f, 4);
     assert_int_equal(virtq_pop(vq0(f), &e), 1);
     assert_int_equal(e.out_len, 60);
+}
+
+/* Packed ring, driver side: descriptor i with the AVAIL/USED bits of wrap counter w. */
+static void pdrv_put(struct fx *f, unsigned i, uint64_t addr, uint32_t len, uint16_t id,
+                     uint16_t flags, bool w)
+{
+    struct pvirtq_desc *d = (struct pvirtq_desc *)gpa(f, DESC_GPA);
+    d[i].addr = addr;
+    d[i].len = len;
+    d[i].id = id;
+    flags |= w ? PVIRTQ_DESC_F_AVAIL : PVIRTQ_DESC_F_USED;
+    __atomic_store_n(&d[i].flags, flags, __ATOMIC_RELEASE);
+}
+
+static void test_packed_ring(void **state)
+{
+    struct fx *f = *state;
+    struct pvirtq_desc *d = (struct pvirtq_desc *)gpa(f, DESC_GPA);
+    struct pvirtq_desc *ind = (struct pvirtq_desc *)gpa(f, BUF_GPA + 0x4000);
+    struct pvirtq_event *drv_ev = (struct pvirtq_event *)gpa(f, AVAIL_GPA);
+    struct vhost_user_vring_state st = {.index = 0};
+    struct virtq_elem e[RING_NUM];
+    struct virtq *vq;
+
+    fe_start(f, 0, (1ull << VIRTIO_F_RING_PACKED) | (1ull << VIRTIO_RING_F_EVENT_IDX), 0);
+    vq = vq0(f);
+    assert_true(vq->packed && vq->avail_wrap && vq->used_wrap);
+    assert_int_equal(virtq_pop(vq, &e[0]), 0); /* zeroed ring: nothing available */
+
+    /* A two-descriptor chain (ID in the last one), then an indirect one. */
+    strcpy((char *)gpa(f, BUF_GPA), "packed!");
+    pdrv_put(f, 1, BUF_GPA + 0x100, 100, 7, VIRTQ_DESC_F_WRITE, true);
+    pdrv_put(f, 0, BUF_GPA, 8, 99, VIRTQ_DESC_F_NEXT, true); /* head last */
+    ind[0] = (struct pvirtq_desc){BUF_GPA, 64, 0, 0};
+    ind[1] = (struct pvirtq_desc){BUF_GPA + 0x200, 32, 0, VIRTQ_DESC_F_WRITE};
+    ind[2] = (struct pvirtq_desc){BUF_GPA + 0x300, 32, 0, VIRTQ_DESC_F_WRITE};
+    pdrv_put(f, 2, BUF_GPA + 0x4000, 3 * sizeof(*ind), 5, VIRTQ_DESC_F_INDIRECT, true);
+    assert_int_equal(virtq_avail_count(vq), 1);
+    assert_int_equal(virtq_pop(vq, &e[0]), 1);
+    assert_int_equal(e[0].head, 7);
+    assert_int_equal(e[0].n_descs, 2);
+    assert_int_equal(e[0].n_out, 1);
+    assert_int_equal(e[0].n_in, 1);
+    assert_string_equal((char *)e[0].iov[0].base, "packed!");
+    assert_int_equal(virtq_pop(vq, &e[1]), 1);
+    assert_int_equal(e[1].head, 5);
+    assert_int_equal(e[1].n_descs, 1);
+    assert_int_equal(e[1].in_len, 64);
+    assert_int_equal(virtq_pop(vq, &e[2]), 0);
+    /* Unpop both, pop them again. */
+    virtq_unpop(vq, e, 2);
+    assert_int_equal(vq->last_avail_idx, 0);
+    assert_int_equal(virtq_pop(vq, &e[0]), 1);
+    assert_int_equal(virtq_pop(vq, &e[1]), 1);
+    assert_int_equal(vq->last_avail_idx, 3);
+    /* Used: one descriptor per chain, at the used position, skipping the chain's length. */
+    virtq_push(vq, &e[0], 6);
+    assert_int_equal(d[0].flags, VIRTQ_DESC_F_NEXT | PVIRTQ_DESC_F_AVAIL); /* not yet used */
+    virtq_flush(vq);
+    assert_int_equal(d[0].id, 7);
+    assert_int_equal(d[0].len, 6);
+    assert_int_equal(d[0].flags, PVIRTQ_DESC_F_AVAIL | PVIRTQ_DESC_F_USED | VIRTQ_DESC_F_WRITE);
+    assert_int_equal(vq->used_idx, 2);
+    /* Event idx: the first completion signals, then the driver's off_wrap decides. */
+    drv_ev->flags = PVIRTQ_EVENT_DESC;
+    drv_ev->off_wrap = 1u << 15 | 5;
+    assert_true(virtq_need_notify(vq));
+    virtq_push(vq, &e[1], 0);
+    virtq_flush(vq);
+    assert_int_equal(d[2].id, 5);
+    assert_int_equal(d[2].flags, PVIRTQ_DESC_F_AVAIL | PVIRTQ_DESC_F_USED); /* no len */
+    assert_false(virtq_need_notify(vq)); /* used 2 -> 3, event at 5 */
+    drv_ev->off_wrap = 1u << 15 | 2;
+    /* wrap around: fill the rest of the ring (slots 3..7) and the first slots again */
+    for (unsigned i = 3; i < RING_NUM; i++)
+        pdrv_put(f, i, BUF_GPA, 8, (uint16_t)(100 + i), 0, true);
+    pdrv_put(f, 0, BUF_GPA, 8, 200, 0, false); /* next lap: wrap counter 0 */
+    for (unsigned i = 0; i < 6; i++) {
+        assert_int_equal(virtq_pop(vq, &e[i]), 1);
+        virtq_push(vq, &e[i], 0);
+    }
+    /* A batch: all written but the first, whose flags publish the batch at the flush. */
+    assert_int_equal(d[3].flags, PVIRTQ_DESC_F_AVAIL);
+    assert_int_equal(d[4].flags, PVIRTQ_DESC_F_AVAIL | PVIRTQ_DESC_F_USED);
+    virtq_flush(vq);
+    assert_int_equal(d[3].flags, PVIRTQ_DESC_F_AVAIL | PVIRTQ_DESC_F_USED);
+    assert_int_equal(e[5].head, 200);
+    assert_false(vq->avail_wrap);
+    assert_false(vq->used_wrap);
+    assert_int_equal(vq->used_idx, 1);
+    assert_int_equal(d[0].flags, 0);     /* used with wrap counter 0: both bits clear */
+    assert_false(virtq_need_notify(vq)); /* the event at slot 2 of the old lap was passed: 3 */
+    drv_ev->off_wrap = 0;                /* slot 0 of the new lap: just written */
+    pdrv_put(f, 1, BUF_GPA, 8, 201, 0, false);
+    assert_int_equal(virtq_pop(vq, &e[0]), 1);
+    virtq_push(vq, &e[0], 0);
+    virtq_flush(vq);
+    assert_false(virtq_need_notify(vq)); /* slot 0 of this lap went out in the last batch */
+    drv_ev->flags = PVIRTQ_EVENT_DISABLE;
+    assert_false(virtq_need_notify(vq));
+    drv_ev->flags = PVIRTQ_EVENT_ENABLE;
+    assert_true(virtq_need_notify(vq));
+    /* Kicks: the device event suppression area. */
+    virtq_disable_kicks(vq);
+    assert_int_equal(((struct pvirtq_event *)gpa(f, USED_GPA))->flags, PVIRTQ_EVENT_DISABLE);
+    assert_false(virtq_enable_kicks(vq));
+    assert_int_equal(((struct pvirtq_event *)gpa(f, USED_GPA))->flags, PVIRTQ_EVENT_ENABLE);
+    pdrv_put(f, 2, BUF_GPA, 8, 202, 0, false);
+    assert_true(virtq_enable_kicks(vq)); /* work arrived: do not sleep */
+    assert_int_equal(virtq_pop(vq, &e[0]), 1);
+    virtq_push(vq, &e[0], 0);
+    virtq_flush(vq);
+    drv_ev->flags = PVIRTQ_EVENT_DESC;
+    drv_ev->off_wrap = 2; /* slot 2 of this lap: just written */
+    assert_true(virtq_need_notify(vq));
+
+    /* GET_VRING_BASE: both positions and wrap counters. */
+    assert_int_equal(fe_req(f, VHOST_USER_GET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
+    fe_reply(f, VHOST_USER_GET_VRING_BASE, &st, sizeof(st), NULL);
+    assert_int_equal(st.num, 3u | 0u << 15 | 3u << 16 | 0u << 31);
+}
+
+/* Hostile packed rings: each is refused with -EINVAL, the queue is not advanced. */
+static void test_packed_hostile(void **state)
+{
+    struct fx *f = *state;
+    struct pvirtq_desc *ind = (struct pvirtq_desc *)gpa(f, BUF_GPA + 0x4000);
+    struct virtq_elem e;
+    struct virtq *vq;
+
+    fe_start(f, 0, 1ull << VIRTIO_F_RING_PACKED, 0);
+    vq = vq0(f);
+    /* Buffer outside guest memory. */
+    pdrv_put(f, 0, MEM_GPA + MEM_SIZE - 8, 64, 1, 0, true);
+    assert_int_equal(virtq_pop(vq, &e), -EINVAL);
+    /* Readable after writable. */
+    pdrv_put(f, 1, BUF_GPA, 8, 1, 0, true);
+    pdrv_put(f, 0, BUF_GPA, 8, 1, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, true);
+    assert_int_equal(virtq_pop(vq, &e), -EINVAL);
+    /* A chain that never ends: every slot says NEXT. */
+    for (unsigned i = 0; i < RING_NUM; i++)
+        pdrv_put(f, i, BUF_GPA, 8, 1, VIRTQ_DESC_F_NEXT, true);
+    assert_int_equal(virtq_pop(vq, &e), -EINVAL);
+    /* Indirect: chained, after direct ones, nested, bad length, unmapped table. */
+    pdrv_put(f, 0, BUF_GPA + 0x4000, 16, 1, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, true);
+    assert_int_equal(virtq_pop(vq, &e), -EINVAL);
+    pdrv_put(f, 1, BUF_GPA + 0x4000, 16, 1, VIRTQ_DESC_F_INDIRECT, true);
+    pdrv_put(f, 0, BUF_GPA, 8, 1, VIRTQ_DESC_F_NEXT, true);
+    assert_int_equal(virtq_pop(vq, &e), -EINVAL);
+    ind[0] = (struct pvirtq_desc){BUF_GPA + 0x4000, 16, 0, VIRTQ_DESC_F_INDIRECT};
+    pdrv_put(f, 0, BUF_GPA + 0x4000, 16, 1, VIRTQ_DESC_F_INDIRECT, true);
+    assert_int_equal(virtq_pop(vq, &e), -EINVAL);
+    pdrv_put(f, 0, BUF_GPA + 0x4000, 24, 1, VIRTQ_DESC_F_INDIRECT, true);
+    assert_int_equal(virtq_pop(vq, &e), -EINVAL);
+    pdrv_put(f, 0, MEM_GPA + MEM_SIZE, 16, 1, VIRTQ_DESC_F_INDIRECT, true);
+    assert_int_equal(virtq_pop(vq, &e), -EINVAL);
+    /* More segments than an element holds. */
+    for (unsigned i = 0; i < VIRTQ_MAX_IOV + 1; i++)
+        ind[i] = (struct pvirtq_desc){BUF_GPA, 8, 0, 0};
+    pdrv_put(f, 0, BUF_GPA + 0x4000, (VIRTQ_MAX_IOV + 1) * 16, 1, VIRTQ_DESC_F_INDIRECT, true);
+    assert_int_equal(virtq_pop(vq, &e), -EINVAL);
+    assert_int_equal(vq->last_avail_idx, 0);
+    assert_true(vq->avail_wrap);
+    /* A fine one still pops (the device decides to break the queue, not virtq). */
+    pdrv_put(f, 0, BUF_GPA, 8, 3, 0, true);
+    assert_int_equal(virtq_pop(vq, &e), 1);
+    assert_int_equal(e.head, 3);
+
+    /* A ring base beyond the ring is refused when the ring starts. */
+    {
+        struct vhost_user_vring_state st = {.index = 0};
+        assert_int_equal(fe_req(f, VHOST_USER_GET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
+        fe_reply(f, VHOST_USER_GET_VRING_BASE, &st, sizeof(st), NULL);
+        uint64_t idx = 0;
+        int kick = memfd_create("kick", 0);
+        st.num = RING_NUM | 1u << 15;
+        assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
+        /* A new kick fd starts the ring again: refused. */
+        assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_KICK, &idx, 8, &kick, 1), -EINVAL);
+        close(kick);
+        assert_false(f->dev.vr[0].running);
+    }
 }
 
 static void test_bad_messages(void **state)
@@ -521,7 +711,7 @@ static void test_reply_ack_config_log(void **state)
         assert_int_equal(virtq_pop(vq0(f), &e), 1);
         memset(e.iov[0].base, 0xab, 10);
         virtq_log_elem_write(vq0(f), &e, 10);
-        virtq_push(vq0(f), e.head, 10);
+        virtq_push(vq0(f), &e, 10);
         virtq_flush(vq0(f));
         page = USED_GPA / 4096;
         assert_true(bitmap[page / 8] & (1u << (page % 8)));
@@ -558,7 +748,7 @@ static void test_inflight(void **state)
     assert_int_equal(virtq_pop(vq0(f), &e), 1);
     assert_int_equal(q->desc[6].inflight, 1);
     assert_int_equal(virtq_inflight_pending(q, RING_NUM), 1);
-    virtq_push(vq0(f), 6, 0);
+    push_head(vq0(f), 6, 0);
     virtq_flush(vq0(f));
     assert_int_equal(q->desc[6].inflight, 0);
     assert_int_equal(q->used_idx, 1);
@@ -609,7 +799,7 @@ static void test_mem_slots(void **state)
     assert_int_equal(virtq_pop(vq0(f), &e), 1);
     assert_int_equal(e.out_len, 6);
     assert_string_equal((char *)e.iov[0].base, "slot!");
-    virtq_push(vq0(f), e.head, 0);
+    virtq_push(vq0(f), &e, 0);
     virtq_flush(vq0(f));
 
     /* Refused: overlapping, without an fd, a file too short, and a ninth region. */
@@ -739,18 +929,81 @@ static void test_random_rings(void **state)
     assert_true(errors > 100);
 }
 
+/* A random packed descriptor: mostly in memory, some an indirect table's size and place,
+ * mostly marked available for wrap counter w. */
+static void rand_pdesc(struct pvirtq_desc *t, unsigned *seed, bool w)
+{
+    t->addr = (rand_r(seed) % 4) ? BUF_GPA + (uint64_t)(rand_r(seed) % 0x20000)
+                                 : ((uint64_t)rand_r(seed) << 20) ^ rand_r(seed);
+    if (rand_r(seed) % 8 == 0)
+        t->addr = BUF_GPA + 0x4000;
+    t->len = (rand_r(seed) % 4) ? (uint32_t)(rand_r(seed) % 4096) : (uint32_t)rand_r(seed);
+    if (rand_r(seed) % 4 == 0)
+        t->len = 16u * (1 + rand_r(seed) % 4);
+    t->id = (uint16_t)rand_r(seed);
+    t->flags = (uint16_t)((rand_r(seed) % 8) |
+                          ((rand_r(seed) % 4) ? (w ? 0x80 : 0x8000) : (rand_r(seed) & 0x8080)));
+}
+
+/* The same on a packed ring: random descriptors (flags with random AVAIL/USED bits too) and
+ * indirect tables; every element popped lies inside guest memory and advances the ring by
+ * as many slots as it says. */
+static void test_random_packed_rings(void **state)
+{
+    struct fx *f = *state;
+    struct pvirtq_desc *d = (struct pvirtq_desc *)gpa(f, DESC_GPA);
+    struct pvirtq_desc *ind = (struct pvirtq_desc *)gpa(f, BUF_GPA + 0x4000);
+    unsigned seed = 4242, popped = 0, errors = 0, empty = 0;
+    struct virtq *vq;
+
+    fe_start(f, 0, 1ull << VIRTIO_F_RING_PACKED, 0);
+    vq = vq0(f);
+    for (unsigned iter = 0; iter < 5000; iter++) {
+        uint16_t at = vq->last_avail_idx;
+        struct virtq_elem e;
+        int ret;
+        for (unsigned i = 0; i < RING_NUM; i++) {
+            rand_pdesc(&d[i], &seed, vq->avail_wrap);
+            rand_pdesc(&ind[i], &seed, vq->avail_wrap);
+        }
+        ret = virtq_pop(vq, &e);
+        if (ret == 1) {
+            const uint8_t *lo = f->dev.mem->r[0].host, *hi = lo + f->dev.mem->r[0].size;
+            popped++;
+            assert_true(e.n_descs >= 1 && e.n_descs <= RING_NUM);
+            assert_int_equal(vq->last_avail_idx, (at + e.n_descs) % RING_NUM);
+            for (unsigned i = 0; i < (unsigned)(e.n_out + e.n_in); i++) {
+                assert_true(e.iov[i].base >= lo);
+                assert_true(e.iov[i].base + e.iov[i].len <= hi);
+                assert_int_equal(e.iov[i].base - lo, e.iov[i].gpa - MEM_GPA);
+            }
+        } else if (ret < 0) {
+            errors++;
+            assert_int_equal(vq->last_avail_idx, at); /* nothing consumed */
+        } else {
+            empty++;
+        }
+    }
+    assert_true(popped > 100);
+    assert_true(errors > 100);
+    assert_true(empty > 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_handshake_and_ring, setup, teardown),
         cmocka_unit_test_setup_teardown(test_indirect_and_event_idx, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_rings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_packed_ring, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_packed_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_messages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reply_ack_config_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inflight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mem_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_messages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_rings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_random_packed_rings, setup, teardown),
     };
     log_init("test_vhost_user", LOG_LVL_ERROR);
     /* The random tests provoke thousands of (expected) error lines. */
