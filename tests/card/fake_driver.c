@@ -73,9 +73,65 @@ static uint64_t gpa_of(struct fdrv *d, const void *p)
     return MEM_GPA + (uint64_t)((const uint8_t *)p - d->mem);
 }
 
+static bool fdrv_packed(const struct fdrv *d)
+{
+    return d->features & FDRV_F_PACKED;
+}
+
+/* Packed: make one single-descriptor buffer available at the next slot. The flags go
+ * last (release), which publishes the descriptor. */
+static void fdrv_packed_put(struct fdrv_vq *q, uint64_t addr, uint32_t len, uint16_t id,
+                            uint16_t flags)
+{
+    struct pvirtq_desc *pd = &q->pdesc[q->avail_idx];
+
+    pd->addr = addr;
+    pd->len = len;
+    pd->id = id;
+    flags |= q->avail_wrap ? PVIRTQ_DESC_F_AVAIL : PVIRTQ_DESC_F_USED;
+    __atomic_store_n(&pd->flags, flags, __ATOMIC_RELEASE);
+    if (++q->avail_idx == FDRV_RING) {
+        q->avail_idx = 0;
+        q->avail_wrap = !q->avail_wrap;
+    }
+}
+
+/* Packed: the used descriptor at last_used, if the device has written it. */
+static bool fdrv_packed_used(struct fdrv_vq *q, struct pvirtq_desc *out)
+{
+    struct pvirtq_desc *pd = &q->pdesc[q->last_used];
+    uint16_t f = __atomic_load_n(&pd->flags, __ATOMIC_ACQUIRE);
+
+    if (!!(f & PVIRTQ_DESC_F_AVAIL) != q->used_wrap || !!(f & PVIRTQ_DESC_F_USED) != q->used_wrap)
+        return false;
+    *out = *pd;
+    if (++q->last_used == FDRV_RING) { /* every chain is one descriptor here */
+        q->last_used = 0;
+        q->used_wrap = !q->used_wrap;
+    }
+    return true;
+}
+
+/* Whether a used entry is waiting on queue q. */
+static bool fdrv_has_used(struct fdrv *d, struct fdrv_vq *q)
+{
+    if (fdrv_packed(d)) {
+        uint16_t f = __atomic_load_n(&q->pdesc[q->last_used].flags, __ATOMIC_ACQUIRE);
+        return !!(f & PVIRTQ_DESC_F_AVAIL) == q->used_wrap &&
+               !!(f & PVIRTQ_DESC_F_USED) == q->used_wrap;
+    }
+    return __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE) != q->last_used;
+}
+
 static void fdrv_post_rx(struct fdrv *d, uint16_t id)
 {
     struct fdrv_vq *q = &d->vq[0];
+    if (fdrv_packed(d)) {
+        q->posted[q->avail_idx] = id;
+        fdrv_packed_put(q, MEM_GPA + RXBUF_OFF + (uint64_t)id * d->rx_buf_size, d->rx_buf_size, id,
+                        VIRTQ_DESC_F_WRITE);
+        return;
+    }
     q->desc[id].addr = MEM_GPA + RXBUF_OFF + (uint64_t)id * d->rx_buf_size;
     q->desc[id].len = d->rx_buf_size;
     q->desc[id].flags = VIRTQ_DESC_F_WRITE;
@@ -129,6 +185,16 @@ int fdrv_connect(struct fdrv *d, const char *path, uint64_t features, uint32_t r
         q->desc = (void *)base;
         q->avail = (void *)(base + 0x1000);
         q->used = (void *)(base + 0x2000);
+        if (fdrv_packed(d)) { /* descriptor ring, driver area, device area */
+            q->pdesc = (void *)base;
+            q->drv_ev = (void *)(base + 0x1000);
+            q->dev_ev = (void *)(base + 0x2000);
+            q->avail_wrap = q->used_wrap = true;
+            st.num = FDRV_RING;
+            if (d->features & FDRV_F_EVENT_IDX) /* notify at the first used slot */
+                *q->drv_ev =
+                    (struct pvirtq_event){.off_wrap = 1u << 15, .flags = PVIRTQ_EVENT_DESC};
+        }
         a.desc_user_addr = (uint64_t)(uintptr_t)q->desc;
         a.avail_user_addr = (uint64_t)(uintptr_t)q->avail;
         a.used_user_addr = (uint64_t)(uintptr_t)q->used;
@@ -136,7 +202,7 @@ int fdrv_connect(struct fdrv *d, const char *path, uint64_t features, uint32_t r
         q->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         q->call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         fdrv_sendmsg(d, VHOST_USER_SET_VRING_NUM, &st, sizeof(st), -1);
-        st.num = 0;
+        st.num = fdrv_packed(d) ? 1u << 15 : 0; /* packed: both wrap counters start at 1 */
         fdrv_sendmsg(d, VHOST_USER_SET_VRING_BASE, &st, sizeof(st), -1);
         fdrv_sendmsg(d, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), -1);
         fdrv_sendmsg(d, VHOST_USER_SET_VRING_CALL, &idx, 8, q->call_fd);
@@ -173,6 +239,19 @@ void fdrv_close(struct fdrv *d)
 unsigned fdrv_tx_reclaim(struct fdrv *d)
 {
     struct fdrv_vq *q = &d->vq[1];
+    if (fdrv_packed(d)) {
+        struct pvirtq_desc u;
+        unsigned n = 0;
+        uint16_t want = q->last_used;
+        while (fdrv_packed_used(q, &u)) {
+            if ((d->features & FDRV_F_IN_ORDER) && u.id != want)
+                d->order_errors++;
+            want = q->last_used;
+            n++;
+        }
+        d->tx_inflight -= n;
+        return n;
+    }
     uint16_t u = __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE);
     unsigned n = (uint16_t)(u - q->last_used);
     /* Transmit chains are made available slot by slot (id == slot). */
@@ -194,7 +273,8 @@ static int fdrv_queue_tx(struct fdrv *d, const void *frame, uint32_t len,
     if (len + d->hdr_len > BIGBUF_SZ)
         return -EMSGSIZE;
     fdrv_tx_reclaim(d);
-    if ((uint16_t)(q->avail_idx - q->last_used) >= FDRV_RING)
+    if (fdrv_packed(d) ? d->tx_inflight >= FDRV_RING
+                       : (uint16_t)(q->avail_idx - q->last_used) >= FDRV_RING)
         return -ENOBUFS;
     slot = q->avail_idx % FDRV_RING;
     buf = d->mem + TXBUF_OFF + (size_t)slot * TXBUF_SZ;
@@ -204,6 +284,11 @@ static int fdrv_queue_tx(struct fdrv *d, const void *frame, uint32_t len,
     if (hdr)
         memcpy(buf, hdr, d->hdr_len);
     memcpy(buf + d->hdr_len, frame, len);
+    if (fdrv_packed(d)) { /* id = slot: transmit buffers are used in ring order */
+        fdrv_packed_put(q, gpa_of(d, buf), d->hdr_len + len, slot, 0);
+        d->tx_inflight++;
+        return 0;
+    }
     q->desc[slot].addr = gpa_of(d, buf);
     q->desc[slot].len = d->hdr_len + len;
     q->desc[slot].flags = 0;
@@ -215,7 +300,8 @@ static int fdrv_queue_tx(struct fdrv *d, const void *frame, uint32_t len,
 static void fdrv_kick(struct fdrv *d)
 {
     uint64_t one = 1;
-    __atomic_store_n(&d->vq[1].avail->idx, d->vq[1].avail_idx, __ATOMIC_RELEASE);
+    if (!fdrv_packed(d))
+        __atomic_store_n(&d->vq[1].avail->idx, d->vq[1].avail_idx, __ATOMIC_RELEASE);
     if (write(d->vq[1].kick_fd, &one, sizeof(one)) < 0)
         return;
 }
@@ -245,7 +331,7 @@ int fdrv_queue_burst(struct fdrv *d, const void *frame, uint32_t len, unsigned n
     for (i = 0; i < n; i++)
         if (fdrv_queue_tx(d, frame, len, NULL))
             break;
-    if (i)
+    if (i && !fdrv_packed(d))
         __atomic_store_n(&d->vq[1].avail->idx, d->vq[1].avail_idx, __ATOMIC_RELEASE);
     return (int)i;
 }
@@ -253,8 +339,18 @@ int fdrv_queue_burst(struct fdrv *d, const void *frame, uint32_t len, unsigned n
 unsigned fdrv_rx_recycle(struct fdrv *d)
 {
     struct fdrv_vq *q = &d->vq[0];
-    uint16_t u = __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE);
     unsigned n = 0;
+
+    if (fdrv_packed(d)) {
+        struct pvirtq_desc u;
+        while (fdrv_packed_used(q, &u)) {
+            if (u.id < FDRV_RING)
+                fdrv_post_rx(d, u.id);
+            n++;
+        }
+        return n;
+    }
+    uint16_t u = __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE);
 
     while (q->last_used != u) {
         uint32_t id = q->used->ring[q->last_used % FDRV_RING].id;
@@ -294,8 +390,7 @@ int fdrv_recv(struct fdrv *d, uint8_t *buf, uint32_t cap, struct virtio_net_hdr_
     unsigned nb = 1;
 
     for (;;) {
-        uint16_t u = __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE);
-        if (u != q->last_used)
+        if (fdrv_has_used(d, q))
             break;
         if (now_ms() >= end)
             return 0;
@@ -305,17 +400,30 @@ int fdrv_recv(struct fdrv *d, uint8_t *buf, uint32_t cap, struct virtio_net_hdr_
         struct virtq_used_elem e;
         uint8_t *src;
         uint32_t len;
-        while (__atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE) == q->last_used) {
+        while (!fdrv_has_used(d, q)) {
             if (now_ms() >= end)
                 return -ETIMEDOUT;
             usleep(100);
         }
-        e = q->used->ring[q->last_used % FDRV_RING];
-        if ((d->features & FDRV_F_IN_ORDER) && e.id != q->avail->ring[q->last_used % FDRV_RING]) {
-            d->order_errors++;
-            return -EPROTO;
+        if (fdrv_packed(d)) {
+            struct pvirtq_desc u;
+            uint16_t slot = q->last_used;
+            fdrv_packed_used(q, &u);
+            e.id = u.id;
+            e.len = (u.flags & VIRTQ_DESC_F_WRITE) ? u.len : 0;
+            if ((d->features & FDRV_F_IN_ORDER) && e.id != q->posted[slot]) {
+                d->order_errors++;
+                return -EPROTO;
+            }
+        } else {
+            e = q->used->ring[q->last_used % FDRV_RING];
+            if ((d->features & FDRV_F_IN_ORDER) &&
+                e.id != q->avail->ring[q->last_used % FDRV_RING]) {
+                d->order_errors++;
+                return -EPROTO;
+            }
+            q->last_used++;
         }
-        q->last_used++;
         if (e.id >= FDRV_RING || e.len > d->rx_buf_size)
             return -EINVAL;
         src = d->mem + RXBUF_OFF + (size_t)e.id * d->rx_buf_size;
@@ -335,7 +443,11 @@ int fdrv_recv(struct fdrv *d, uint8_t *buf, uint32_t cap, struct virtio_net_hdr_
         fdrv_post_rx(d, (uint16_t)e.id);
     }
     /* Event idx: ask for a notification at the next used entry (interrupt-driven guest). */
-    q->avail->ring[FDRV_RING] = q->last_used;
+    if (fdrv_packed(d))
+        __atomic_store_n(&q->drv_ev->off_wrap,
+                         (uint16_t)(q->last_used | (unsigned)q->used_wrap << 15), __ATOMIC_RELEASE);
+    else
+        q->avail->ring[FDRV_RING] = q->last_used;
     if (hdr)
         *hdr = h;
     if (nbufs)

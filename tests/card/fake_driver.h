@@ -2,7 +2,8 @@
 /*
  * A minimal virtio-net driver + vhost-user frontend, in process, for tests
  * and benchmarks of qtcard: guest memory is a memfd, one queue pair, split
- * rings, optional mergeable receive buffers / event idx / guest checksum.
+ * or packed (FDRV_F_PACKED) rings, optional mergeable receive buffers / event
+ * idx / guest checksum.
  */
 #ifndef QT_TESTS_CARD_FAKE_DRIVER_H
 #define QT_TESTS_CARD_FAKE_DRIVER_H
@@ -19,6 +20,11 @@ struct fdrv_vq {
     struct virtq_desc *desc;
     struct virtq_avail *avail;
     struct virtq_used *used;
+    /* Packed: slots run 0..FDRV_RING-1 in avail_idx / last_used, with wrap counters. */
+    struct pvirtq_desc *pdesc;
+    struct pvirtq_event *drv_ev, *dev_ev;
+    bool avail_wrap, used_wrap;
+    uint16_t posted[FDRV_RING]; /* packed receive: buffer id made available in each slot */
     uint64_t desc_gpa, avail_gpa, used_gpa;
     uint16_t avail_idx; /* next avail slot */
     uint16_t last_used;
@@ -35,6 +41,7 @@ struct fdrv {
     unsigned hdr_len;
     struct fdrv_vq vq[2]; /* 0: receive, 1: transmit */
     uint64_t calls_seen;
+    unsigned tx_inflight; /* packed: transmit buffers not yet used */
     /* With VIRTIO_F_IN_ORDER: used entries whose id was not the next one made available. */
     unsigned order_errors;
 };
@@ -44,6 +51,7 @@ struct fdrv {
 #define FDRV_F_CSUM      ((1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_GUEST_CSUM))
 #define FDRV_F_HOST_TSO  ((1ull << VIRTIO_NET_F_HOST_TSO4) | (1ull << VIRTIO_NET_F_HOST_TSO6))
 #define FDRV_F_IN_ORDER  (1ull << VIRTIO_F_IN_ORDER)
+#define FDRV_F_PACKED    (1ull << VIRTIO_F_RING_PACKED)
 #define FDRV_F_HOST_USO  (1ull << 56)
 #define FDRV_F_GUEST_USO ((1ull << 54) | (1ull << 55))
 #define FDRV_F_GUEST_TSO ((1ull << VIRTIO_NET_F_GUEST_TSO4) | (1ull << VIRTIO_NET_F_GUEST_TSO6))

@@ -90,13 +90,33 @@ static void add_port(struct env *e, const char *fmt, ...)
     assert_int_equal(jcall(&e->card, card_port_add, buf), 0);
 }
 
+/* Features every fake driver of the running test asks for as well (the packed-ring runs
+ * of the tests set FDRV_F_PACKED). */
+static uint64_t extra_features;
+
+static int packed_on(void **state)
+{
+    (void)state;
+    extra_features = FDRV_F_PACKED;
+    return 0;
+}
+
+static int packed_off(void **state)
+{
+    (void)state;
+    extra_features = 0;
+    return 0;
+}
+
 static void connect_port(struct env *e, struct fdrv *d, const char *name, uint64_t features,
                          uint32_t bufsz)
 {
     char path[192];
     struct port *p;
     snprintf(path, sizeof(path), "%s/%s.sock", e->dir, name);
-    assert_int_equal(fdrv_connect(d, path, features, bufsz), 0);
+    assert_int_equal(fdrv_connect(d, path, features | extra_features, bufsz), 0);
+    /* The device offers packed rings: the driver got what it asked for. */
+    assert_int_equal(!!(d->features & FDRV_F_PACKED), !!(extra_features & FDRV_F_PACKED));
     /* Wait until both rings of the port run. */
     for (int i = 0; i < 2000; i++) {
         pthread_mutex_lock(&e->card.lock);
@@ -1314,6 +1334,14 @@ int main(void)
         cmocka_unit_test(test_tso_vlan),
         cmocka_unit_test(test_tso_kernel),
         cmocka_unit_test(test_api_and_state),
+        /* The same on packed rings. */
+        cmocka_unit_test_setup_teardown(test_learning_flooding, packed_on, packed_off),
+        cmocka_unit_test_setup_teardown(test_move_within_burst, packed_on, packed_off),
+        cmocka_unit_test_setup_teardown(test_in_order, packed_on, packed_off),
+        cmocka_unit_test_setup_teardown(test_vlans, packed_on, packed_off),
+        cmocka_unit_test_setup_teardown(test_spoofing_mrg_csum, packed_on, packed_off),
+        cmocka_unit_test_setup_teardown(test_tso, packed_on, packed_off),
+        cmocka_unit_test_setup_teardown(test_uso, packed_on, packed_off),
     };
     log_init("test_switch", LOG_LVL_ERROR);
     return cmocka_run_group_tests(tests, NULL, NULL);
