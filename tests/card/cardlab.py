@@ -139,12 +139,14 @@ class Testpmd:
     """dpdk-testpmd in interactive mode, one virtio_user port."""
 
     def __init__(self, name, sock_path, mode, cpu, txpkts=64, server=False, queues=1,
-                 workdir="/tmp"):
+                 workdir="/tmp", packed=False):
         self.name = name
         self.file_prefix = f"qtc{os.getpid()}{name}"
         vdev = f"net_virtio_user0,path={sock_path},queues={queues}"
         if server:
             vdev += ",server=1"
+        if packed:
+            vdev += ",packed_vq=1"
         # stdbuf: testpmd printf()s its answers through a buffered stdout when it is a pipe.
         self.args = ["stdbuf", "-o0", "dpdk-testpmd", f"--lcores=0@{cpu},1@{cpu}", "--no-pci",
                      f"--file-prefix={self.file_prefix}", "-m", "256",

@@ -3,11 +3,13 @@
 """qtcard against dpdk-testpmd (virtio_user) frontends.
 
   interop_testpmd.py QTCARD traffic    txonly -> switch -> rxonly, every packet accounted
+  interop_testpmd.py QTCARD packed     the same with packed virtqueues (packed_vq=1)
   interop_testpmd.py QTCARD hostile    bad messages and a bad ring on a third port: that
                                        port is disconnected, the others keep forwarding
   interop_testpmd.py QTCARD multiqueue two queue pairs per port, two workers
   interop_testpmd.py QTCARD reconnect  card in client mode, testpmd server=1: SIGTERM the
                                        card, restart it from its state file, traffic resumes
+  interop_testpmd.py QTCARD reconnect-packed   the same with packed virtqueues
 Exit 77 when dpdk-testpmd or hugepages are not available.
 """
 
@@ -60,15 +62,27 @@ def run_traffic(card, tx, rx, seconds=3):
     rx.cmd("stop")
 
 
-def test_traffic(binary, work):
+VIRTIO_F_RING_PACKED = 34
+
+
+def check_rings(card, packed):
+    for p in ("vm1", "vm2"):
+        ring = "packed" if card.port(p)["features"] >> VIRTIO_F_RING_PACKED & 1 else "split"
+        check(ring == ("packed" if packed else "split"), f"{p} negotiated {ring} rings")
+
+
+def test_traffic(binary, work, packed=False):
     card = cardlab.Card(binary, work).start()
     tx = rx = None
     try:
         setup_switch(card, ["vm1", "vm2"])
-        rx = cardlab.Testpmd("rx", f"{work}/vm2.sock", "rxonly", 0, workdir=work).start()
-        tx = cardlab.Testpmd("tx", f"{work}/vm1.sock", "txonly", 1, workdir=work).start()
+        rx = cardlab.Testpmd("rx", f"{work}/vm2.sock", "rxonly", 0, workdir=work,
+                             packed=packed).start()
+        tx = cardlab.Testpmd("tx", f"{work}/vm1.sock", "txonly", 1, workdir=work,
+                             packed=packed).start()
         wait_for(lambda: card.port("vm1")["connected"] and card.port("vm2")["connected"], 10,
                  "both frontends")
+        check_rings(card, packed)
         run_traffic(card, tx, rx)
         ts, rs = tx.port_stats(), rx.port_stats()
         s1, s2 = stats(card, "vm1"), stats(card, "vm2")
@@ -243,10 +257,12 @@ def test_hostile(binary, work):
         card.stop()
 
 
-def test_reconnect(binary, work):
+def test_reconnect(binary, work, packed=False):
     paths = {"vm1": f"{work}/tpmd-tx.sock", "vm2": f"{work}/tpmd-rx.sock"}
-    rx = cardlab.Testpmd("rx", paths["vm2"], "rxonly", 0, server=True, workdir=work)
-    tx = cardlab.Testpmd("tx", paths["vm1"], "txonly", 1, server=True, workdir=work)
+    rx = cardlab.Testpmd("rx", paths["vm2"], "rxonly", 0, server=True, workdir=work,
+                         packed=packed)
+    tx = cardlab.Testpmd("tx", paths["vm1"], "txonly", 1, server=True, workdir=work,
+                         packed=packed)
     card = None
     try:
         # testpmd in server mode waits for the backend before it gives a prompt.
@@ -263,6 +279,7 @@ def test_reconnect(binary, work):
         t2.join()
         wait_for(lambda: card.port("vm1")["connected"] and card.port("vm2")["connected"], 10,
                  "card connected to both testpmd sockets")
+        check_rings(card, packed)
         rx.cmd("start")
         tx.cmd("start")
         time.sleep(1.5)
@@ -273,6 +290,7 @@ def test_reconnect(binary, work):
         card = cardlab.Card(binary, work).start()  # same state file
         wait_for(lambda: card.port("vm1")["connected"] and card.port("vm2")["connected"], 15,
                  "restored ports reconnected to testpmd")
+        check_rings(card, packed)
         time.sleep(2)
         second = rx.port_stats()["rx"]
         check(second > first, f"traffic resumed after the restart ({first} -> {second})")
@@ -288,7 +306,8 @@ def test_reconnect(binary, work):
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in ("traffic", "hostile", "reconnect", "multiqueue"):
+    if len(sys.argv) != 3 or sys.argv[2] not in ("traffic", "packed", "hostile", "reconnect",
+                                                   "reconnect-packed", "multiqueue"):
         print(__doc__)
         return 2
     if not cardlab.have("dpdk-testpmd"):
@@ -300,7 +319,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="qtcard-interop-") as work:
         try:
             {"traffic": test_traffic, "hostile": test_hostile,
-             "reconnect": test_reconnect, "multiqueue": test_multiqueue}[sys.argv[2]](sys.argv[1], work)
+             "reconnect": test_reconnect, "multiqueue": test_multiqueue,
+             "packed": lambda b, w: test_traffic(b, w, packed=True),
+             "reconnect-packed": lambda b, w: test_reconnect(b, w, packed=True)}[sys.argv[2]](sys.argv[1], work)
         except Exception:
             for f in sorted(os.listdir(work)):
                 if f.endswith(".log"):
