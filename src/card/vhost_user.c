@@ -251,8 +251,7 @@ static void vu_stop_all(struct vu_dev *dev)
 static int vu_ring_map_packed(struct vu_dev *dev, struct vu_vring *vr)
 {
     struct virtq *vq = &vr->vq;
-    struct pvirtq_desc *desc =
-        vu_mem_uva_range(dev->mem, vr->addr.desc_user_addr, 16ull * vr->num);
+    struct pvirtq_desc *desc = vu_mem_uva_range(dev->mem, vr->addr.desc_user_addr, 16ull * vr->num);
     struct pvirtq_event *drv_ev = vu_mem_uva_range(dev->mem, vr->addr.avail_user_addr, 4);
     struct pvirtq_event *dev_ev = vu_mem_uva_range(dev->mem, vr->addr.used_user_addr, 4);
     uint32_t base = vr->base;

@@ -32,8 +32,8 @@ struct virtq_iov {
 struct virtq_elem {
     uint16_t head;    /* split: the head descriptor; packed: the buffer ID */
     uint16_t n_descs; /* packed: ring slots the chain took */
-    uint16_t n_out; /* device-readable segments: iov[0 .. n_out) */
-    uint16_t n_in;  /* device-writable segments: iov[n_out .. n_out + n_in) */
+    uint16_t n_out;   /* device-readable segments: iov[0 .. n_out) */
+    uint16_t n_in;    /* device-writable segments: iov[n_out .. n_out + n_in) */
     uint32_t out_len;
     uint32_t in_len;
     struct virtq_iov iov[VIRTQ_MAX_IOV];
@@ -50,7 +50,7 @@ struct virtq {
     uint64_t used_gpa;       /* guest-physical address of the used ring */
     bool log_used;           /* VHOST_VRING_F_LOG */
     bool event_idx;
-    bool in_order;      /* VIRTIO_F_IN_ORDER: the driver uses descriptors in ring order */
+    bool in_order; /* VIRTIO_F_IN_ORDER: the driver uses descriptors in ring order */
     /* Packed layout (VIRTIO_F_RING_PACKED): pdesc replaces desc/avail/used, the indices
      * below run 0..num-1 with a wrap counter each, and shadow_avail_idx is unused. */
     bool packed;
@@ -218,7 +218,8 @@ void virtq_disable_kicks(struct virtq *vq);
 /* Mark device writes to the guest buffers of e (first `len` writable bytes) dirty. */
 void virtq_log_elem_write(struct virtq *vq, const struct virtq_elem *e, uint32_t len);
 
-/* Inflight-region helpers (split layout; packed rings are not tracked). Region size for a queue of `num` entries. */
+/* Inflight-region helpers (split layout; packed rings are not tracked). Region size for a queue of
+ * `num` entries. */
 uint64_t virtq_inflight_queue_size(uint16_t num);
 /* Number of descriptors the region says were in flight. */
 unsigned virtq_inflight_pending(const struct vhost_user_inflight_queue *q, uint16_t num);

@@ -948,9 +948,8 @@ static void aio_reads(struct qtimg *img, const uint8_t *want, uint64_t size, uns
             if (submitted % 5 == 0) /* sector and block aligned too */
                 r->off &= ~(uint64_t)511;
             r->busy = true;
-            assert_int_equal(qtimg_aio_submit(aio, QTIMG_AIO_READ, r->buf, r->len, r->off,
-                                              aio_read_done, r),
-                             0);
+            assert_int_equal(
+                qtimg_aio_submit(aio, QTIMG_AIO_READ, r->buf, r->len, r->off, aio_read_done, r), 0);
             submitted++;
         }
         assert_true(qtimg_aio_poll(aio, true) >= 0);
