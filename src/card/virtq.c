@@ -210,7 +210,7 @@ static int virtq_packed_seg(struct virtq *vq, struct virtq_elem *e, const struct
  * indirect descriptor whose table is the chain (2.8.7). The driver writes the first
  * descriptor's flags last, so once that one is seen available (acquire) the rest of the
  * chain is complete. */
-static int virtq_pop_packed(struct virtq *vq, struct virtq_elem *e)
+__attribute__((noinline)) static int virtq_pop_packed(struct virtq *vq, struct virtq_elem *e)
 {
     uint16_t i = vq->last_avail_idx;
     bool wrap = vq->avail_wrap;

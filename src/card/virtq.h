@@ -51,17 +51,10 @@ struct virtq {
     bool log_used;           /* VHOST_VRING_F_LOG */
     bool event_idx;
     bool in_order; /* VIRTIO_F_IN_ORDER: the driver uses descriptors in ring order */
-    /* Packed layout (VIRTIO_F_RING_PACKED): pdesc replaces desc/avail/used, the indices
-     * below run 0..num-1 with a wrap counter each, and shadow_avail_idx is unused. */
+    /* Packed layout (VIRTIO_F_RING_PACKED): see the packed-only fields at the end; the
+     * indices below run 0..num-1 with a wrap counter each, shadow_avail_idx is unused. */
     bool packed;
     bool avail_wrap, used_wrap;
-    struct pvirtq_desc *pdesc;
-    struct pvirtq_event *driver_ev, *device_ev;
-    uint64_t desc_gpa, device_ev_gpa; /* for dirty logging (packed) */
-    /* Packed: the first used descriptor pushed since the last flush has its flags held
-     * back, which keeps the whole batch invisible until virtq_flush writes them. */
-    bool used_held;
-    uint16_t used_held_slot, used_held_flags;
     uint16_t next_head; /* the descriptor after the last chain popped (a guess, for prefetch) */
     /* Device-side indices. */
     uint16_t last_avail_idx;
@@ -76,6 +69,14 @@ struct virtq {
     uint64_t n_calls;
     uint64_t n_chains;
     const char *name; /* "port 'vm1' queue 1", for logs */
+    /* Packed only (after the split ring's hot fields, which keep their cache lines). */
+    struct pvirtq_desc *pdesc;
+    struct pvirtq_event *driver_ev, *device_ev;
+    uint64_t desc_gpa, device_ev_gpa; /* for dirty logging */
+    /* The first used descriptor pushed since the last flush has its flags held back,
+     * which keeps the whole batch invisible until virtq_flush writes them. */
+    bool used_held;
+    uint16_t used_held_slot, used_held_flags;
 };
 
 /* Set up a running ring from translated pointers. */
