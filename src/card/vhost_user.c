@@ -239,6 +239,29 @@ static void vu_stop_all(struct vu_dev *dev)
         vu_ring_stop(dev, i);
 }
 
+/* The three ring areas as local pointers: the descriptor table (16 bytes an entry, 16-byte
+ * aligned), the driver area (split: avail ring; packed: driver event suppression) and the
+ * device area (used ring; device event suppression). -EINVAL, logged, when one is not in
+ * shared memory or misaligned. */
+static int vu_ring_map(struct vu_dev *dev, struct vu_vring *vr, uint64_t drv_len,
+                       unsigned drv_align, uint64_t dev_len, unsigned dev_align, void **desc,
+                       void **drv, void **devp)
+{
+    *desc = vu_mem_uva_range(dev->mem, vr->addr.desc_user_addr, 16ull * vr->num);
+    *drv = vu_mem_uva_range(dev->mem, vr->addr.avail_user_addr, drv_len);
+    *devp = vu_mem_uva_range(dev->mem, vr->addr.used_user_addr, dev_len);
+    if (*desc && *drv && *devp && !((uintptr_t)*desc & 15) &&
+        !((uintptr_t)*drv & (drv_align - 1)) && !((uintptr_t)*devp & (dev_align - 1)))
+        return 0;
+    log_err("%s: %s ring addresses desc 0x%llx driver 0x%llx device 0x%llx (size %u) not in "
+            "shared memory or misaligned",
+            vr->name, vu_dev_has_feature(dev, VIRTIO_F_RING_PACKED) ? "packed" : "split",
+            (unsigned long long)vr->addr.desc_user_addr,
+            (unsigned long long)vr->addr.avail_user_addr,
+            (unsigned long long)vr->addr.used_user_addr, vr->num);
+    return -EINVAL;
+}
+
 /*
  * Packed ring (VIRTIO_F_RING_PACKED): descriptor ring, then the driver's and the device's
  * event suppression areas where a split ring has its avail and used rings. The vring base
@@ -251,20 +274,12 @@ static void vu_stop_all(struct vu_dev *dev)
 static int vu_ring_map_packed(struct vu_dev *dev, struct vu_vring *vr)
 {
     struct virtq *vq = &vr->vq;
-    struct pvirtq_desc *desc = vu_mem_uva_range(dev->mem, vr->addr.desc_user_addr, 16ull * vr->num);
-    struct pvirtq_event *drv_ev = vu_mem_uva_range(dev->mem, vr->addr.avail_user_addr, 4);
-    struct pvirtq_event *dev_ev = vu_mem_uva_range(dev->mem, vr->addr.used_user_addr, 4);
+    struct pvirtq_desc *desc;
+    struct pvirtq_event *drv_ev, *dev_ev;
     uint32_t base = vr->base;
 
-    if (!desc || !drv_ev || !dev_ev || ((uintptr_t)desc & 15) || ((uintptr_t)drv_ev & 3) ||
-        ((uintptr_t)dev_ev & 3)) {
-        log_err("%s: packed ring addresses desc 0x%llx driver 0x%llx device 0x%llx (size %u) "
-                "not in shared memory or misaligned",
-                vr->name, (unsigned long long)vr->addr.desc_user_addr,
-                (unsigned long long)vr->addr.avail_user_addr,
-                (unsigned long long)vr->addr.used_user_addr, vr->num);
+    if (vu_ring_map(dev, vr, 4, 4, 4, 4, (void **)&desc, (void **)&drv_ev, (void **)&dev_ev))
         return -EINVAL;
-    }
     if ((base & 0x7fff) >= vr->num || ((base >> 16) & 0x7fff) >= vr->num) {
         log_err("%s: packed ring base 0x%08x lies beyond the ring (size %u)", vr->name, base,
                 vr->num);
@@ -311,7 +326,6 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
 {
     struct vu_vring *vr = &dev->vr[i];
     struct virtq *vq = &vr->vq;
-    uint64_t avail_len, used_len;
     struct virtq_desc *desc;
     struct virtq_avail *avail;
     struct virtq_used *used;
@@ -333,20 +347,9 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
         log_err("%s: split ring base %u out of range", vr->name, vr->base);
         return -EINVAL;
     }
-    avail_len = 4 + 2ull * vr->num + 2;
-    used_len = 4 + 8ull * vr->num + 2;
-    desc = vu_mem_uva_range(dev->mem, vr->addr.desc_user_addr, 16ull * vr->num);
-    avail = vu_mem_uva_range(dev->mem, vr->addr.avail_user_addr, avail_len);
-    used = vu_mem_uva_range(dev->mem, vr->addr.used_user_addr, used_len);
-    if (!desc || !avail || !used || ((uintptr_t)desc & 15) || ((uintptr_t)avail & 1) ||
-        ((uintptr_t)used & 3)) {
-        log_err("%s: ring addresses desc 0x%llx avail 0x%llx used 0x%llx (size %u) not in "
-                "shared memory or misaligned",
-                vr->name, (unsigned long long)vr->addr.desc_user_addr,
-                (unsigned long long)vr->addr.avail_user_addr,
-                (unsigned long long)vr->addr.used_user_addr, vr->num);
+    if (vu_ring_map(dev, vr, 4 + 2ull * vr->num + 2, 2, 4 + 8ull * vr->num + 2, 4, (void **)&desc,
+                    (void **)&avail, (void **)&used))
         return -EINVAL;
-    }
     memset(vq, 0, sizeof(*vq));
     vq->name = vr->name;
     virtq_init(vq, vr->num, desc, avail, used, dev->mem,

@@ -86,6 +86,33 @@ static int virtq_add_seg(struct virtq *vq, struct virtq_elem *e, uint64_t gpa, u
     return 0;
 }
 
+/* The fast path of both layouts, the usual packet: one direct descriptor inside one memory
+ * region fills e (n_out/n_in and lengths zero on entry). False for anything else, which
+ * takes the full walk (it reads the descriptor again and checks everything). */
+static inline bool virtq_one_desc(const struct virtq *vq, struct virtq_elem *e, uint64_t addr,
+                                  uint32_t len, uint16_t flags)
+{
+    uint64_t l = len;
+    uint8_t *p;
+
+    if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) || !len || len > (1u << 30))
+        return false;
+    p = vu_mem_gpa_ptr(vq->mem, addr, &l);
+    if (!p || l != len)
+        return false;
+    e->iov[0].base = p;
+    e->iov[0].len = len;
+    e->iov[0].gpa = addr;
+    if (flags & VIRTQ_DESC_F_WRITE) {
+        e->n_in = 1;
+        e->in_len = len;
+    } else {
+        e->n_out = 1;
+        e->out_len = len;
+    }
+    return true;
+}
+
 static int virtq_walk_chain(struct virtq *vq, struct virtq_elem *e, uint16_t head)
 {
     const struct virtq_desc *tbl = vq->desc;
@@ -98,30 +125,11 @@ static int virtq_walk_chain(struct virtq *vq, struct virtq_elem *e, uint16_t hea
     e->n_out = e->n_in = 0;
     e->out_len = e->in_len = 0;
     {
-        /* Fast path, the usual packet: one direct descriptor inside one memory
-         * region. Anything else takes the full walk below, which reads the
-         * descriptor again and checks everything. */
-        struct virtq_desc d;
+        struct virtq_desc d; /* fast path (virtq_one_desc) */
         memcpy(&d, (const void *)&tbl[head], sizeof(d));
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        if (!(d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) && d.len &&
-            d.len <= (1u << 30)) {
-            uint64_t l = d.len;
-            uint8_t *p = vu_mem_gpa_ptr(vq->mem, d.addr, &l);
-            if (p && l == d.len) {
-                e->iov[0].base = p;
-                e->iov[0].len = d.len;
-                e->iov[0].gpa = d.addr;
-                if (d.flags & VIRTQ_DESC_F_WRITE) {
-                    e->n_in = 1;
-                    e->in_len = d.len;
-                } else {
-                    e->n_out = 1;
-                    e->out_len = d.len;
-                }
-                return 0;
-            }
-        }
+        if (virtq_one_desc(vq, e, d.addr, d.len, d.flags))
+            return 0;
     }
     for (;;) {
         struct virtq_desc d;
@@ -223,36 +231,19 @@ __attribute__((noinline)) static int virtq_pop_packed(struct virtq *vq, struct v
     e->n_out = e->n_in = 0;
     e->out_len = e->in_len = 0;
     {
-        /* Fast path, the usual packet: one direct descriptor inside one memory region.
-         * Anything else takes the full walk below, which reads the descriptor again. */
-        struct pvirtq_desc d;
+        struct pvirtq_desc d; /* fast path (virtq_one_desc) */
         memcpy(&d, (const void *)&vq->pdesc[i], sizeof(d));
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        if (!(d.flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) && d.len &&
-            d.len <= (1u << 30)) {
-            uint64_t l = d.len;
-            uint8_t *p = vu_mem_gpa_ptr(vq->mem, d.addr, &l);
-            if (p && l == d.len) {
-                e->iov[0].base = p;
-                e->iov[0].len = d.len;
-                e->iov[0].gpa = d.addr;
-                if (d.flags & VIRTQ_DESC_F_WRITE) {
-                    e->n_in = 1;
-                    e->in_len = d.len;
-                } else {
-                    e->n_out = 1;
-                    e->out_len = d.len;
-                }
-                e->head = d.id;
-                e->n_descs = 1;
-                if (++i == vq->num) {
-                    i = 0;
-                    vq->avail_wrap = !vq->avail_wrap;
-                }
-                vq->last_avail_idx = i;
-                vq->n_chains++;
-                return 1;
+        if (virtq_one_desc(vq, e, d.addr, d.len, d.flags)) {
+            e->head = d.id;
+            e->n_descs = 1;
+            if (++i == vq->num) {
+                i = 0;
+                vq->avail_wrap = !vq->avail_wrap;
             }
+            vq->last_avail_idx = i;
+            vq->n_chains++;
+            return 1;
         }
     }
     for (;;) {

@@ -571,8 +571,22 @@ static void test_packed_hostile(void **state)
         assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
         /* A new kick fd starts the ring again: refused. */
         assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_KICK, &idx, 8, &kick, 1), -EINVAL);
-        close(kick);
         assert_false(f->dev.vr[0].running);
+        /* A good base, but a device area that is not 4-byte aligned (the ring has its kick
+         * fd, so the new addresses start it at once): refused too. */
+        struct vhost_user_vring_addr a = {.index = 0,
+                                          .desc_user_addr = uva(DESC_GPA),
+                                          .avail_user_addr = uva(AVAIL_GPA),
+                                          .used_user_addr = uva(USED_GPA) + 2};
+        st.num = 1u << 15;
+        assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_BASE, &st, sizeof(st), NULL, 0), 0);
+        assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), -EINVAL);
+        assert_false(f->dev.vr[0].running);
+        /* Both right: it runs. */
+        a.used_user_addr = uva(USED_GPA);
+        assert_int_equal(fe_req(f, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), 0);
+        assert_true(f->dev.vr[0].running);
+        close(kick);
     }
 }
 
@@ -888,6 +902,18 @@ static void test_random_messages(void **state)
 
 /* Random descriptor tables and avail rings: pop returns a chain inside guest memory,
  * nothing, or an error; never a pointer outside the shared memory. */
+/* Every segment of a popped element lies in the backend's own mapping of the guest memory,
+ * at the offset of its guest-physical address. */
+static void assert_elem_in_memory(struct fx *f, const struct virtq_elem *e)
+{
+    const uint8_t *lo = f->dev.mem->r[0].host, *hi = lo + f->dev.mem->r[0].size;
+    for (unsigned i = 0; i < (unsigned)(e->n_out + e->n_in); i++) {
+        assert_true(e->iov[i].base >= lo);
+        assert_true(e->iov[i].base + e->iov[i].len <= hi);
+        assert_int_equal(e->iov[i].base - lo, e->iov[i].gpa - MEM_GPA);
+    }
+}
+
 static void test_random_rings(void **state)
 {
     struct fx *f = *state;
@@ -912,13 +938,7 @@ static void test_random_rings(void **state)
         ret = virtq_pop(vq0(f), &e);
         if (ret == 1) {
             popped++;
-            /* The backend's own mapping of the guest memory. */
-            const uint8_t *lo = f->dev.mem->r[0].host, *hi = lo + f->dev.mem->r[0].size;
-            for (unsigned i = 0; i < (unsigned)(e.n_out + e.n_in); i++) {
-                assert_true(e.iov[i].base >= lo);
-                assert_true(e.iov[i].base + e.iov[i].len <= hi);
-                assert_int_equal(e.iov[i].base - lo, e.iov[i].gpa - MEM_GPA);
-            }
+            assert_elem_in_memory(f, &e);
         } else if (ret < 0) {
             errors++;
         }
@@ -968,15 +988,10 @@ static void test_random_packed_rings(void **state)
         }
         ret = virtq_pop(vq, &e);
         if (ret == 1) {
-            const uint8_t *lo = f->dev.mem->r[0].host, *hi = lo + f->dev.mem->r[0].size;
             popped++;
             assert_true(e.n_descs >= 1 && e.n_descs <= RING_NUM);
             assert_int_equal(vq->last_avail_idx, (at + e.n_descs) % RING_NUM);
-            for (unsigned i = 0; i < (unsigned)(e.n_out + e.n_in); i++) {
-                assert_true(e.iov[i].base >= lo);
-                assert_true(e.iov[i].base + e.iov[i].len <= hi);
-                assert_int_equal(e.iov[i].base - lo, e.iov[i].gpa - MEM_GPA);
-            }
+            assert_elem_in_memory(f, &e);
         } else if (ret < 0) {
             errors++;
             assert_int_equal(vq->last_avail_idx, at); /* nothing consumed */
