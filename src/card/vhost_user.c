@@ -262,6 +262,16 @@ static int vu_ring_map(struct vu_dev *dev, struct vu_vring *vr, uint64_t drv_len
     return -EINVAL;
 }
 
+/* Once the ring areas are mapped: a fresh data-plane state with what both layouts share
+ * (the layout's own set-up follows). */
+static void vu_ring_reset(struct vu_dev *dev, struct vu_vring *vr)
+{
+    memset(&vr->vq, 0, sizeof(vr->vq));
+    vr->vq.name = vr->name;
+    vr->vq.call_fd = vr->call_fd;
+    vr->vq.in_order = vu_dev_has_feature(dev, VIRTIO_F_IN_ORDER);
+}
+
 /*
  * Packed ring (VIRTIO_F_RING_PACKED): descriptor ring, then the driver's and the device's
  * event suppression areas where a split ring has its avail and used rings. The vring base
@@ -285,12 +295,9 @@ static int vu_ring_map_packed(struct vu_dev *dev, struct vu_vring *vr)
                 vr->num);
         return -EINVAL;
     }
-    memset(vq, 0, sizeof(*vq));
-    vq->name = vr->name;
+    vu_ring_reset(dev, vr);
     virtq_init_packed(vq, vr->num, desc, drv_ev, dev_ev, dev->mem,
                       vu_dev_has_feature(dev, VIRTIO_RING_F_EVENT_IDX));
-    vq->call_fd = vr->call_fd;
-    vq->in_order = vu_dev_has_feature(dev, VIRTIO_F_IN_ORDER);
     vq->last_avail_idx = (uint16_t)(base & 0x7fff);
     vq->avail_wrap = (base >> 15) & 1;
     vq->used_idx = vq->last_avail_idx;
@@ -350,12 +357,9 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
     if (vu_ring_map(dev, vr, 4 + 2ull * vr->num + 2, 2, 4 + 8ull * vr->num + 2, 4, (void **)&desc,
                     (void **)&avail, (void **)&used))
         return -EINVAL;
-    memset(vq, 0, sizeof(*vq));
-    vq->name = vr->name;
+    vu_ring_reset(dev, vr);
     virtq_init(vq, vr->num, desc, avail, used, dev->mem,
                vu_dev_has_feature(dev, VIRTIO_RING_F_EVENT_IDX));
-    vq->call_fd = vr->call_fd;
-    vq->in_order = vu_dev_has_feature(dev, VIRTIO_F_IN_ORDER);
     vq->next_head = vr->base & (vr->num - 1);
     vq->last_avail_idx = vr->base;
     vq->used_idx = vr->base;
