@@ -142,6 +142,24 @@ static bool tcp_csum_ok(const uint8_t *f, uint32_t l3, uint32_t l4, uint32_t len
     return l4_csum_ok(f, l3, l4, len, v6, PKT_IPPROTO_TCP);
 }
 
+/* The IP header of segment i (n bytes) of frame f: lengths, the IPv4 ID and header
+ * checksum (options included), and the IPv4 options / IPv6 extension headers between l3
+ * and l4 repeated unchanged. */
+static void check_seg_ip(const uint8_t *seg, uint32_t n, const struct gframe *f, uint32_t l3,
+                         uint32_t l4, bool v6, unsigned i)
+{
+    uint32_t fixed = v6 ? 40 : 20;
+
+    if (!v6) {
+        assert_int_equal(pkt_get_be16(seg + l3 + 2), n - l3);
+        assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint16_t)(ID0 + i));
+        assert_int_equal(pkt_csum(seg + l3, l4 - l3), 0);
+    } else {
+        assert_int_equal(pkt_get_be16(seg + l3 + 4), n - l3 - 40);
+    }
+    assert_memory_equal(seg + l3 + fixed, f->buf + l3 + fixed, l4 - l3 - fixed);
+}
+
 /* Segment g and check every segment; returns the segment count. */
 static unsigned check_segments(const struct gframe *g, bool v6, bool partial)
 {
@@ -182,17 +200,9 @@ static unsigned check_segments(const struct gframe *g, bool v6, bool partial)
         assert_int_equal(m.l3_len, (uint32_t)n - l3);
         assert_int_equal(m.n_vlans, l3 == 18 ? 1 : 0);
         assert_memory_equal(seg, g->buf, 12); /* MACs */
-        if (!v6) {
-            assert_int_equal(pkt_get_be16(seg + l3 + 2), (uint32_t)n - l3);
-            assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint16_t)(ID0 + i));
-            assert_int_equal(pkt_csum(seg + l3, l4 - l3), 0); /* header and options */
-            assert_int_equal(seg[l3 + 1], 0x02);              /* TOS/ECN kept */
-        } else {
-            assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint32_t)n - l3 - 40);
-        }
-        /* IPv4 options / IPv6 extension headers: repeated unchanged in every segment */
-        assert_memory_equal(seg + l3 + (v6 ? 40 : 20), g->buf + l3 + (v6 ? 40 : 20),
-                            l4 - l3 - (v6 ? 40 : 20));
+        check_seg_ip(seg, (uint32_t)n, g, l3, l4, v6, i);
+        if (!v6)
+            assert_int_equal(seg[l3 + 1], 0x02); /* TOS/ECN kept */
         assert_int_equal(m.l4_ofs, l4);
         /* Sequence continuity: each segment starts where the previous ended. */
         assert_int_equal(pkt_get_be32(seg + l4 + 4), (uint32_t)(SEQ0 + joined_len));
@@ -415,15 +425,7 @@ static unsigned check_udp_segments(const struct gframe *u, bool v6, bool partial
         assert_int_equal(m.l4_proto, PKT_IPPROTO_UDP);
         assert_int_equal(pkt_get_be16(seg + l4 + 4), (uint32_t)n - l4); /* UDP length */
         assert_int_equal(pkt_get_be16(seg + l4 + 2), 443);
-        if (!v6) {
-            assert_int_equal(pkt_get_be16(seg + l3 + 2), (uint32_t)n - l3);
-            assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint16_t)(ID0 + i));
-            assert_int_equal(pkt_csum(seg + l3, l4 - l3), 0);
-        } else {
-            assert_int_equal(pkt_get_be16(seg + l3 + 4), (uint32_t)n - l3 - 40);
-        }
-        assert_memory_equal(seg + l3 + (v6 ? 40 : 20), u->buf + l3 + (v6 ? 40 : 20),
-                            l4 - l3 - (v6 ? 40 : 20));
+        check_seg_ip(seg, (uint32_t)n, u, l3, l4, v6, i);
         if (partial) {
             assert_false(udp_csum_ok(seg, l3, l4, (uint32_t)n, v6));
             pkt_put_be16(seg + l4 + 6, pkt_csum(seg + l4, (uint32_t)n - l4));
