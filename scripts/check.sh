@@ -4,6 +4,8 @@
 # targets (unit suite plus short fuzz runs). Prints one line
 # "N passed, N failed[, N skipped]" at the end; exits non-zero on any failure.
 #   SUITES="unit kvm"  run only these suites in the main build
+#   TIMEOUT_MULT=3     multiplier of the per-test timeouts in meson.build
+#                      (they are hang guards; a slower CI machine needs room)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -45,7 +47,7 @@ mkdir -p build
 if setup build; then
     suite_args=()
     for s in ${SUITES:-}; do suite_args+=(--suite "$s"); done
-    meson test -C build --print-errorlogs --num-processes 2 "${suite_args[@]}" || true
+    meson test -C build --print-errorlogs --timeout-multiplier "${TIMEOUT_MULT:-3}" --num-processes 2 "${suite_args[@]}" || true
     add "$(count build/meson-logs/testlog.json)"
 else
     echo "check: gcc build failed" >&2; fail=$((fail + 1))
@@ -54,7 +56,7 @@ fi
 # 2. ASan + UBSan build of the unit tests
 if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-        meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit || true
+        meson test -C build-asan --print-errorlogs --timeout-multiplier "${TIMEOUT_MULT:-3}" --num-processes 2 --suite unit || true
     add "$(count build-asan/meson-logs/testlog.json)"
 else
     echo "check: ASan build failed" >&2; fail=$((fail + 1))
@@ -64,10 +66,34 @@ fi
 #    which then includes short fuzz runs (20 s or less each) of the image,
 #    boot-loader, config and packet parsers over their kept corpora.
 if CC=clang setup build-clang -Dfuzz=true; then
-    meson test -C build-clang --print-errorlogs --num-processes 2 --suite unit || true
+    meson test -C build-clang --print-errorlogs --timeout-multiplier "${TIMEOUT_MULT:-3}" --num-processes 2 --suite unit || true
     add "$(count build-clang/meson-logs/testlog.json)"
 else
     echo "check: clang build failed" >&2; fail=$((fail + 1))
+fi
+
+# The failures again, just above the summary line, so that a log cut to its
+# last lines still names them: build, test, result and the end of its output.
+report() { # build dir
+    python3 - "$1/meson-logs/testlog.json" "$1" <<'PY'
+import json, sys
+try:
+    lines = open(sys.argv[1]).readlines()
+except FileNotFoundError:
+    sys.exit(0)
+for line in lines:
+    r = json.loads(line)
+    if r.get("result") in ("OK", "EXPECTEDFAIL", "SKIP"):
+        continue
+    print(f"FAILED {sys.argv[2]}: {r.get('name')} ({r.get('result')}, {float(r.get('duration') or 0):.1f} s)")
+    out = ((r.get("stdout") or "") + (r.get("stderr") or "")).splitlines()
+    for l in out[-25:]:
+        print("    " + l[:300])
+PY
+}
+if [ "$fail" -gt 0 ]; then
+    echo "---- failed tests ----"
+    for d in build build-asan build-clang; do report "$d"; done
 fi
 
 line="$pass passed, $fail failed"
