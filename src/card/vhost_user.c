@@ -273,6 +273,53 @@ static void vu_ring_reset(struct vu_dev *dev, struct vu_vring *vr)
 }
 
 /*
+ * Packed ring start with an inflight region: a fresh region is set up; one a previous run
+ * left (the card restarted, the frontend kept it) says where the device was, whatever the
+ * vring base says, and which chains it had in flight. Those are popped again: they lie
+ * from the used slot on, chains completing in order here.
+ */
+static int vu_ring_inflight_packed(struct vu_dev *dev, struct vu_vring *vr)
+{
+    struct virtq *vq = &vr->vq;
+    unsigned i = (unsigned)(vr - dev->vr);
+    uint64_t stride = virtq_inflight_queue_size_packed(dev->inflight_queue_size);
+    struct vhost_user_inflight_queue_packed *q;
+    uint16_t used_idx;
+    bool used_wrap;
+    int n;
+
+    if (!dev->inflight_addr || i >= dev->inflight_num_queues)
+        return 0;
+    if (dev->inflight_queue_size < vr->num || (i + 1) * stride > dev->inflight_size) {
+        log_err("%s: inflight region (%zu bytes for %u queues of %u entries) too small for a "
+                "packed ring of %u",
+                vr->name, dev->inflight_size, dev->inflight_num_queues, dev->inflight_queue_size,
+                vr->num);
+        return -EINVAL;
+    }
+    q = (void *)((uint8_t *)dev->inflight_addr + i * stride);
+    if (__atomic_load_n(&q->version, __ATOMIC_ACQUIRE) != 0) {
+        n = virtq_inflight_recover_packed(q, vr->num, vq->pdesc, &used_idx, &used_wrap);
+        if (n < 0) {
+            log_warn("%s: inflight region of the last run is inconsistent; resuming from the "
+                     "vring base",
+                     vr->name);
+        } else {
+            if (n || used_idx != vq->used_idx || used_wrap != vq->used_wrap)
+                log_info("%s: %d chains were in flight; popping again from used slot %u wrap %d "
+                         "(vring base: avail %u/%d used %u/%d)",
+                         vr->name, n, used_idx, used_wrap, vq->last_avail_idx, vq->avail_wrap,
+                         vq->used_idx, vq->used_wrap);
+            vq->used_idx = vq->last_avail_idx = used_idx;
+            vq->used_wrap = vq->avail_wrap = used_wrap;
+        }
+    }
+    virtq_inflight_init_packed(q, vr->num, vq->used_idx, vq->used_wrap);
+    vq->pinflight = q;
+    return 0;
+}
+
+/*
  * Packed ring (VIRTIO_F_RING_PACKED): descriptor ring, then the driver's and the device's
  * event suppression areas where a split ring has its avail and used rings. The vring base
  * holds both positions, as vhost-user defines it for packed rings: bits 0-14 the next
@@ -323,9 +370,7 @@ static int vu_ring_map_packed(struct vu_dev *dev, struct vu_vring *vr)
         vq->log_used = true;
         vq->log = dev->log;
     }
-    if (dev->inflight_addr)
-        log_warn("%s: inflight descriptors are not tracked on packed rings", vr->name);
-    return 0;
+    return vu_ring_inflight_packed(dev, vr);
 }
 
 /* Translate ring addresses and hand the ring to the data plane if it can run. */
@@ -573,6 +618,15 @@ static int vu_set_log_base(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg
     return ret;
 }
 
+/* Bytes a queue takes in an inflight region we make: the packed layout's (the larger) when
+ * packed rings are offered, as GET_INFLIGHT_FD may come before the features are set. */
+static uint64_t vu_inflight_alloc_size(const struct vu_dev *dev, uint16_t qs)
+{
+    return (dev->ops->features & (1ull << VIRTIO_F_RING_PACKED))
+               ? virtq_inflight_queue_size_packed(qs)
+               : virtq_inflight_queue_size(qs);
+}
+
 static int vu_get_inflight_fd(struct vu_dev *dev, struct vu_msg *msg, struct vu_msg *reply,
                               bool *has_reply)
 {
@@ -586,11 +640,11 @@ static int vu_get_inflight_fd(struct vu_dev *dev, struct vu_msg *msg, struct vu_
         return -EPROTO;
     }
     if (!vu_dev_has_proto(dev, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) || nq == 0 ||
-        nq > dev->ops->num_queues || qs == 0 || qs > VIRTQ_MAX_SIZE || (qs & (qs - 1))) {
+        nq > dev->ops->num_queues || qs == 0 || qs > VIRTQ_MAX_SIZE) {
         log_err("%s: GET_INFLIGHT_FD for %u queues of %u entries rejected", dev->name, nq, qs);
         return -EPROTO;
     }
-    qsz = virtq_inflight_queue_size(qs);
+    qsz = vu_inflight_alloc_size(dev, qs);
     total = qsz * nq;
     fd = memfd_create("qtcard-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
@@ -626,7 +680,7 @@ static int vu_get_inflight_fd(struct vu_dev *dev, struct vu_msg *msg, struct vu_
 static int vu_set_inflight_fd(struct vu_dev *dev, struct vu_msg *msg)
 {
     uint16_t nq = msg->p.inflight.num_queues, qs = msg->p.inflight.queue_size;
-    uint64_t need;
+    uint64_t need, len;
     struct stat st;
     void *p;
 
@@ -635,10 +689,12 @@ static int vu_set_inflight_fd(struct vu_dev *dev, struct vu_msg *msg)
         return -EPROTO;
     }
     if (!vu_dev_has_proto(dev, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) || nq == 0 ||
-        nq > dev->ops->num_queues || qs == 0 || qs > VIRTQ_MAX_SIZE || (qs & (qs - 1))) {
+        nq > dev->ops->num_queues || qs == 0 || qs > VIRTQ_MAX_SIZE) {
         log_err("%s: SET_INFLIGHT_FD for %u queues of %u entries rejected", dev->name, nq, qs);
         return -EPROTO;
     }
+    /* At least the split layout's size; mapped up to what a region of ours would hold (a
+     * packed ring checks its own layout's size when it starts). */
     need = virtq_inflight_queue_size(qs) * nq;
     if (msg->p.inflight.mmap_size < need || msg->p.inflight.mmap_offset + need < need ||
         fstat(msg->fds[0], &st) < 0 || !S_ISREG(st.st_mode) ||
@@ -649,14 +705,19 @@ static int vu_set_inflight_fd(struct vu_dev *dev, struct vu_msg *msg)
                 (unsigned long long)msg->p.inflight.mmap_offset);
         return -EINVAL;
     }
-    p = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_SHARED, msg->fds[0],
+    len = vu_inflight_alloc_size(dev, qs) * nq;
+    if (len > msg->p.inflight.mmap_size)
+        len = msg->p.inflight.mmap_size;
+    if (len > (uint64_t)st.st_size - msg->p.inflight.mmap_offset)
+        len = (uint64_t)st.st_size - msg->p.inflight.mmap_offset;
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, msg->fds[0],
              (off_t)msg->p.inflight.mmap_offset);
     if (p == MAP_FAILED)
         return -errno;
     vu_stop_all(dev);
     vu_inflight_unmap(dev);
     dev->inflight_addr = p;
-    dev->inflight_size = need;
+    dev->inflight_size = len;
     dev->inflight_fd = msg->fds[0];
     msg->fds[0] = -1;
     dev->inflight_num_queues = nq;

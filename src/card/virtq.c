@@ -214,6 +214,54 @@ static int virtq_packed_seg(struct virtq *vq, struct virtq_elem *e, const struct
     return d->len ? virtq_add_seg(vq, e, d->addr, d->len, d->flags & VIRTQ_DESC_F_WRITE) : 0;
 }
 
+/* Packed inflight tracking off for this queue: the frontend wrote nonsense in the region
+ * (it is shared memory). The ring itself keeps running. */
+static void pinf_bad(struct virtq *vq, const char *what, unsigned v)
+{
+    log_err("%s: inflight region: %s %u beyond the ring (%u); inflight tracking off", vq->name,
+            what, v, vq->num);
+    vq->pinflight = NULL;
+}
+
+/* Record the chain just popped (ring slots from `slot`, e->n_descs of them) as the
+ * vhost-user spec's packed inflight procedure does: copies of its descriptors in entries
+ * taken from the free list, the head entry in flight with the next counter value. */
+__attribute__((noinline)) static void pinf_record(struct virtq *vq, struct virtq_elem *e,
+                                                  uint16_t slot)
+{
+    struct vhost_user_inflight_queue_packed *q = vq->pinflight;
+    uint16_t h = q->free_head, f = h, last = h;
+
+    if (h >= vq->num) {
+        pinf_bad(vq, "free list head", h);
+        return;
+    }
+    q->desc[h].num = 0;
+    q->desc[h].counter = ++vq->inflight_counter;
+    q->desc[h].inflight = 1;
+    for (unsigned k = 0; k < e->n_descs; k++) {
+        struct pvirtq_desc d;
+        if (f >= vq->num) {
+            pinf_bad(vq, "free list entry", f);
+            return;
+        }
+        memcpy(&d, (const void *)&vq->pdesc[slot], sizeof(d));
+        q->desc[f].addr = d.addr;
+        q->desc[f].len = d.len;
+        q->desc[f].id = d.id;
+        q->desc[f].flags = d.flags;
+        q->desc[h].num++;
+        last = f;
+        f = q->desc[f].next;
+        if (++slot == vq->num)
+            slot = 0;
+    }
+    q->desc[h].last = last;
+    q->free_head = f;
+    q->old_free_head = f;
+    e->islot = h;
+}
+
 /* Packed: the chain at our position, its descriptors in consecutive slots (2.8.6), or one
  * indirect descriptor whose table is the chain (2.8.7). The driver writes the first
  * descriptor's flags last, so once that one is seen available (acquire) the rest of the
@@ -237,6 +285,8 @@ __attribute__((noinline)) static int virtq_pop_packed(struct virtq *vq, struct v
         if (virtq_one_desc(vq, e, d.addr, d.len, d.flags)) {
             e->head = d.id;
             e->n_descs = 1;
+            if (vq->pinflight)
+                pinf_record(vq, e, i);
             if (++i == vq->num) {
                 i = 0;
                 vq->avail_wrap = !vq->avail_wrap;
@@ -306,6 +356,8 @@ __attribute__((noinline)) static int virtq_pop_packed(struct virtq *vq, struct v
         }
     }
     e->n_descs = (uint16_t)count;
+    if (vq->pinflight)
+        pinf_record(vq, e, vq->last_avail_idx);
     vq->last_avail_idx = i;
     vq->avail_wrap = wrap;
     vq->n_chains++;
@@ -338,10 +390,69 @@ void virtq_push_packed(struct virtq *vq, const struct virtq_elem *e, uint32_t le
         vq->used_idx = (uint16_t)(vq->used_idx - vq->num);
         vq->used_wrap = !vq->used_wrap;
     }
+    if (vq->pinflight) {
+        /* Onto the pending list; the flush returns it to the free list. */
+        uint16_t h = e->islot, l;
+        if (h >= vq->num) {
+            pinf_bad(vq, "pushed chain entry", h);
+            return;
+        }
+        l = vq->pinflight->desc[h].last;
+        if (l >= vq->num) {
+            pinf_bad(vq, "last entry of a chain", l);
+            return;
+        }
+        if (vq->pinf_pend_n++ == 0)
+            vq->pinf_pend_tail = l;
+        else
+            vq->pinflight->desc[l].next = vq->pinf_pend_head;
+        vq->pinf_pend_head = h;
+    }
+}
+
+/* The spec's order: entries back on the free list, the used position, the descriptors'
+ * flags (the batch goes out), the heads out of flight, then the consistent point. */
+static void pinf_flush(struct virtq *vq)
+{
+    struct vhost_user_inflight_queue_packed *q = vq->pinflight;
+    uint16_t h = vq->pinf_pend_head;
+
+    if (vq->pinf_pend_n) {
+        q->desc[vq->pinf_pend_tail].next = q->free_head;
+        q->free_head = vq->pinf_pend_head;
+    }
+    q->used_idx = vq->used_idx;
+    q->used_wrap_counter = vq->used_wrap;
+    if (vq->used_held)
+        __atomic_store_n(&vq->pdesc[vq->used_held_slot].flags, vq->used_held_flags,
+                         __ATOMIC_RELEASE);
+    vq->used_held = false;
+    for (unsigned k = 0; k < vq->pinf_pend_n; k++) {
+        uint16_t l;
+        if (h >= vq->num) {
+            pinf_bad(vq, "pending chain entry", h);
+            return;
+        }
+        q->desc[h].inflight = 0;
+        l = q->desc[h].last;
+        if (l >= vq->num) {
+            pinf_bad(vq, "last entry of a chain", l);
+            return;
+        }
+        h = q->desc[l].next;
+    }
+    vq->pinf_pend_n = 0;
+    q->old_free_head = q->free_head;
+    q->old_used_idx = q->used_idx;
+    q->old_used_wrap_counter = q->used_wrap_counter;
 }
 
 void virtq_flush_packed(struct virtq *vq)
 {
+    if (vq->pinflight) {
+        pinf_flush(vq);
+        return;
+    }
     if (!vq->used_held)
         return;
     __atomic_store_n(&vq->pdesc[vq->used_held_slot].flags, vq->used_held_flags, __ATOMIC_RELEASE);
@@ -451,6 +562,21 @@ void virtq_prefetch(const struct virtq *vq, unsigned max, bool for_write, unsign
 void virtq_unpop(struct virtq *vq, const struct virtq_elem *e, uint16_t n)
 {
     if (vq->packed) {
+        if (vq->pinflight && n) {
+            /* The chains' entries were taken from the free list one after the other: the
+             * last one's link still leads past them. Back in front of the list they go. */
+            struct vhost_user_inflight_queue_packed *q = vq->pinflight;
+            uint16_t l = e[n - 1].islot < vq->num ? q->desc[e[n - 1].islot].last : vq->num;
+            if (e[0].islot >= vq->num || l >= vq->num) {
+                pinf_bad(vq, "unpopped chain entry", e[0].islot);
+            } else {
+                for (unsigned k = 0; k < n; k++)
+                    if (e[k].islot < vq->num)
+                        q->desc[e[k].islot].inflight = 0;
+                q->desc[l].next = q->free_head;
+                q->free_head = q->old_free_head = e[0].islot;
+            }
+        }
         while (n--) {
             uint16_t nd = e[n].n_descs;
             if (vq->last_avail_idx < nd) {
@@ -602,6 +728,63 @@ uint64_t virtq_inflight_queue_size(uint16_t num)
     uint64_t sz = sizeof(struct vhost_user_inflight_queue) +
                   (uint64_t)num * sizeof(struct vhost_user_inflight_desc);
     return (sz + 63) & ~(uint64_t)63;
+}
+
+uint64_t virtq_inflight_queue_size_packed(uint16_t num)
+{
+    uint64_t sz = sizeof(struct vhost_user_inflight_queue_packed) +
+                  (uint64_t)num * sizeof(struct vhost_user_inflight_desc_packed);
+    return (sz + 63) & ~(uint64_t)63;
+}
+
+void virtq_inflight_init_packed(struct vhost_user_inflight_queue_packed *q, uint16_t num,
+                                uint16_t used_idx, bool used_wrap)
+{
+    memset(q->desc, 0, (size_t)num * sizeof(q->desc[0]));
+    for (unsigned i = 0; i < num; i++)
+        q->desc[i].next = (uint16_t)(i + 1);
+    q->desc_num = num;
+    q->free_head = q->old_free_head = 0;
+    q->used_idx = q->old_used_idx = used_idx;
+    q->used_wrap_counter = q->old_used_wrap_counter = used_wrap;
+    __atomic_store_n(&q->version, 1, __ATOMIC_RELEASE);
+}
+
+int virtq_inflight_recover_packed(struct vhost_user_inflight_queue_packed *q, uint16_t num,
+                                  const struct pvirtq_desc *ring, uint16_t *used_idx,
+                                  bool *used_wrap)
+{
+    uint16_t f;
+    unsigned n = 0, steps = 0;
+
+    if (q->desc_num != num || q->used_idx >= num || q->old_used_idx >= num ||
+        q->used_wrap_counter > 1 || q->old_used_wrap_counter > 1 || q->free_head > num ||
+        q->old_free_head > num)
+        return -EINVAL;
+    if (q->used_idx != q->old_used_idx || q->used_wrap_counter != q->old_used_wrap_counter) {
+        /* A flush was cut short. Its first descriptor still available (for the old wrap
+         * counter: AVAIL = w, USED = !w) means the batch never went out: roll back. */
+        uint16_t fl = __atomic_load_n(&ring[q->old_used_idx].flags, __ATOMIC_ACQUIRE);
+        uint16_t avail = q->old_used_wrap_counter ? PVIRTQ_DESC_F_AVAIL : PVIRTQ_DESC_F_USED;
+        if ((fl & (PVIRTQ_DESC_F_AVAIL | PVIRTQ_DESC_F_USED)) != avail) {
+            q->old_free_head = q->free_head;
+            q->old_used_idx = q->used_idx;
+            q->old_used_wrap_counter = q->used_wrap_counter;
+        }
+    }
+    q->free_head = q->old_free_head;
+    q->used_idx = q->old_used_idx;
+    q->used_wrap_counter = q->old_used_wrap_counter;
+    for (f = q->free_head; f < num; f = q->desc[f].next) {
+        if (++steps > num)
+            return -EINVAL; /* the free list loops */
+        q->desc[f].inflight = 0;
+    }
+    for (unsigned i = 0; i < num; i++)
+        n += q->desc[i].inflight != 0;
+    *used_idx = q->used_idx;
+    *used_wrap = q->used_wrap_counter;
+    return (int)n;
 }
 
 unsigned virtq_inflight_pending(const struct vhost_user_inflight_queue *q, uint16_t num)

@@ -4,8 +4,8 @@
  * descriptor chains with full validation (address translation, chain length,
  * loops, indirect tables, readable-before-writable), push used entries,
  * notification suppression both ways (event idx; packed event suppression),
- * dirty logging of every guest write and, for split rings, inflight tracking
- * (vhost-user INFLIGHT_SHMFD). The data path calls the same functions for both
+ * dirty logging of every guest write and inflight tracking (vhost-user
+ * INFLIGHT_SHMFD) for both layouts. The data path calls the same functions for both
  * layouts; the split ring's stay inline, the packed ring's are out of line.
  *
  * A virtqueue is driven by exactly one thread at a time (the worker that
@@ -34,6 +34,7 @@ struct virtq_elem {
     uint16_t n_descs; /* packed: ring slots the chain took */
     uint16_t n_out;   /* device-readable segments: iov[0 .. n_out) */
     uint16_t n_in;    /* device-writable segments: iov[n_out .. n_out + n_in) */
+    uint16_t islot;   /* packed, inflight tracked: the chain's head entry in the region */
     uint32_t out_len;
     uint32_t in_len;
     struct virtq_iov iov[VIRTQ_MAX_IOV];
@@ -77,6 +78,11 @@ struct virtq {
      * which keeps the whole batch invisible until virtq_flush writes them. */
     bool used_held;
     uint16_t used_held_slot, used_held_flags;
+    /* Inflight tracking (NULL: off). Chains pushed since the last flush wait on a private
+     * list (linked through their last entries) and go back to the region's free list
+     * when the flush publishes them, so that a crash before it leaves them in flight. */
+    struct vhost_user_inflight_queue_packed *pinflight;
+    uint16_t pinf_pend_head, pinf_pend_tail, pinf_pend_n;
 };
 
 /* Set up a running ring from translated pointers. */
@@ -219,10 +225,28 @@ void virtq_disable_kicks(struct virtq *vq);
 /* Mark device writes to the guest buffers of e (first `len` writable bytes) dirty. */
 void virtq_log_elem_write(struct virtq *vq, const struct virtq_elem *e, uint32_t len);
 
-/* Inflight-region helpers (split layout; packed rings are not tracked). Region size for a queue of
- * `num` entries. */
+/* Inflight-region helpers. Region size for a queue of `num` entries (64-byte multiple), split and
+ * packed layouts. */
 uint64_t virtq_inflight_queue_size(uint16_t num);
+uint64_t virtq_inflight_queue_size_packed(uint16_t num);
 /* Number of descriptors the region says were in flight. */
 unsigned virtq_inflight_pending(const struct vhost_user_inflight_queue *q, uint16_t num);
+/* Packed: a fresh region for a ring of `num` entries whose device will write used at slot
+ * used_idx with wrap counter used_wrap (nothing in flight). */
+void virtq_inflight_init_packed(struct vhost_user_inflight_queue_packed *q, uint16_t num,
+                                uint16_t used_idx, bool used_wrap);
+/*
+ * Packed, after a reconnect: the region as the last device run left it, read next to the
+ * descriptor ring `ring`. Completes or rolls back the update a crash interrupted (the
+ * descriptor at old_used_idx says whether its used flags went out), then reports where
+ * the device is to write used next (*used_idx, *used_wrap) and returns the number of chains
+ * that were in flight (popped, not published as used): qtcard completes chains in order,
+ * so each of them lies from that slot on and is popped again from there. -EINVAL when the
+ * region is inconsistent (indices beyond the ring, a free list that loops): the frontend
+ * wrote it, it is not to be trusted.
+ */
+int virtq_inflight_recover_packed(struct vhost_user_inflight_queue_packed *q, uint16_t num,
+                                  const struct pvirtq_desc *ring, uint16_t *used_idx,
+                                  bool *used_wrap);
 
 #endif

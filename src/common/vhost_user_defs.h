@@ -3,7 +3,7 @@
  * vhost-user wire protocol (QEMU docs/interop/vhost-user.rst), shared by the
  * front-end in qtvmm and the back-end in qtcard: message header and flags,
  * request numbers, feature and protocol-feature bits, payload layouts and
- * the split-ring inflight region. Native byte order, as the protocol says.
+ * the inflight regions of split and packed rings. Native byte order, as the protocol says.
  * Only the protocol lives here; each side keeps its own limits (payload
  * buffer size, queue counts, timeouts) and message framing.
  */
@@ -165,6 +165,39 @@ struct vhost_user_inflight_queue {
     struct vhost_user_inflight_desc desc[];
 };
 
+/*
+ * The same for packed rings: every ring descriptor of a chain popped is copied into an
+ * entry taken from a free list; the chain's first entry (its head) carries the count,
+ * the order (counter) and the in-flight flag, and names its last entry. The old_* fields
+ * are the state as of the last consistent point, to roll back to after a crash.
+ */
+struct vhost_user_inflight_desc_packed {
+    uint8_t inflight;
+    uint8_t padding;
+    uint16_t next; /* next free entry (desc_num: none) */
+    uint16_t last; /* head only: the chain's last entry */
+    uint16_t num;  /* head only: the chain's ring descriptors */
+    uint64_t counter;
+    uint16_t id;
+    uint16_t flags;
+    uint32_t len;
+    uint64_t addr;
+};
+
+struct vhost_user_inflight_queue_packed {
+    uint64_t features;
+    uint16_t version;
+    uint16_t desc_num;
+    uint16_t free_head;
+    uint16_t old_free_head;
+    uint16_t used_idx;
+    uint16_t old_used_idx;
+    uint8_t used_wrap_counter;
+    uint8_t old_used_wrap_counter;
+    uint8_t padding[7];
+    struct vhost_user_inflight_desc_packed desc[];
+};
+
 _Static_assert(sizeof(struct vhost_user_hdr) == VHOST_USER_HDR_SIZE, "vhost-user header size");
 _Static_assert(sizeof(struct vhost_user_vring_addr) == 40, "vring address payload size");
 _Static_assert(sizeof(struct vhost_user_mem_region) == 32, "memory region size");
@@ -174,6 +207,9 @@ _Static_assert(sizeof(struct vhost_user_config) ==
 _Static_assert(sizeof(struct vhost_user_inflight) == 20, "inflight payload size");
 _Static_assert(sizeof(struct vhost_user_inflight_desc) == 16, "inflight descriptor size");
 _Static_assert(sizeof(struct vhost_user_inflight_queue) == 16, "inflight queue header size");
+_Static_assert(sizeof(struct vhost_user_inflight_desc_packed) == 32, "packed inflight entry size");
+_Static_assert(sizeof(struct vhost_user_inflight_queue_packed) == 32,
+               "packed inflight queue header size");
 
 /* "GET_FEATURES", ..., or "UNKNOWN": for messages. */
 static inline const char *vhost_user_request_name(uint32_t req)

@@ -753,7 +753,8 @@ static void test_inflight(void **state)
     fe_reply(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, &fd);
     memcpy(&inf, payload, sizeof(inf));
     assert_true(fd >= 0);
-    assert_int_equal(inf.mmap_size, 2 * virtq_inflight_queue_size(RING_NUM));
+    /* Sized for the packed layout (the larger), which the device offers. */
+    assert_int_equal(inf.mmap_size, 2 * virtq_inflight_queue_size_packed(RING_NUM));
     q = mmap(NULL, inf.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     assert_true(q != MAP_FAILED);
     assert_int_equal(q->desc_num, RING_NUM);
@@ -766,12 +767,225 @@ static void test_inflight(void **state)
     virtq_flush(vq0(f));
     assert_int_equal(q->desc[6].inflight, 0);
     assert_int_equal(q->used_idx, 1);
-    /* Bad geometry is refused. */
-    inf.queue_size = 7;
+    /* Bad geometry is refused: no queues, more queues than the device has, no entries, and
+     * (when the ring starts) fewer entries than the ring. */
+    inf.num_queues = 0;
     memcpy(payload, &inf, sizeof(inf));
     assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EPROTO);
+    inf.num_queues = 3;
+    memcpy(payload, &inf, sizeof(inf));
+    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EPROTO);
+    inf.num_queues = 2;
+    inf.queue_size = 0;
+    memcpy(payload, &inf, sizeof(inf));
+    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EPROTO);
+    inf.queue_size = 7;
+    memcpy(payload, &inf, sizeof(inf));
+    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EINVAL);
     munmap(q, inf.mmap_size);
     close(fd);
+}
+
+/* The card restarts: a new backend on a new connection, the frontend's memory unchanged. */
+static void reconnect(struct fx *f)
+{
+    vu_dev_disconnect(&f->dev);
+    close(f->sock[0]);
+    memset(f->started, 0, sizeof(f->started));
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, f->sock), 0);
+    vu_dev_init(&f->dev, "test", &f->ops, f);
+    vu_dev_attach(&f->dev, f->sock[1]);
+}
+
+static struct vhost_user_inflight_queue_packed *get_inflight_packed(struct fx *f, int *fd,
+                                                                    uint64_t *size)
+{
+    struct vhost_user_inflight inf = {.num_queues = 2, .queue_size = RING_NUM};
+    uint8_t payload[24] = {0};
+    void *p;
+
+    memcpy(payload, &inf, sizeof(inf));
+    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), 0);
+    fe_reply(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, fd);
+    memcpy(&inf, payload, sizeof(inf));
+    assert_int_equal(inf.mmap_size, 2 * virtq_inflight_queue_size_packed(RING_NUM));
+    *size = inf.mmap_size;
+    p = mmap(NULL, inf.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+    assert_true(p != MAP_FAILED);
+    return p;
+}
+
+static void set_inflight(struct fx *f, int fd, uint64_t size)
+{
+    struct vhost_user_inflight inf = {.mmap_size = size, .num_queues = 2, .queue_size = RING_NUM};
+    uint8_t payload[24] = {0};
+    memcpy(payload, &inf, sizeof(inf));
+    assert_int_equal(fe_req(f, VHOST_USER_SET_INFLIGHT_FD, payload, 24, &fd, 1), 0);
+}
+
+/* Packed inflight tracking (vhost-user "Inflight I/O tracking", packed virtqueue): each
+ * popped chain's descriptors are copied into entries taken from the free list, the head in
+ * flight; a flush returns published chains to the list; unpop gives entries back; after a
+ * card restart the region, not the stale vring base, says where to resume. */
+static void test_inflight_packed(void **state)
+{
+    struct fx *f = *state;
+    const uint64_t packed = (1ull << VIRTIO_F_RING_PACKED) | (1ull << VIRTIO_RING_F_EVENT_IDX);
+    struct pvirtq_desc *d = (struct pvirtq_desc *)gpa(f, DESC_GPA);
+    struct vhost_user_inflight_queue_packed *q;
+    struct virtq_elem e[4];
+    uint64_t size;
+    int fd = -1;
+
+    fe_start(f, 0, packed, 1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD);
+    q = get_inflight_packed(f, &fd, &size);
+    assert_int_equal(q->version, 1);
+    assert_int_equal(q->desc_num, RING_NUM);
+    assert_int_equal(q->free_head, 0);
+    assert_int_equal(q->used_idx, 0);
+    assert_int_equal(q->used_wrap_counter, 1);
+    assert_ptr_equal(vq0(f)->pinflight, f->dev.inflight_addr); /* queue 0's region */
+
+    /* A: two descriptors (slots 0, 1; ID 7); B: slot 2 (ID 5); C: slot 3 (ID 9). */
+    pdrv_put(f, 1, BUF_GPA + 0x100, 100, 7, VIRTQ_DESC_F_WRITE, true);
+    pdrv_put(f, 0, BUF_GPA, 8, 7, VIRTQ_DESC_F_NEXT, true);
+    pdrv_put(f, 2, BUF_GPA + 0x200, 30, 5, 0, true);
+    pdrv_put(f, 3, BUF_GPA + 0x300, 40, 9, 0, true);
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(virtq_pop(vq0(f), &e[i]), 1);
+    assert_int_equal(q->desc[0].inflight, 1);
+    assert_int_equal(q->desc[0].num, 2);
+    assert_int_equal(q->desc[0].last, 1);
+    assert_int_equal(q->desc[0].addr, BUF_GPA);
+    assert_int_equal(q->desc[1].addr, BUF_GPA + 0x100);
+    assert_int_equal(q->desc[1].len, 100);
+    assert_int_equal(q->desc[1].id, 7);
+    assert_true(q->desc[1].flags & VIRTQ_DESC_F_WRITE);
+    assert_int_equal(q->desc[1].inflight, 0); /* not a head */
+    assert_int_equal(q->desc[2].num, 1);
+    assert_int_equal(q->desc[2].id, 5);
+    assert_int_equal(q->desc[3].id, 9);
+    assert_true(q->desc[0].counter < q->desc[2].counter);
+    assert_true(q->desc[2].counter < q->desc[3].counter);
+    assert_int_equal(q->free_head, 4);
+    assert_int_equal(q->old_free_head, 4);
+    /* C given back: its entry is free again, then taken again. */
+    virtq_unpop(vq0(f), &e[2], 1);
+    assert_int_equal(q->desc[3].inflight, 0);
+    assert_int_equal(q->free_head, 3);
+    assert_int_equal(virtq_pop(vq0(f), &e[2]), 1);
+    assert_int_equal(e[2].islot, 3);
+    assert_int_equal(q->desc[3].inflight, 1);
+
+    /* A completes: nothing changes in the region before the flush publishes it. */
+    virtq_push(vq0(f), &e[0], 50);
+    assert_int_equal(q->desc[0].inflight, 1);
+    assert_int_equal(q->free_head, 4);
+    assert_int_equal(q->used_idx, 0);
+    virtq_flush(vq0(f));
+    assert_int_equal(d[0].flags, PVIRTQ_DESC_F_AVAIL | PVIRTQ_DESC_F_USED | VIRTQ_DESC_F_WRITE);
+    assert_int_equal(q->desc[0].inflight, 0);
+    assert_int_equal(q->free_head, 0); /* A's two entries, then the rest */
+    assert_int_equal(q->desc[1].next, 4);
+    assert_int_equal(q->used_idx, 2);
+    assert_int_equal(q->old_used_idx, 2);
+    assert_int_equal(q->old_free_head, 0);
+    /* D (slot 4) takes the entry A gave back. */
+    pdrv_put(f, 4, BUF_GPA + 0x400, 10, 11, 0, true);
+    assert_int_equal(virtq_pop(vq0(f), &e[3]), 1);
+    assert_int_equal(e[3].islot, 0);
+    assert_int_equal(q->desc[0].id, 11);
+    assert_int_equal(q->free_head, 1);
+
+    /* The card dies with B, C and D in flight. The frontend reconnects with a base from
+     * before any of this (slot 0); the region says slot 2. */
+    reconnect(f);
+    fe_start(f, 0, packed, 1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD);
+    set_inflight(f, fd, size);
+    assert_ptr_not_equal(vq0(f)->pinflight, NULL);
+    assert_int_equal(vq0(f)->last_avail_idx, 2);
+    assert_int_equal(vq0(f)->used_idx, 2);
+    assert_int_equal(q->free_head, 0); /* a fresh region from there */
+    assert_int_equal(q->used_idx, 2);
+    for (unsigned i = 0; i < RING_NUM; i++)
+        assert_int_equal(q->desc[i].inflight, 0);
+    assert_int_equal(virtq_pop(vq0(f), &e[0]), 1);
+    assert_int_equal(e[0].head, 5); /* B again */
+    assert_int_equal(virtq_pop(vq0(f), &e[1]), 1);
+    assert_int_equal(e[1].head, 9); /* C */
+    assert_int_equal(virtq_pop(vq0(f), &e[2]), 1);
+    assert_int_equal(e[2].head, 11); /* D */
+    assert_int_equal(virtq_pop(vq0(f), &e[3]), 0);
+
+    /* The frontend scribbles over the region while the ring runs: tracking turns off,
+     * the ring goes on. */
+    q->free_head = 999;
+    pdrv_put(f, 5, BUF_GPA, 8, 12, 0, true);
+    assert_int_equal(virtq_pop(vq0(f), &e[3]), 1);
+    assert_null(vq0(f)->pinflight);
+    virtq_push(vq0(f), &e[3], 0);
+    virtq_flush(vq0(f));
+
+    /* After another restart an inconsistent region is set aside: the vring base rules. */
+    reconnect(f);
+    q->desc_num = RING_NUM; /* make it otherwise plausible */
+    q->used_idx = RING_NUM + 1;
+    fe_start(f, 0, packed, 1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD);
+    set_inflight(f, fd, size);
+    assert_int_equal(vq0(f)->last_avail_idx, 0);
+    assert_int_equal(q->used_idx, 0);
+    munmap(q, size);
+    close(fd);
+}
+
+/* The recovery step by itself: a flush cut short after the region's used index moved is
+ * completed when its first descriptor went out as used, rolled back when it did not; a
+ * region whose free list loops or whose indices run past the ring is refused. */
+static void test_inflight_packed_recover(void **state)
+{
+    size_t sz = virtq_inflight_queue_size_packed(RING_NUM);
+    struct vhost_user_inflight_queue_packed *q = calloc(1, sz);
+    struct pvirtq_desc ring[RING_NUM] = {0};
+    uint16_t used;
+    bool wrap;
+    (void)state;
+
+    assert_non_null(q);
+    /* Two chains in flight at slots 2 and 3 (entries 0 and 1); the flush of the first was
+     * cut short: used_idx 3 recorded, old_used_idx still 2. */
+    virtq_inflight_init_packed(q, RING_NUM, 2, true);
+    q->desc[0].inflight = q->desc[1].inflight = 1;
+    q->desc[0].last = 0;
+    q->desc[1].last = 1;
+    q->free_head = q->old_free_head = 2;
+    q->used_idx = 3;
+    q->free_head = 0; /* entry 0 back on the list in the cut-short flush */
+    q->desc[0].next = 2;
+    ring[2].flags = PVIRTQ_DESC_F_AVAIL; /* still available: never went out */
+    assert_int_equal(virtq_inflight_recover_packed(q, RING_NUM, ring, &used, &wrap), 2);
+    assert_int_equal(used, 2);
+    assert_true(wrap);
+    /* Same, but the descriptor shows used: the flush is completed. */
+    q->used_idx = 3;
+    q->free_head = 0;
+    ring[2].flags = PVIRTQ_DESC_F_AVAIL | PVIRTQ_DESC_F_USED;
+    assert_int_equal(virtq_inflight_recover_packed(q, RING_NUM, ring, &used, &wrap), 1);
+    assert_int_equal(used, 3);
+    assert_int_equal(q->desc[0].inflight, 0);
+    /* Inconsistent regions. */
+    q->desc[3].next = 2;
+    q->free_head = q->old_free_head = 2; /* 2 -> 3 -> 2 -> ... */
+    q->used_idx = q->old_used_idx = 3;
+    assert_int_equal(virtq_inflight_recover_packed(q, RING_NUM, ring, &used, &wrap), -EINVAL);
+    virtq_inflight_init_packed(q, RING_NUM, 0, true);
+    q->old_used_idx = RING_NUM;
+    assert_int_equal(virtq_inflight_recover_packed(q, RING_NUM, ring, &used, &wrap), -EINVAL);
+    virtq_inflight_init_packed(q, RING_NUM, 0, true);
+    q->used_wrap_counter = 2;
+    assert_int_equal(virtq_inflight_recover_packed(q, RING_NUM, ring, &used, &wrap), -EINVAL);
+    virtq_inflight_init_packed(q, RING_NUM, 0, true);
+    assert_int_equal(virtq_inflight_recover_packed(q, RING_NUM / 2, ring, &used, &wrap), -EINVAL);
+    free(q);
 }
 
 /* Random messages (fixed seed) straight into the message handler: every one is
@@ -1015,6 +1229,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_messages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reply_ack_config_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inflight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_packed, setup, teardown),
+        cmocka_unit_test(test_inflight_packed_recover),
         cmocka_unit_test_setup_teardown(test_mem_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_messages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_rings, setup, teardown),
