@@ -68,6 +68,42 @@ static int fdrv_get_u64(struct fdrv *d, uint32_t req, uint64_t *v)
     return 0;
 }
 
+/* GET_INFLIGHT_FD for our two queues: the reply carries the region's fd. */
+static int fdrv_get_inflight(struct fdrv *d)
+{
+    struct vhost_user_inflight inf = {.num_queues = 2, .queue_size = FDRV_RING};
+    struct {
+        struct vhost_user_hdr h;
+        uint8_t p[24];
+    } __attribute__((packed)) r;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {&r, sizeof(r)};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl)};
+    struct cmsghdr *c;
+    uint8_t payload[24] = {0};
+
+    memcpy(payload, &inf, sizeof(inf));
+    if (fdrv_sendmsg(d, VHOST_USER_GET_INFLIGHT_FD, payload, sizeof(payload), -1) ||
+        recvmsg(d->sock, &mh, MSG_WAITALL) != (ssize_t)sizeof(r) ||
+        r.h.request != VHOST_USER_GET_INFLIGHT_FD || !(c = CMSG_FIRSTHDR(&mh)) ||
+        c->cmsg_type != SCM_RIGHTS)
+        return -EPROTO;
+    memcpy(&d->inflight_fd, CMSG_DATA(c), sizeof(int));
+    memcpy(&inf, r.p, sizeof(inf));
+    d->inflight_size = inf.mmap_size;
+    d->inflight = mmap(NULL, inf.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, d->inflight_fd,
+                       (off_t)inf.mmap_offset);
+    if (d->inflight == MAP_FAILED) {
+        d->inflight = NULL;
+        return -errno;
+    }
+    return fdrv_sendmsg(d, VHOST_USER_SET_INFLIGHT_FD, r.p, sizeof(r.p), d->inflight_fd);
+}
+
 static uint64_t gpa_of(struct fdrv *d, const void *p)
 {
     return MEM_GPA + (uint64_t)((const uint8_t *)p - d->mem);
@@ -148,6 +184,7 @@ int fdrv_connect(struct fdrv *d, const char *path, uint64_t features, uint32_t r
     uint64_t v, offered;
 
     memset(d, 0, sizeof(*d));
+    d->inflight_fd = -1;
     d->rx_buf_size = rx_buf_size;
     d->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -168,9 +205,12 @@ int fdrv_connect(struct fdrv *d, const char *path, uint64_t features, uint32_t r
     fdrv_sendmsg(d, VHOST_USER_SET_OWNER, NULL, 0, -1);
     if (fdrv_get_u64(d, VHOST_USER_GET_PROTOCOL_FEATURES, &v))
         return -EIO;
-    v &= (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG);
+    v &= (1ull << VHOST_USER_PROTOCOL_F_MQ) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG) |
+         ((features & FDRV_F_INFLIGHT) ? 1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD : 0);
     fdrv_sendmsg(d, VHOST_USER_SET_PROTOCOL_FEATURES, &v, 8, -1);
     fdrv_sendmsg(d, VHOST_USER_SET_FEATURES, &d->features, 8, -1);
+    if ((features & FDRV_F_INFLIGHT) && fdrv_get_inflight(d))
+        return -EPROTO;
     t.regions[0].guest_phys_addr = MEM_GPA;
     t.regions[0].memory_size = d->size;
     t.regions[0].userspace_addr = (uint64_t)(uintptr_t)d->mem;
@@ -230,6 +270,10 @@ void fdrv_close(struct fdrv *d)
     }
     if (d->mem && d->mem != MAP_FAILED)
         munmap(d->mem, d->size);
+    if (d->inflight)
+        munmap(d->inflight, d->inflight_size);
+    if (d->inflight_fd > 0)
+        close(d->inflight_fd);
     if (d->memfd > 0)
         close(d->memfd);
     memset(d, 0, sizeof(*d));
@@ -475,4 +519,66 @@ uint64_t fdrv_calls(struct fdrv *d)
     if (read(d->vq[0].call_fd, &v, sizeof(v)) != sizeof(v))
         return 0;
     return v;
+}
+
+/* One queue's region (packed or split layout): what is wrong, or NULL. */
+static const char *fdrv_inflight_problem(const struct fdrv *d, unsigned i, bool *recorded)
+{
+    if (fdrv_packed(d)) {
+        const struct vhost_user_inflight_queue_packed *q =
+            (const void *)(d->inflight + i * virtq_inflight_queue_size_packed(FDRV_RING));
+        bool seen[FDRV_RING] = {false};
+        unsigned n = 0;
+        if (q->version != 1 || q->desc_num != FDRV_RING)
+            return "region not set up";
+        for (unsigned k = 0; k < FDRV_RING; k++) {
+            if (q->desc[k].inflight)
+                return "a chain is still in flight";
+            *recorded |= q->desc[k].counter != 0;
+        }
+        for (uint16_t f = q->free_head; f < FDRV_RING; f = q->desc[f].next) {
+            if (seen[f])
+                return "the free list loops";
+            seen[f] = true;
+            n++;
+        }
+        if (n != FDRV_RING)
+            return "entries missing from the free list";
+        if (q->old_free_head != q->free_head || q->old_used_idx != q->used_idx ||
+            q->old_used_wrap_counter != q->used_wrap_counter || q->used_idx >= FDRV_RING)
+            return "not at a consistent point";
+        return NULL;
+    }
+    const struct vhost_user_inflight_queue *q =
+        (const void *)(d->inflight + i * virtq_inflight_queue_size(FDRV_RING));
+    if (q->version != 1 || q->desc_num != FDRV_RING)
+        return "region not set up";
+    for (unsigned k = 0; k < FDRV_RING; k++) {
+        if (q->desc[k].inflight)
+            return "a chain is still in flight";
+        *recorded |= q->desc[k].counter != 0;
+    }
+    return NULL;
+}
+
+int fdrv_inflight_check(const struct fdrv *d, int timeout_ms)
+{
+    const char *why = NULL;
+    bool recorded = false;
+
+    if (!d->inflight)
+        return 0;
+    for (int t = 0; t <= timeout_ms; t++) {
+        recorded = false;
+        why = fdrv_inflight_problem(d, 0, &recorded);
+        if (!why)
+            why = fdrv_inflight_problem(d, 1, &recorded);
+        if (!why && !recorded)
+            why = "no chain was ever recorded";
+        if (!why)
+            return 0;
+        usleep(1000);
+    }
+    fprintf(stderr, "fake driver: inflight region: %s\n", why);
+    return -1;
 }

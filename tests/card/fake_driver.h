@@ -44,6 +44,10 @@ struct fdrv {
     unsigned tx_inflight; /* packed: transmit buffers not yet used */
     /* With VIRTIO_F_IN_ORDER: used entries whose id was not the next one made available. */
     unsigned order_errors;
+    /* FDRV_F_INFLIGHT: the region the device made (GET_INFLIGHT_FD), handed back to it. */
+    int inflight_fd;
+    uint8_t *inflight;
+    uint64_t inflight_size;
 };
 
 #define FDRV_F_MRG       (1ull << VIRTIO_NET_F_MRG_RXBUF)
@@ -55,6 +59,9 @@ struct fdrv {
 #define FDRV_F_HOST_USO  (1ull << 56)
 #define FDRV_F_GUEST_USO ((1ull << 54) | (1ull << 55))
 #define FDRV_F_GUEST_TSO ((1ull << VIRTIO_NET_F_GUEST_TSO4) | (1ull << VIRTIO_NET_F_GUEST_TSO6))
+/* Not a virtio feature: negotiate VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD and set up the
+ * inflight region (GET_INFLIGHT_FD, SET_INFLIGHT_FD) as QEMU's vhost-user-blk does. */
+#define FDRV_F_INFLIGHT (1ull << 63)
 
 /* Connect to a qtcard port socket and bring the queue pair up with the given
  * extra features (VERSION_1 and PROTOCOL_FEATURES always). Receive buffers of
@@ -89,6 +96,12 @@ int fdrv_recv(struct fdrv *d, uint8_t *buf, uint32_t cap, struct virtio_net_hdr_
 uint8_t *fdrv_rx_buf(struct fdrv *d, uint16_t id);
 /* Drop everything received so far; returns the number of frames. */
 unsigned fdrv_drain(struct fdrv *d);
+/* With FDRV_F_INFLIGHT, once the device is idle: each queue's inflight region is set up
+ * and consistent (nothing in flight, every entry on the free list once, at a consistent
+ * point) and recorded chains (some entry has a counter). Waits up to timeout_ms for the
+ * device to finish what it is doing. 0, or -1 after printing what is wrong. 0 without a
+ * region. */
+int fdrv_inflight_check(const struct fdrv *d, int timeout_ms);
 /* Read the call eventfd: notifications since the last call. */
 uint64_t fdrv_calls(struct fdrv *d);
 

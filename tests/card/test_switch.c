@@ -101,6 +101,14 @@ static int packed_on(void **state)
     return 0;
 }
 
+/* Packed rings with inflight tracking (the region checked at the end of the test). */
+static int packed_inflight_on(void **state)
+{
+    (void)state;
+    extra_features = FDRV_F_PACKED | FDRV_F_INFLIGHT;
+    return 0;
+}
+
 static int packed_off(void **state)
 {
     (void)state;
@@ -262,6 +270,9 @@ static void test_learning_flooding(void **state)
     expect_silence(&b);
     assert_int_equal(port_drop(&e, "a", DROP_MALFORMED), 1);
 
+    assert_int_equal(fdrv_inflight_check(&a, 1000), 0);
+    assert_int_equal(fdrv_inflight_check(&b, 1000), 0);
+    assert_int_equal(fdrv_inflight_check(&c, 1000), 0);
     fdrv_close(&a);
     fdrv_close(&b);
     fdrv_close(&c);
@@ -588,6 +599,9 @@ static void test_spoofing_mrg_csum(void **state)
     }
     expect_silence(&s);
 
+    assert_int_equal(fdrv_inflight_check(&s, 1000), 0);
+    assert_int_equal(fdrv_inflight_check(&r, 1000), 0);
+    assert_int_equal(fdrv_inflight_check(&g, 1000), 0);
     fdrv_close(&s);
     fdrv_close(&r);
     fdrv_close(&g);
@@ -890,6 +904,10 @@ static void test_tso(void **state)
         assert_int_equal(port_gso(&e, "s", "received"), 3);
     }
 
+    assert_int_equal(fdrv_inflight_check(&s, 1000), 0);
+    assert_int_equal(fdrv_inflight_check(&t, 1000), 0);
+    assert_int_equal(fdrv_inflight_check(&c, 1000), 0);
+    assert_int_equal(fdrv_inflight_check(&g, 1000), 0);
     fdrv_close(&s);
     fdrv_close(&t);
     fdrv_close(&c);
@@ -1342,6 +1360,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_spoofing_mrg_csum, packed_on, packed_off),
         cmocka_unit_test_setup_teardown(test_tso, packed_on, packed_off),
         cmocka_unit_test_setup_teardown(test_uso, packed_on, packed_off),
+        /* And with inflight tracking. */
+        cmocka_unit_test_setup_teardown(test_learning_flooding, packed_inflight_on, packed_off),
+        cmocka_unit_test_setup_teardown(test_spoofing_mrg_csum, packed_inflight_on, packed_off),
+        cmocka_unit_test_setup_teardown(test_tso, packed_inflight_on, packed_off),
     };
     log_init("test_switch", LOG_LVL_ERROR);
     return cmocka_run_group_tests(tests, NULL, NULL);
