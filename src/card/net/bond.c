@@ -116,6 +116,7 @@ int bond_member_add(struct bond *b, uint32_t port, const uint8_t mac[PKT_ETH_ALE
             return li;
         b->lacp_idx[slot] = li;
     }
+    memcpy(b->mac[slot], mac, PKT_ETH_ALEN);
     b->in_use[slot] = true;
     b->link_up[slot] = false;
     atomic_store_explicit(&b->port[slot], port, memory_order_release);
@@ -176,6 +177,40 @@ int bond_set_lacp(struct bond *b, bool active, bool fast, uint64_t now)
     lacp_set_actor(&b->lacp, active, fast, now);
     b->cfg.lacp.active = active;
     b->cfg.lacp.fast = fast;
+    bond_update(b);
+    return 0;
+}
+
+int bond_set_mode(struct bond *b, enum bond_mode mode, const struct lacp_config *lc, uint64_t now)
+{
+    if (mode != BOND_MODE_STATIC && mode != BOND_MODE_LACP)
+        return -EINVAL;
+    if (mode == b->cfg.mode)
+        return 0;
+    if (mode == BOND_MODE_LACP) {
+        struct lacp_config keep = b->cfg.lacp;
+        int rc = lacp_init(&b->lacp, lc); /* unused in static mode: free to start over */
+        if (rc)
+            return rc;
+        for (int i = 0; i < BOND_MAX_MEMBERS; i++) {
+            if (!b->in_use[i])
+                continue;
+            int li = lacp_member_add(&b->lacp, (uint16_t)(i + 1), 32768, b->mac[i], now);
+            if (li < 0) { /* cannot happen with valid slots; leave static mode intact */
+                for (int k = 0; k < BOND_MAX_MEMBERS; k++)
+                    b->lacp_idx[k] = -1;
+                b->cfg.lacp = keep;
+                return li;
+            }
+            b->lacp_idx[i] = li;
+            lacp_member_set_link(&b->lacp, (unsigned)li, b->link_up[i], now);
+        }
+        b->cfg.lacp = *lc;
+    } else {
+        for (int i = 0; i < BOND_MAX_MEMBERS; i++)
+            b->lacp_idx[i] = -1;
+    }
+    b->cfg.mode = mode;
     bond_update(b);
     return 0;
 }

@@ -53,7 +53,8 @@ struct bond {
     struct lacp lacp;
     bool in_use[BOND_MAX_MEMBERS];
     bool link_up[BOND_MAX_MEMBERS];
-    int lacp_idx[BOND_MAX_MEMBERS];          /* member index inside lacp */
+    int lacp_idx[BOND_MAX_MEMBERS];              /* member index inside lacp */
+    uint8_t mac[BOND_MAX_MEMBERS][PKT_ETH_ALEN]; /* each member's MAC (LACPDU source) */
     _Atomic uint32_t port[BOND_MAX_MEMBERS]; /* switch port of each member, BOND_NO_PORT if free */
     _Atomic uint32_t enabled_mask;           /* bit i: member i may carry traffic */
     _Atomic uint8_t bucket[BOND_N_BUCKETS];  /* bucket -> member index */
@@ -80,6 +81,12 @@ int bond_rx_lacp(struct bond *b, uint32_t port, const uint8_t *frame, size_t len
  * mode; see lacp_set_actor()). */
 int bond_set_hash(struct bond *b, enum pkt_hash_fields hash);
 int bond_set_lacp(struct bond *b, bool active, bool fast, uint64_t now);
+/* Change the mode in place (control side). To LACP: the machines start from scratch with
+ * lc (system ID, key, activity, rate) on every member, keeping link states; no member
+ * carries traffic until LACP agrees with the partner. To static: LACP state is dropped and
+ * every member with link up carries traffic at once. Members, their slots and the hash
+ * stay. -EINVAL on a bad mode or LACP configuration (nothing changed). */
+int bond_set_mode(struct bond *b, enum bond_mode mode, const struct lacp_config *lc, uint64_t now);
 
 /* Run LACP timers and recompute the enabled set. */
 void bond_run(struct bond *b, uint64_t now);

@@ -184,8 +184,11 @@ static void pair_step(struct pair *p, uint64_t dt)
             if (n > 0)
                 assert_int_equal(bond_rx_lacp(&p->y, 20 + i, f, (size_t)n, p->now), 0);
             n = bond_member_lacp_tx(&p->y, 20 + i, p->now, f, sizeof(f));
-            if (n > 0 && !p->cut[i])
-                assert_int_equal(bond_rx_lacp(&p->x, 10 + i, f, (size_t)n, p->now), 0);
+            if (n > 0 && !p->cut[i]) {
+                int rc = bond_rx_lacp(&p->x, 10 + i, f, (size_t)n, p->now);
+                /* a static x takes no LACPDUs */
+                assert_int_equal(rc, p->x.cfg.mode == BOND_MODE_STATIC ? -EOPNOTSUPP : 0);
+            }
         }
     }
     p->now += dt;
@@ -234,6 +237,66 @@ static void test_lacp_bond(void **state)
     }
 }
 
+/* The mode changes in place: to static, members with link carry traffic at once and no
+ * LACPDU goes out (the partner gives up); to LACP, nobody carries traffic until the
+ * partner agrees again, member by member as their links allow. */
+static void test_mode_change(void **state)
+{
+    struct pair p;
+    struct lacp_config bad = {0}, lc;
+    uint8_t f[LACP_FRAME_LEN];
+    uint64_t t0;
+    (void)state;
+
+    pair_init(&p);
+    while (p.now < 3 * SEC)
+        pair_step(&p, 10 * MSEC);
+    assert_int_equal(bond_n_enabled(&p.x), 2);
+    lc = p.x.cfg.lacp;
+
+    assert_int_equal(bond_set_mode(&p.x, BOND_MODE_STATIC, NULL, p.now), 0);
+    assert_int_equal(p.x.cfg.mode, BOND_MODE_STATIC);
+    assert_int_equal(bond_n_enabled(&p.x), 2); /* at once */
+    assert_int_equal(bond_member_lacp_tx(&p.x, 10, p.now + 5 * SEC, f, sizeof(f)), 0);
+    t0 = p.now;
+    while (bond_n_enabled(&p.y) > 0) { /* y's partner went silent: fast timeout */
+        pair_step(&p, 10 * MSEC);
+        assert_true(p.now - t0 <= 3 * SEC + 20 * MSEC);
+        assert_int_equal(bond_n_enabled(&p.x), 2);
+    }
+    /* Static failover follows the link. */
+    assert_int_equal(bond_member_set_link(&p.x, 11, false, p.now), 0);
+    assert_int_equal(bond_n_enabled(&p.x), 1);
+    assert_false(bond_rx_allowed(&p.x, 11));
+
+    /* Refused changes leave it as it was. */
+    assert_int_equal(bond_set_mode(&p.x, (enum bond_mode)7, &lc, p.now), -EINVAL);
+    assert_int_equal(bond_set_mode(&p.x, BOND_MODE_LACP, &bad, p.now), -EINVAL);
+    assert_int_equal(p.x.cfg.mode, BOND_MODE_STATIC);
+    assert_int_equal(bond_n_enabled(&p.x), 1);
+    assert_int_equal(bond_set_mode(&p.x, BOND_MODE_STATIC, NULL, p.now), 0); /* no change */
+
+    /* Back to LACP, slow rate this time: nothing carries traffic until y agrees on the
+     * member whose link is up; the other one joins when its link comes back. */
+    lc.fast = false;
+    assert_int_equal(bond_set_mode(&p.x, BOND_MODE_LACP, &lc, p.now), 0);
+    assert_int_equal(bond_n_enabled(&p.x), 0);
+    assert_false(p.x.cfg.lacp.fast);
+    t0 = p.now;
+    while (bond_n_enabled(&p.x) < 1 || bond_n_enabled(&p.y) < 1) {
+        pair_step(&p, 10 * MSEC);
+        assert_true(p.now - t0 <= 3 * SEC);
+    }
+    assert_true(bond_rx_allowed(&p.x, 10));
+    assert_false(bond_rx_allowed(&p.x, 11));
+    assert_int_equal(bond_member_set_link(&p.x, 11, true, p.now), 0);
+    t0 = p.now;
+    while (bond_n_enabled(&p.x) < 2 || bond_n_enabled(&p.y) < 2) {
+        pair_step(&p, 10 * MSEC);
+        assert_true(p.now - t0 <= 3 * SEC);
+    }
+}
+
 /* Data-plane threads select members while the control side flaps links.
  * Member 0 stays up, so a selection must always succeed and name a member. */
 struct flap {
@@ -277,11 +340,9 @@ static void test_concurrent_select(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config),
-        cmocka_unit_test(test_static_distribution_and_failover),
-        cmocka_unit_test(test_hash_modes),
-        cmocka_unit_test(test_lacp_bond),
-        cmocka_unit_test(test_concurrent_select),
+        cmocka_unit_test(test_config),      cmocka_unit_test(test_static_distribution_and_failover),
+        cmocka_unit_test(test_hash_modes),  cmocka_unit_test(test_lacp_bond),
+        cmocka_unit_test(test_mode_change), cmocka_unit_test(test_concurrent_select),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
