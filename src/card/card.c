@@ -997,7 +997,7 @@ int card_port_patch(struct card *c, const char *name, json_object *j, char *err,
         while (k < sizeof(keys) / sizeof(keys[0]) && strcmp(key, keys[k]))
             k++;
         if (k == sizeof(keys) / sizeof(keys[0])) {
-            ERR("port '%s': '%s' does not change in place (a bond's members, hash and lacp "
+            ERR("port '%s': '%s' does not change in place (a bond's members, mode, hash and lacp "
                 "do; policies: PATCH ports/%s/policy; anything else: delete and add the port)",
                 name, key, name);
             return -EINVAL;

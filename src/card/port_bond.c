@@ -315,16 +315,20 @@ void port_bond_output(struct port *p, struct pkt **pk, const bool *tagged, unsig
     }
 }
 
-/* The bond's "hash" and, in LACP mode, "lacp" {"active", "fast"} into o, as the API
- * takes them. */
+/* The bond's "mode", "hash" and, in LACP mode, "lacp" {"active", "fast"} into o, as the
+ * API takes them (a "lacp" left in o from LACP mode goes when the bond is static). */
 static void bond_settings_json(const struct port *p, json_object *o)
 {
+    json_object_object_add(
+        o, "mode", json_object_new_string(p->bond->cfg.mode == BOND_MODE_LACP ? "lacp" : "static"));
     json_object_object_add(o, "hash", json_object_new_string(bond_hash_names[p->bond->cfg.hash]));
     if (p->bond->cfg.mode == BOND_MODE_LACP) {
         json_object *l = json_object_new_object();
         json_object_object_add(l, "active", json_object_new_boolean(p->bond->cfg.lacp.active));
         json_object_object_add(l, "fast", json_object_new_boolean(p->bond->cfg.lacp.fast));
         json_object_object_add(o, "lacp", l);
+    } else {
+        json_object_object_del(o, "lacp");
     }
 }
 
@@ -333,8 +337,6 @@ json_object *port_bond_json(struct port *p)
     json_object *o = json_object_new_object(), *ms = json_object_new_array();
 
     pthread_mutex_lock(&p->bond_lock);
-    json_object_object_add(
-        o, "mode", json_object_new_string(p->bond->cfg.mode == BOND_MODE_LACP ? "lacp" : "static"));
     bond_settings_json(p, o);
     json_object_object_add(o, "enabled_members", json_object_new_int((int)bond_n_enabled(p->bond)));
     for (unsigned i = 0; i < p->n_members; i++) {
@@ -535,13 +537,6 @@ int port_bond_patch(struct port *p, json_object *j, char *err, size_t errlen)
     ret = bond_parse_settings(p, j, &bc, err, errlen);
     if (ret)
         return ret;
-    if (bc.mode != p->bond->cfg.mode) {
-        snprintf(err, errlen,
-                 "bond '%s': the mode does not change in place (delete the port and add it "
-                 "again)",
-                 p->name);
-        return -EINVAL;
-    }
     if (bc.mode != BOND_MODE_LACP && json_object_object_get_ex(j, "lacp", &v)) {
         snprintf(err, errlen, "bond '%s': 'lacp' settings need mode \"lacp\"", p->name);
         return -EINVAL;
@@ -552,6 +547,16 @@ int port_bond_patch(struct port *p, json_object *j, char *err, size_t errlen)
             return ret;
     }
     pthread_mutex_lock(&p->bond_lock);
+    if (bc.mode != p->bond->cfg.mode) {
+        ret = bond_set_mode(p->bond, bc.mode, &bc.lacp, card_now_ns());
+        if (ret) {
+            pthread_mutex_unlock(&p->bond_lock);
+            snprintf(err, errlen, "bond '%s': invalid LACP configuration", p->name);
+            return ret;
+        }
+        log_info("bond '%s': mode %s", p->name,
+                 bc.mode == BOND_MODE_LACP ? "lacp (members wait for the partner)" : "static");
+    }
     if (bc.hash != p->bond->cfg.hash) {
         log_info("bond '%s': hash %s -> %s", p->name, bond_hash_names[p->bond->cfg.hash],
                  bond_hash_names[bc.hash]);

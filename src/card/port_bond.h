@@ -25,12 +25,13 @@ bool port_bond_rx_filter(struct port *m, const uint8_t *frame, uint32_t len, uin
 void port_bond_output(struct port *p, struct pkt **pk, const bool *tagged, unsigned n,
                       struct queue_stats *st);
 /* Control thread, card->lock held: PATCH ports/NAME of a bond. Any of "members", "hash"
- * and "lacp" {"active", "fast"} change in place with traffic kept; "mode" may only repeat
- * the current one. Everything is checked first: a refused request changes nothing (short
- * of a member socket failing to open on an existing interface; members changed before it
- * stay changed). "members": those that stay keep their LACP state and traffic; removed
- * ones leave the bond before they stop being polled and close; new ones are opened, join
- * the bond and are polled by the bond's worker. The saved configuration follows. */
+ * and "lacp" {"active", "fast"} change in place with traffic kept. "mode" changes in place
+ * too: to "static" every member with link carries traffic at once; to "lacp" (with "lacp"
+ * settings if given) the members wait for the partner. Everything is checked first: a refused
+ * request changes nothing (short of a member socket failing to open on an existing interface;
+ * members changed before it stay changed). "members": those that stay keep their LACP state and
+ * traffic; removed ones leave the bond before they stop being polled and close; new ones are
+ * opened, join the bond and are polled by the bond's worker. The saved configuration follows. */
 int port_bond_patch(struct port *p, json_object *j, char *err, size_t errlen);
 json_object *port_bond_json(struct port *p);
 

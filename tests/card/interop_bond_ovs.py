@@ -9,9 +9,11 @@
 Checks: LACP negotiates on both sides with both members enabled; ping h ->
 OVS crosses the qtcard switch and the bond; when a0 loses carrier both sides
 leave that member within 3 s and traffic flows on the other; when it comes
-back both members are enabled again. (Pings are retried for up to 15 s after
-each change: OVS's SLB bond may hold traffic back briefly after a member
-change; the member-state deadlines are what the test times.)
+back both members are enabled again. Members, hash, LACP rate and mode then
+change in place (PATCH), OVS following the mode change (lacp=off, then active).
+(Pings are retried for up to 15 s after each change: OVS's SLB bond may hold
+traffic back briefly after a member change; the member-state deadlines are what
+the test times.)
 
   interop_bond_ovs.py QTCARD    (exit 77 without root or Open vSwitch)
 """
@@ -125,7 +127,8 @@ def main():
         before = lab.api_ok("GET", "ports/bond0")
         for bad, why in (({"members": []}, "1.."), ({"members": ["a1", "a1"]}, "twice"),
                          ({"members": ["a1", "nope0"]}, "no such interface"),
-                         ({"mode": "static"}, "mode does not change in place"),
+                         ({"mode": "balance"}, "'mode' must be"),
+                         ({"mode": "static", "lacp": {"fast": True}}, "need mode"),
                          ({"hash": "l5"}, "'hash' must be"), ({"lacp": {"rate": 1}}, "'lacp' takes"),
                          ({"lacp": {"fast": "no"}}, "'lacp' takes"),
                          ({"mtu": 1400}, "'mtu' does not change in place"),
@@ -191,6 +194,37 @@ def main():
               "back to fast: OVS sees it on both members")
         check(ping(lab, h, "10.88.0.2", 2) and card_bond(lab)["enabled_members"] == 2,
               "traffic flows after the changes")
+
+        # The mode changes in place, with OVS following: static (no LACPDUs) on both sides,
+        # then LACP again, which negotiates from scratch.
+        st, _ = lab.api("PATCH", "ports/bond0", {"mode": "static"})
+        check(st == 204, "PATCH mode static")
+        b = card_bond(lab)
+        check(b["mode"] == "static" and "lacp" not in b and b["enabled_members"] == 2,
+              f"a static bond: both members with link carry traffic at once ({b})")
+        lab.vsctl("set", "port", "bond0", "lacp=off")
+        check(netlab.wait_for(lambda: ovs_member_enabled(lab, "o0") and
+                              ovs_member_enabled(lab, "o1"), 10, step=0.1),
+              "OVS, without LACP too, enables both members")
+        check(netlab.wait_for(lambda: ping(lab, h, "10.88.0.2", 1), 15, step=0.2),
+              "traffic flows over the static bond")
+        saved = [p for p in lab.api_ok("GET", "config")["ports"] if p["name"] == "bond0"][0]
+        check(saved["mode"] == "static", f"the saved configuration is static ({saved})")
+        tx0 = [m.get("lacp_tx_pdus") for m in card_bond(lab)["members"]]
+        check(tx0 == [None, None], f"no LACP counters on a static bond ({tx0})")
+
+        st, _ = lab.api("PATCH", "ports/bond0", {"mode": "lacp", "lacp": {"fast": True}})
+        check(st == 204, "PATCH mode lacp")
+        lab.vsctl("set", "port", "bond0", "lacp=active")
+        up = netlab.wait_for(lambda: card_bond(lab)["enabled_members"] == 2 and
+                             ovs_member_enabled(lab, "o0") and ovs_member_enabled(lab, "o1") and
+                             "negotiated" in lab.appctl("bond/show", "bond0", check=False), 20)
+        check(up, "LACP negotiates again on both sides, both members enabled")
+        check(netlab.wait_for(lambda: ping(lab, h, "10.88.0.2", 1), 15, step=0.2),
+              "traffic flows over the LACP bond again")
+        b = card_bond(lab)
+        check(b["mode"] == "lacp" and b["lacp"] == {"active": True, "fast": True},
+              f"GET shows mode lacp, fast ({b.get('mode')}, {b.get('lacp')})")
 
         after = lab.api_ok("GET", "ports/bond0")
         check(after["mac"] == before["mac"] and
