@@ -72,9 +72,17 @@ void port_vhost_sync_features(struct port *p)
 
 static void vhost_net_features_set(void *opaque, struct vu_dev *dev, uint64_t features)
 {
+    struct port *p = opaque;
     (void)dev;
-    (void)features;
-    port_vhost_sync_features(opaque);
+    port_vhost_sync_features(p);
+    log_info("port '%s': driver features 0x%llx (%s rings, checksum %s/%s, mergeable rx %s, "
+             "TSO from the VM %s, to the VM %s)",
+             p->name, (unsigned long long)features,
+             (features & (1ull << VIRTIO_F_RING_PACKED)) ? "packed" : "split",
+             (features & (1ull << VIRTIO_NET_F_CSUM)) ? "tx" : "-", p->guest_csum ? "rx" : "-",
+             p->mrg_rxbuf ? "on" : "off",
+             (p->host_gso & (GSO_ALLOW_TCPV4 | GSO_ALLOW_TCPV6)) ? "on" : "off",
+             (p->guest_gso & (GSO_ALLOW_TCPV4 | GSO_ALLOW_TCPV6)) ? "on" : "off");
 }
 
 static unsigned worker_pick(struct card *c)
