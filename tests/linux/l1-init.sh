@@ -9,8 +9,10 @@
 #                                    boot-pvh (the ELF vmlinux, PVH entry), blk,
 #                                    vhost-blk (blk through a vhost-user-blk
 #                                    backend, qemu-storage-daemon), net,
-#                                    panic-init, missing-kernel, hang or
-#                                    version (only runs VMM --version)
+#                                    card-net (net through qtcard: the VM's
+#                                    NIC is a qtcard vhost-user port switched
+#                                    to tap0), panic-init, missing-kernel,
+#                                    hang or version (only runs VMM --version)
 #   lab.cpus=N lab.mem=MiB           L2 size (default 2 and 256)
 #   lab.timeout=SECONDS              limit for each L2 run (default 240)
 #   lab.hangtimeout=SECONDS          limit for the hang step once L2's init
@@ -71,6 +73,64 @@ setup_net() {
     fi
 }
 
+# card-net: qtcard in L1 with a switch joining the VM's vhost-user port (vm1,
+# server socket /tmp/card/vm1.sock) and tap0; its configuration is a state file.
+start_card() {
+    mkdir -p /tmp/card
+    rm -f /tmp/card/*
+    cat >/tmp/card/state.json <<CARDEOF
+{"switches": [{"name": "br0"}],
+ "ports": [{"name": "vm1", "switch": "br0", "mac": "$mac"},
+           {"name": "t0", "switch": "br0", "type": "tap", "ifname": "tap0"}]}
+CARDEOF
+    qtcard -a /tmp/card/api.sock -d /tmp/card -s /tmp/card/state.json -c 1 -i 50 \
+        -l info >/tmp/card/log 2>&1 &
+    card_pid=$!
+    i=0
+    while [ ! -S /tmp/card/vm1.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -S /tmp/card/vm1.sock ] ||
+        echo "LAB-RESULT card-host FAIL qtcard did not create its port socket: $(tail -3 /tmp/card/log)"
+}
+
+# card-net, after the run: the guest's TCP upload left the VM as TSO frames that qtcard
+# segmented for tap0 (the tap takes no offloads), qtcard is still up and stops cleanly.
+check_card() {
+    why=""
+    if ! kill -0 "$card_pid" 2>/dev/null; then
+        why="qtcard exited during the run"
+    else
+        # GSO counters: "received" on the port a GSO frame came in on (vm1), the rest on
+        # the port it went out of (t0).
+        j=$(qtctl -s /tmp/card/api.sock card get ports/vm1 2>&1 | tr -d ' \n')
+        t=$(qtctl -s /tmp/card/api.sock card get ports/t0 2>&1 | tr -d ' \n')
+        echo "LAB-L1 card| vm1 $j"
+        echo "LAB-L1 card| t0 $t"
+        gso_rx=$(echo "$j" | sed -n 's/.*"gso":{"received":\([0-9]*\),.*/\1/p')
+        # shellcheck disable=SC2046
+        set -- $(echo "$t" | sed -n 's/.*"gso":{"received":[0-9]*,"delivered_whole":[0-9]*,"segmented":\([0-9]*\),"segments":\([0-9]*\)}.*/\1 \2/p')
+        gso_rx=${gso_rx:-0} gso_seg=${1:-0} segs=${2:-0}
+        drops=$(echo "$j" | sed -n 's/.*"drops":{\([^}]*\)}.*/\1/p')
+        feat=$(grep -o "port 'vm1': driver features [^)]*)" /tmp/card/log | tail -n 1)
+        if [ -z "$feat" ]; then
+            why="no driver features logged for vm1"
+        elif [ "$gso_rx" -eq 0 ] || [ "$gso_seg" -eq 0 ] || [ "$segs" -le "$gso_seg" ]; then
+            why="no TSO frame from the guest was segmented (gso $gso_rx/$gso_seg/$segs; $feat)"
+        elif echo "$drops" | grep -qE '"(malformed|gso)":[1-9]'; then
+            why="frames from the guest refused ($drops)"
+        fi
+        kill -TERM "$card_pid"
+    fi
+    wait "$card_pid"
+    rc=$?
+    [ -z "$why" ] && [ "$rc" != 0 ] && why="qtcard exit status $rc after SIGTERM"
+    sed 's/^/LAB-L1 card-log| /' /tmp/card/log | tail -n 20
+    if [ -z "$why" ]; then
+        echo "LAB-RESULT card-host PASS TSO frames from the guest $gso_rx, segmented $gso_seg into $segs; ${feat#*: }"
+    else
+        echo "LAB-RESULT card-host FAIL $why"
+    fi
+}
+
 run_one() { # index vmm step
     n=$1 vmm=$2 step=$3
     kernel=/lab/l2/vmlinuz
@@ -83,6 +143,7 @@ run_one() { # index vmm step
     missing-kernel) gstep=boot kernel=/lab/l2/no-such-vmlinuz ;;
     hang) after="-a $hang_limit" ;;
     vhost-blk) gstep=blk ;;
+    card-net) gstep=net ;;
     boot-pvh) gstep=boot kernel=/lab/l2/vmlinux ;;
     esac
     cl="console=ttyS0 reboot=t panic=-1 lab.step=$gstep lab.cpus=$cpus lab.mem=$mem $extra"
@@ -111,7 +172,7 @@ run_one() { # index vmm step
         qemu_dev="-object memory-backend-memfd,id=ram,size=${mem}M,share=on -machine memory-backend=ram -chardev socket,id=vblk,path=$sock -device vhost-user-blk-pci,chardev=vblk,num-queues=1"
         qemu_machine=microvm,pcie=on
     fi
-    if [ "$step" = net ]; then
+    if [ "$gstep" = net ]; then
         setup_net || echo "LAB-RESULT net-host FAIL cannot create tap0"
         sha=$(sha256sum /srv/blob | cut -d' ' -f1)
         cl="$cl lab.ip=$l2_ip lab.peer=$l1_ip lab.sha=$sha lab.port=$port"
@@ -120,6 +181,12 @@ run_one() { # index vmm step
         nc_pid=$!
         qt_dev="--net tap=tap0,mac=$mac"
         qemu_dev="-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-device,netdev=n0,mac=$mac"
+    fi
+    if [ "$step" = card-net ]; then
+        start_card
+        qt_dev="--net vhost_socket=/tmp/card/vm1.sock,mac=$mac"
+        qemu_dev="-object memory-backend-memfd,id=ram,size=${mem}M,share=on -machine memory-backend=ram -chardev socket,id=c0,path=/tmp/card/vm1.sock -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0,mac=$mac,romfile="
+        qemu_machine=microvm,pcie=on
     fi
     echo "LAB-L1 begin run=$n vmm=$vmm step=$step"
     if [ "$step" = version ]; then
@@ -175,7 +242,7 @@ run_one() { # index vmm step
         fi
         rm -f /tmp/disk.img
     fi
-    if [ "$step" = net ]; then
+    if [ "$gstep" = net ]; then
         want=$(sed -n 's/.*LAB-RESULT net-put SENT sha256=\([0-9a-f]*\).*/\1/p' /tmp/run$n.log)
         i=0
         while [ ! -f /tmp/up.recv ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -193,6 +260,7 @@ run_one() { # index vmm step
             fi
         fi
     fi
+    [ "$step" = card-net ] && check_card
     dmesg -c -r | grep -E '^<[0-4]>' | sed 's/^/LAB-L1 dmesg| /'
     echo "LAB-L1 end run=$n"
 }

@@ -7,7 +7,8 @@ the development machine's own KVM cannot run Linux. See docs/linux-lab.md.
 
   lab.py fetch                         download the Debian kernel and busybox
   lab.py run  --plan VMM:STEP[,...]    boot L1, run the plan, print verdicts
-  lab.py test NAME --vmm VMM           one meson test: boot, blk, net, panic
+  lab.py test NAME --vmm VMM           one meson test: boot, blk, net, card-net,
+                                       panic
   lab.py bench [--runs N] [--json]     L2 boot-to-init, qtvmm vs QEMU microvm
   lab.py direct --step boot            run qtvmm with the L2 guest on this
                                        host's /dev/kvm (VT-x/AMD-V hosts only)
@@ -47,6 +48,8 @@ STEP_RESULTS = {
     "blk": ["blk", "blk-host"],
     "vhost-blk": ["blk", "blk-host"],
     "net": ["net-ping", "net-get", "net-put-host"],
+    # the same through qtcard: L2 virtio-net -> VMM vhost-user-net -> qtcard -> tap
+    "card-net": ["net-ping", "net-get", "net-put-host", "card-host"],
 }
 L1_TIMEOUT_S = int(os.environ.get("LAB_L1_TIMEOUT", "420"))
 L2_TIMEOUT_S = int(os.environ.get("LAB_L2_TIMEOUT", "240"))
@@ -312,7 +315,7 @@ def build_l2(paths):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def build_l1(paths, vmms, qtvmm, l2_initrd, steps=()):
+def build_l1(paths, vmms, qtvmm, l2_initrd, steps=(), card=None):
     root = tempfile.mkdtemp(prefix="l1-", dir=WORK)
     try:
         _install_busybox(root, paths["busybox"],
@@ -345,6 +348,9 @@ def build_l1(paths, vmms, qtvmm, l2_initrd, steps=()):
         if "boot-pvh" in steps:
             _install_file(root, extract_vmlinux(paths["l2_kernel"]),
                           "/lab/l2/vmlinux")
+        if "card-net" in steps:
+            _install_binary(root, card[0], "/usr/bin/qtcard")
+            _install_binary(root, card[1], "/usr/bin/qtctl")
         if "vhost-blk" in steps:
             qsd = shutil.which("qemu-storage-daemon")
             if not qsd:
@@ -512,11 +518,11 @@ def parse_plan(plan):
     for item in plan.split(","):
         vmm, _, step = item.partition(":")
         if vmm not in ("qtvmm", "qemu") or step not in (
-                "boot", "boot-pvh", "blk", "vhost-blk", "net", "panic-init",
-                "missing-kernel", "hang", "version"):
+                "boot", "boot-pvh", "blk", "vhost-blk", "net", "card-net",
+                "panic-init", "missing-kernel", "hang", "version"):
             raise ValueError(f"bad plan item '{item}' (want qtvmm|qemu:"
-                             "boot|boot-pvh|blk|vhost-blk|net|panic-init|"
-                             "missing-kernel|hang|version)")
+                             "boot|boot-pvh|blk|vhost-blk|net|card-net|"
+                             "panic-init|missing-kernel|hang|version)")
         items.append((vmm, step))
     return items
 
@@ -524,6 +530,14 @@ def parse_plan(plan):
 def default_qtvmm():
     return os.environ.get("QTVMM") or os.path.join(ROOT, "build", "src", "vmm",
                                                    "qtvmm")
+
+
+def default_card():
+    """qtcard and qtctl for the card-net step."""
+    return (os.environ.get("QTCARD") or
+            os.path.join(ROOT, "build", "src", "card", "qtcard"),
+            os.environ.get("QTCTL") or
+            os.path.join(ROOT, "build", "src", "ctl", "qtctl"))
 
 
 def boot_l1(l1_kernel, l1_initrd, append, timeout_s, log_path, echo=None):
@@ -602,7 +616,7 @@ def boot_l1(l1_kernel, l1_initrd, append, timeout_s, log_path, echo=None):
 
 def run_lab(plan, qtvmm=None, quiet=False, l2_timeout=L2_TIMEOUT_S,
             l1_timeout=L1_TIMEOUT_S, echo=None, l1_kernel=None, cpus=2,
-            mem=256):
+            mem=256, card=None):
     """Build the initramfs images and boot L1 with the plan. Raises
     LabError when the lab cannot be set up here."""
     items = parse_plan(plan)
@@ -615,11 +629,18 @@ def run_lab(plan, qtvmm=None, quiet=False, l2_timeout=L2_TIMEOUT_S,
             lab = Lab()
             lab.errors.append(f"qtvmm binary '{qtvmm}' not found")
             return lab
+    if any(st == "card-net" for _, st in items):
+        card = card or default_card()
+        for b in card:
+            if not os.access(b, os.X_OK):
+                lab = Lab()
+                lab.errors.append(f"binary '{b}' (card-net step) not found")
+                return lab
     with LabLock():
         paths = fetch()
         t = time.monotonic()
         l2 = build_l2(paths)
-        l1 = build_l1(paths, vmms, qtvmm, l2, {st for _, st in items})
+        l1 = build_l1(paths, vmms, qtvmm, l2, {st for _, st in items}, card)
         log(f"initramfs images built in {time.monotonic() - t:.1f} s "
             f"(L1 {os.path.getsize(l1) >> 20} MiB)")
         append = (f"console=ttyS0 panic=-1 loglevel=4 lab.plan={plan} "
@@ -695,7 +716,8 @@ def cmd_test(a):
             log(f"lab: RETRY: the {a.vmm} panic test failed (see above); trying once more")
             rc = test_panic(a.vmm, a.qtvmm)
         return rc
-    lab = run_lab(f"{a.vmm}:{a.name}", a.qtvmm, quiet=TEST_QUIET)
+    card = (a.qtcard, a.qtctl) if a.qtcard and a.qtctl else None
+    lab = run_lab(f"{a.vmm}:{a.name}", a.qtvmm, quiet=TEST_QUIET, card=card)
     lab.report()
     if not lab.verdict():
         # One more try, said out loud. Both L2 VMMs have been seen to fail
@@ -706,14 +728,15 @@ def cmd_test(a):
         # open bug, see docs/linux-lab.md "Known intermittent failures").
         # A failure that repeats still fails the test.
         log(f"lab: RETRY: the {a.vmm} run failed (console log above); trying once more")
-        lab = run_lab(f"{a.vmm}:{a.name}", a.qtvmm, quiet=TEST_QUIET)
+        lab = run_lab(f"{a.vmm}:{a.name}", a.qtvmm, quiet=TEST_QUIET, card=card)
         lab.report()
     return 0 if lab.verdict() else 1
 
 
 def cmd_run(a):
     echo = (lambda line: print(line, flush=True)) if a.verbose else None
-    lab = run_lab(a.plan, a.qtvmm, quiet=a.quiet, echo=echo,
+    card = (a.qtcard, a.qtctl) if a.qtcard and a.qtctl else None
+    lab = run_lab(a.plan, a.qtvmm, quiet=a.quiet, echo=echo, card=card,
                   l2_timeout=a.l2_timeout, l1_timeout=a.l1_timeout)
     lab.report()
     return 0 if lab.verdict() else 1
@@ -823,6 +846,8 @@ def main():
     p = sub.add_parser("run")
     p.add_argument("--plan", default="qemu:boot")
     p.add_argument("--qtvmm")
+    p.add_argument("--qtcard", help="qtcard for card-net (default build/...)")
+    p.add_argument("--qtctl", help="qtctl for card-net (default build/...)")
     p.add_argument("--quiet", action="store_true", help="L2 kernel 'quiet'")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="echo the whole L1 console")
@@ -830,9 +855,11 @@ def main():
     p.add_argument("--l1-timeout", type=int, default=L1_TIMEOUT_S)
     p = sub.add_parser("test")
     p.add_argument("name", choices=["boot", "boot-pvh", "blk", "vhost-blk",
-                                    "net", "panic"])
+                                    "net", "card-net", "panic"])
     p.add_argument("--vmm", choices=["qtvmm", "qemu"], default="qtvmm")
     p.add_argument("--qtvmm")
+    p.add_argument("--qtcard")
+    p.add_argument("--qtctl")
     p = sub.add_parser("bench")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--json", action="store_true")
