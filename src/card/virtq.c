@@ -257,6 +257,9 @@ __attribute__((noinline)) static void pinf_record(struct virtq *vq, struct virtq
             slot = 0;
     }
     q->desc[h].last = last;
+    /* A crash is this process dying: its stores stay in the region in program order, so
+     * only the compiler must keep them in the spec's order. */
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     q->free_head = f;
     q->old_free_head = f;
     e->islot = h;
@@ -423,10 +426,12 @@ static void pinf_flush(struct virtq *vq)
     }
     q->used_idx = vq->used_idx;
     q->used_wrap_counter = vq->used_wrap;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* each step in order (see pinf_record) */
     if (vq->used_held)
         __atomic_store_n(&vq->pdesc[vq->used_held_slot].flags, vq->used_held_flags,
                          __ATOMIC_RELEASE);
     vq->used_held = false;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     for (unsigned k = 0; k < vq->pinf_pend_n; k++) {
         uint16_t l;
         if (h >= vq->num) {
@@ -442,6 +447,7 @@ static void pinf_flush(struct virtq *vq)
         h = q->desc[l].next;
     }
     vq->pinf_pend_n = 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     q->old_free_head = q->free_head;
     q->old_used_idx = q->used_idx;
     q->old_used_wrap_counter = q->used_wrap_counter;
