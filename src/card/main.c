@@ -159,5 +159,6 @@ int main(int argc, char **argv)
     log_info("shutting down");
     httpd_stop(api);
     card_destroy(&g_card);
+    log_info("stopped");
     return ret ? 1 : 0;
 }
