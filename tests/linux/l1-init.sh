@@ -11,7 +11,9 @@
 #                                    backend, qemu-storage-daemon), net,
 #                                    card-net (net through qtcard: the VM's
 #                                    NIC is a qtcard vhost-user port switched
-#                                    to tap0), panic-init, missing-kernel,
+#                                    to tap0), card-restart (card-net, and
+#                                    qtcard is killed during the download and
+#                                    started again), panic-init, missing-kernel,
 #                                    hang or version (only runs VMM --version)
 #   lab.cpus=N lab.mem=MiB           L2 size (default 2 and 256)
 #   lab.timeout=SECONDS              limit for each L2 run (default 240)
@@ -83,20 +85,50 @@ start_card() {
  "ports": [{"name": "vm1", "switch": "br0", "mac": "$mac"},
            {"name": "t0", "switch": "br0", "type": "tap", "ifname": "tap0"}]}
 CARDEOF
-    qtcard -a /tmp/card/api.sock -d /tmp/card -s /tmp/card/state.json -c 1 -i 50 \
-        -l info >/tmp/card/log 2>&1 &
-    card_pid=$!
+    run_card
     i=0
     while [ ! -S /tmp/card/vm1.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     [ -S /tmp/card/vm1.sock ] ||
         echo "LAB-RESULT card-host FAIL qtcard did not create its port socket: $(tail -3 /tmp/card/log)"
 }
 
+run_card() { # qtcard from its state file; its pid in /tmp/card/pid
+    qtcard -a /tmp/card/api.sock -d /tmp/card -s /tmp/card/state.json -c 1 -i 50 \
+        -l info >>/tmp/card/log 2>&1 &
+    echo $! >/tmp/card/pid
+}
+
+# card-restart: in the background, once the guest's download is under way (2000 frames
+# delivered to vm1), kill qtcard (SIGKILL: a crash) and start it again from its state file.
+# The VMM reconnects; the guest's TCP connections carry on.
+crash_card_later() {
+    (
+        i=0 n=0
+        while [ $i -lt 1200 ]; do
+            n=$(qtctl -s /tmp/card/api.sock card get ports/vm1 2>/dev/null | tr -d ' \n' |
+                sed -n 's/.*"stats":{"rx_packets":\([0-9]*\),.*/\1/p')
+            [ "${n:-0}" -ge 2000 ] && break
+            sleep 0.1
+            i=$((i + 1))
+        done
+        kill -KILL "$(cat /tmp/card/pid)"
+        echo "--- killed (vm1 had $n frames delivered), starting again ---" >>/tmp/card/log
+        sleep 0.5
+        run_card
+        echo "$n" >/tmp/card/killed
+    ) &
+}
+
 # card-net, after the run: the guest's TCP upload left the VM as TSO frames that qtcard
 # segmented for tap0 (the tap takes no offloads), qtcard is still up and stops cleanly.
 check_card() {
     why=""
-    if ! kill -0 "$card_pid" 2>/dev/null; then
+    card_pid=$(cat /tmp/card/pid)
+    if [ "$step" = card-restart ] && [ ! -f /tmp/card/killed ]; then
+        why="qtcard was never killed (the download did not reach 2000 frames?)"
+    elif [ "$step" = card-restart ] && [ "$(grep -c "port 'vm1': frontend connected" /tmp/card/log)" -lt 2 ]; then
+        why="the VMM did not reconnect to the restarted qtcard"
+    elif ! kill -0 "$card_pid" 2>/dev/null; then
         why="qtcard exited during the run"
     else
         # GSO counters: "received" on the port a GSO frame came in on (vm1), the rest on
@@ -120,10 +152,18 @@ check_card() {
         fi
         kill -TERM "$card_pid"
     fi
-    wait "$card_pid"
-    rc=$?
-    [ -z "$why" ] && [ "$rc" != 0 ] && why="qtcard exit status $rc after SIGTERM"
-    sed 's/^/LAB-L1 card-log| /' /tmp/card/log | tail -n 20
+    # (a restarted qtcard is not this shell's child: wait for it to go)
+    i=0
+    while kill -0 "$card_pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    if [ "$step" = card-restart ]; then # not this shell's child: the log tells
+        rc=1
+        tail -n 1 /tmp/card/log | grep -q "stopped" && rc=0
+    else
+        wait "$card_pid"
+        rc=$?
+    fi
+    [ -z "$why" ] && [ "$rc" != 0 ] && why="qtcard did not stop cleanly on SIGTERM (status $rc)"
+    sed 's/^/LAB-L1 card-log| /' /tmp/card/log | tail -n 30
     if [ -z "$why" ]; then
         echo "LAB-RESULT card-host PASS TSO frames from the guest $gso_rx, segmented $gso_seg into $segs; ${feat#*: }"
     else
@@ -143,7 +183,7 @@ run_one() { # index vmm step
     missing-kernel) gstep=boot kernel=/lab/l2/no-such-vmlinuz ;;
     hang) after="-a $hang_limit" ;;
     vhost-blk) gstep=blk ;;
-    card-net) gstep=net ;;
+    card-net | card-restart) gstep=net ;;
     boot-pvh) gstep=boot kernel=/lab/l2/vmlinux ;;
     esac
     cl="console=ttyS0 reboot=t panic=-1 lab.step=$gstep lab.cpus=$cpus lab.mem=$mem $extra"
@@ -182,10 +222,11 @@ run_one() { # index vmm step
         qt_dev="--net tap=tap0,mac=$mac"
         qemu_dev="-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-device,netdev=n0,mac=$mac"
     fi
-    if [ "$step" = card-net ]; then
+    if [ "$step" = card-net ] || [ "$step" = card-restart ]; then
         start_card
+        [ "$step" = card-restart ] && crash_card_later
         qt_dev="--net vhost_socket=/tmp/card/vm1.sock,mac=$mac"
-        qemu_dev="-object memory-backend-memfd,id=ram,size=${mem}M,share=on -machine memory-backend=ram -chardev socket,id=c0,path=/tmp/card/vm1.sock -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0,mac=$mac,romfile="
+        qemu_dev="-object memory-backend-memfd,id=ram,size=${mem}M,share=on -machine memory-backend=ram -chardev socket,id=c0,path=/tmp/card/vm1.sock,reconnect=1 -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0,mac=$mac,romfile="
         qemu_machine=microvm,pcie=on
     fi
     echo "LAB-L1 begin run=$n vmm=$vmm step=$step"
@@ -260,7 +301,7 @@ run_one() { # index vmm step
             fi
         fi
     fi
-    [ "$step" = card-net ] && check_card
+    case "$step" in card-net | card-restart) check_card ;; esac
     dmesg -c -r | grep -E '^<[0-4]>' | sed 's/^/LAB-L1 dmesg| /'
     echo "LAB-L1 end run=$n"
 }

@@ -50,6 +50,8 @@ STEP_RESULTS = {
     "net": ["net-ping", "net-get", "net-put-host"],
     # the same through qtcard: L2 virtio-net -> VMM vhost-user-net -> qtcard -> tap
     "card-net": ["net-ping", "net-get", "net-put-host", "card-host"],
+    # and qtcard killed and restarted during the download
+    "card-restart": ["net-ping", "net-get", "net-put-host", "card-host"],
 }
 L1_TIMEOUT_S = int(os.environ.get("LAB_L1_TIMEOUT", "420"))
 L2_TIMEOUT_S = int(os.environ.get("LAB_L2_TIMEOUT", "240"))
@@ -348,7 +350,7 @@ def build_l1(paths, vmms, qtvmm, l2_initrd, steps=(), card=None):
         if "boot-pvh" in steps:
             _install_file(root, extract_vmlinux(paths["l2_kernel"]),
                           "/lab/l2/vmlinux")
-        if "card-net" in steps:
+        if "card-net" in steps or "card-restart" in steps:
             _install_binary(root, card[0], "/usr/bin/qtcard")
             _install_binary(root, card[1], "/usr/bin/qtctl")
         if "vhost-blk" in steps:
@@ -519,10 +521,12 @@ def parse_plan(plan):
         vmm, _, step = item.partition(":")
         if vmm not in ("qtvmm", "qemu") or step not in (
                 "boot", "boot-pvh", "blk", "vhost-blk", "net", "card-net",
-                "panic-init", "missing-kernel", "hang", "version"):
+                "card-restart", "panic-init", "missing-kernel", "hang",
+                "version"):
             raise ValueError(f"bad plan item '{item}' (want qtvmm|qemu:"
                              "boot|boot-pvh|blk|vhost-blk|net|card-net|"
-                             "panic-init|missing-kernel|hang|version)")
+                             "card-restart|panic-init|missing-kernel|hang|"
+                             "version)")
         items.append((vmm, step))
     return items
 
@@ -629,7 +633,7 @@ def run_lab(plan, qtvmm=None, quiet=False, l2_timeout=L2_TIMEOUT_S,
             lab = Lab()
             lab.errors.append(f"qtvmm binary '{qtvmm}' not found")
             return lab
-    if any(st == "card-net" for _, st in items):
+    if any(st in ("card-net", "card-restart") for _, st in items):
         card = card or default_card()
         for b in card:
             if not os.access(b, os.X_OK):
@@ -855,7 +859,8 @@ def main():
     p.add_argument("--l1-timeout", type=int, default=L1_TIMEOUT_S)
     p = sub.add_parser("test")
     p.add_argument("name", choices=["boot", "boot-pvh", "blk", "vhost-blk",
-                                    "net", "card-net", "panic"])
+                                    "net", "card-net", "card-restart",
+                                    "panic"])
     p.add_argument("--vmm", choices=["qtvmm", "qemu"], default="qtvmm")
     p.add_argument("--qtvmm")
     p.add_argument("--qtcard")
