@@ -39,7 +39,7 @@ int vhost_user_connect(struct vhost_user *vu, const char *path, const char *name
     setsockopt(vu->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     if (connect(vu->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
         ret = -errno;
-        log_err("vhost-user '%s': cannot connect to '%s' (%s)", name, path, strerror(errno));
+        log_debug("vhost-user '%s': cannot connect to '%s' (%s)", name, path, strerror(errno));
         close(vu->fd);
         vu->fd = -1;
         return ret;

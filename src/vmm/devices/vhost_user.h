@@ -27,6 +27,7 @@ struct vhost_user {
 };
 
 /* Connect to the back-end at path; name is for messages. */
+/* Connect to the back-end's socket: 0 or -errno (the caller says what failed). */
 int vhost_user_connect(struct vhost_user *vu, const char *path, const char *name);
 void vhost_user_close(struct vhost_user *vu);
 

@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -56,16 +57,104 @@ static void vu_config_read(struct virtio_dev *vdev, uint32_t off, void *data, ui
     memcpy(data, d->config + off, len);
 }
 
+static int vu_start_queue(struct vhost_user_dev *d, uint16_t q, uint16_t base);
+static int vu_reconnect(struct vhost_user_dev *d);
+
+static uint64_t vu_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* After a reconnect: the running device's state again, as at DRIVER_OK, each ring resuming
+ * where the guest saw the old back-end stop (its used index). */
+static int vu_replay(struct vhost_user_dev *d, const bool *was)
+{
+    int ret = vhost_user_set_features(&d->vu, d->acked);
+
+    if (ret == 0)
+        ret = vhost_user_set_mem_table(&d->vu, d->vdev.vm);
+    for (uint16_t q = 0; q < d->vdev.num_queues; q++) {
+        d->started[q] = false;
+        if (d->err_fd[q] >= 0)
+            close(d->err_fd[q]);
+        d->err_fd[q] = -1;
+    }
+    for (uint16_t q = 0; ret == 0 && q < d->vdev.num_queues; q++) {
+        struct virtio_queue *vq = &d->vdev.queues[q];
+        uint16_t *used_idx = vm_gpa_to_hva(d->vdev.vm, vq->used + 2, 2);
+
+        if (!was[q])
+            continue;
+        if (!used_idx)
+            return -EINVAL;
+        ret = vu_start_queue(d, q, __atomic_load_n(used_idx, __ATOMIC_ACQUIRE));
+    }
+    return ret;
+}
+
 /*
- * The back-end reports ring errors on the error eventfds and goes away by
- * closing the socket; either way the guest must reset the device.
+ * Net only: the back-end went away (qtcard restarted or crashed). Connect again every
+ * 100 ms and replay the device's state, so that the guest's NIC carries on without a
+ * reset; frames sent meanwhile wait in the rings or are lost, as on a cable pulled and
+ * plugged back. Chains the old back-end popped but did not complete are taken again
+ * from the used index (net back-ends complete in order). 1 when the back-end is back, 0
+ * when the device is stopping (stop_fd), -1 when the new back-end cannot serve the
+ * device (it lacks a feature the guest may use).
+ */
+static int vu_recover(struct vhost_user_dev *d)
+{
+    uint64_t t0 = vu_now_ms();
+    unsigned tries = 0;
+    int last = 0;
+    bool was[VIRTIO_MAX_QUEUES]; /* the queues running when the back-end went */
+
+    memcpy(was, d->started, sizeof(was));
+    log_warn("vhost-user '%s': back-end '%s' closed the connection; reconnecting (the guest's "
+             "device keeps running)",
+             d->vdev.name, d->vu.path);
+    for (;;) {
+        struct pollfd p = {.fd = d->stop_fd, .events = POLLIN};
+        int ret;
+
+        if (poll(&p, 1, tries ? 100 : 0) > 0)
+            return 0;
+        tries++;
+        ret = vu_reconnect(d);
+        if (ret == 0)
+            ret = vu_replay(d, was);
+        if (ret == 0) {
+            log_info("vhost-user '%s': back-end back after %llu ms (%u attempts); rings resumed",
+                     d->vdev.name, (unsigned long long)(vu_now_ms() - t0), tries);
+            return 1;
+        }
+        if (ret == -EPROTO && d->vu.dead)
+            return -1;   /* features missing: logged by vu_reconnect */
+        if (ret != last) /* each new reason once */
+            log_warn("vhost-user '%s': reconnecting to '%s': %s", d->vdev.name, d->vu.path,
+                     strerror(-ret));
+        last = ret;
+        if (tries % 100 == 0)
+            log_warn("vhost-user '%s': no back-end at '%s' for %llu s; still trying", d->vdev.name,
+                     d->vu.path, (unsigned long long)(vu_now_ms() - t0) / 1000);
+    }
+}
+
+/*
+ * The back-end reports ring errors on the error eventfds (the guest must reset the device)
+ * and goes away by closing the socket: a vhost-user-net back-end is reconnected
+ * (vu_recover), a blk one needs the guest to reset the device (requests it had in flight
+ * may have completed out of order: only the guest can tell).
  */
 static void *vu_monitor(void *arg)
 {
     struct vhost_user_dev *d = arg;
     struct pollfd fds[VIRTIO_MAX_QUEUES + 2];
-    int n = 0;
+    int n;
 
+rebuild:
+    n = 0;
     fds[n++] = (struct pollfd){.fd = d->stop_fd, .events = POLLIN};
     /* POLLRDHUP only: replies on the socket belong to the vCPU thread. */
     fds[n++] = (struct pollfd){.fd = d->vu.fd, .events = POLLRDHUP};
@@ -81,9 +170,15 @@ static void *vu_monitor(void *arg)
         if (fds[0].revents)
             break;
         if (fds[1].revents) {
-            log_err("vhost-user '%s': back-end '%s' closed the connection; device needs reset",
-                    d->vdev.name, d->vu.path);
-            virtio_dev_set_needs_reset(&d->vdev);
+            int r = d->type == VIRTIO_ID_NET ? vu_recover(d) : -1;
+            if (r > 0)
+                goto rebuild;
+            if (r < 0) {
+                log_err("vhost-user '%s': back-end '%s' closed the connection; device needs "
+                        "reset",
+                        d->vdev.name, d->vu.path);
+                virtio_dev_set_needs_reset(&d->vdev);
+            }
             break;
         }
         for (int i = 2; i < n; i++) {
@@ -123,8 +218,11 @@ static void vu_monitor_stop(struct vhost_user_dev *d)
 
 static void vu_stop_queues(struct vhost_user_dev *d)
 {
-    bool proto = d->vu.features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
+    bool proto;
 
+    /* The monitor first: it may be reconnecting, and the socket is ours alone after. */
+    vu_monitor_stop(d);
+    proto = d->vu.features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
     for (uint16_t q = 0; q < d->vdev.num_queues; q++) {
         uint32_t base;
 
@@ -137,10 +235,10 @@ static void vu_stop_queues(struct vhost_user_dev *d)
             log_debug("vhost-user '%s': queue %u stopped at %u", d->vdev.name, q, base);
         d->started[q] = false;
     }
-    vu_monitor_stop(d);
 }
 
-static int vu_start_queue(struct vhost_user_dev *d, uint16_t q)
+/* Start queue q at ring position base (0 at DRIVER_OK; the used index after a reconnect). */
+static int vu_start_queue(struct vhost_user_dev *d, uint16_t q, uint16_t base)
 {
     struct virtio_queue *vq = &d->vdev.queues[q];
     struct vm *vm = d->vdev.vm;
@@ -154,7 +252,7 @@ static int vu_start_queue(struct vhost_user_dev *d, uint16_t q)
         return -EINVAL;
     }
     if ((ret = vhost_user_set_vring_num(&d->vu, q, vq->size)) < 0 ||
-        (ret = vhost_user_set_vring_base(&d->vu, q, 0)) < 0 ||
+        (ret = vhost_user_set_vring_base(&d->vu, q, base)) < 0 ||
         (ret = vhost_user_set_vring_addr(&d->vu, q, (uint64_t)(uintptr_t)desc,
                                          (uint64_t)(uintptr_t)used, (uint64_t)(uintptr_t)avail)) <
             0 ||
@@ -217,12 +315,13 @@ static int vu_activate(struct virtio_dev *vdev)
     }
     acked = vdev->guest_features & d->vu.features;
     acked |= d->vu.features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
+    d->acked = acked;
     ret = vhost_user_set_features(&d->vu, acked);
     if (ret == 0)
         ret = vhost_user_set_mem_table(&d->vu, vdev->vm);
     for (uint16_t q = 0; ret == 0 && q < vdev->num_queues; q++)
         if (vdev->queues[q].enabled)
-            ret = vu_start_queue(d, q);
+            ret = vu_start_queue(d, q, 0);
     if (ret == 0) {
         d->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         ret = d->stop_fd < 0 ? -errno : -pthread_create(&d->monitor, NULL, vu_monitor, d);
@@ -263,8 +362,11 @@ static int vu_create(struct vm *vm, int type, const char *socket, const char *na
     for (uint16_t q = 0; q < VIRTIO_MAX_QUEUES; q++)
         d->err_fd[q] = -1;
     ret = vhost_user_connect(&d->vu, socket, name);
-    if (ret < 0)
+    if (ret < 0) {
+        log_err("vhost-user '%s': cannot connect to the back-end at '%s' (%s)", name, socket,
+                strerror(-ret));
         goto fail_free;
+    }
     ret = vhost_user_handshake(&d->vu, VU_PROTOCOL_WANTED);
     if (ret < 0)
         goto fail;

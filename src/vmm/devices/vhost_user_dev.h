@@ -20,6 +20,7 @@ struct vhost_user_dev {
     uint32_t config_len;
     bool started[VIRTIO_MAX_QUEUES];
     int err_fd[VIRTIO_MAX_QUEUES]; /* SET_VRING_ERR eventfds, -1 when none */
+    uint64_t acked;                /* features set at DRIVER_OK (replayed on reconnect) */
     /* Watches the error eventfds and the socket while the device runs. */
     pthread_t monitor;
     bool monitor_running;
