@@ -769,19 +769,19 @@ static void test_inflight(void **state)
     assert_int_equal(q->used_idx, 1);
     /* Bad geometry is refused: no queues, more queues than the device has, no entries, and
      * (when the ring starts) fewer entries than the ring. */
-    inf.num_queues = 0;
-    memcpy(payload, &inf, sizeof(inf));
-    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EPROTO);
-    inf.num_queues = 3;
-    memcpy(payload, &inf, sizeof(inf));
-    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EPROTO);
-    inf.num_queues = 2;
-    inf.queue_size = 0;
-    memcpy(payload, &inf, sizeof(inf));
-    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EPROTO);
-    inf.queue_size = 7;
-    memcpy(payload, &inf, sizeof(inf));
-    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), -EINVAL);
+    {
+        static const struct {
+            uint16_t nq, qs;
+            int ret;
+        } bad[] = {
+            {0, RING_NUM, -EPROTO}, {3, RING_NUM, -EPROTO}, {2, 0, -EPROTO}, {2, 7, -EINVAL}};
+        for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            struct vhost_user_inflight b = {.num_queues = bad[i].nq, .queue_size = bad[i].qs};
+            memcpy(payload, &b, sizeof(b));
+            assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0),
+                             bad[i].ret);
+        }
+    }
     munmap(q, inf.mmap_size);
     close(fd);
 }
