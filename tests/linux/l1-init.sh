@@ -121,12 +121,14 @@ crash_card_later() {
         run_card
         echo "$n" >/tmp/card/killed
     ) &
+    echo $! >/tmp/card/crasher
 }
 
 # card-net, after the run: the guest's TCP upload left the VM as TSO frames that qtcard
 # segmented for tap0 (the tap takes no offloads), qtcard is still up and stops cleanly.
 check_card() {
     why=""
+    [ -f /tmp/card/crasher ] && kill "$(cat /tmp/card/crasher)" 2>/dev/null
     card_pid=$(cat /tmp/card/pid)
     if [ "$step" = card-restart ] && [ ! -f /tmp/card/killed ]; then
         why="qtcard was never killed (the download did not reach 1000 frames?)"
@@ -154,8 +156,8 @@ check_card() {
         elif echo "$drops" | grep -qE '"(malformed|gso)":[1-9]'; then
             why="frames from the guest refused ($drops)"
         fi
-        kill -TERM "$card_pid"
     fi
+    kill -TERM "$card_pid" 2>/dev/null
     # (a restarted qtcard is not this shell's child: wait for it to go)
     i=0
     while kill -0 "$card_pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
