@@ -1391,6 +1391,7 @@ static void ctl_handle(struct card *c, uint64_t data)
                 log_err("port '%s': frontend put a malformed ring in shared memory; "
                         "disconnecting it",
                         bp->name);
+                vu_dev_signal_err(&bp->dev); /* the VMM then has the guest reset the device */
                 port_drop_conn(c, bp);
             }
         }

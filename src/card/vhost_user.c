@@ -493,6 +493,15 @@ static void vu_reset_rings(struct vu_dev *dev)
     }
 }
 
+void vu_dev_signal_err(struct vu_dev *dev)
+{
+    uint64_t one = 1;
+
+    for (unsigned i = 0; i < VU_MAX_QUEUES; i++)
+        if (dev->vr[i].err_fd >= 0 && write(dev->vr[i].err_fd, &one, sizeof(one)) != sizeof(one))
+            log_debug("%s: cannot signal the error eventfd", dev->vr[i].name);
+}
+
 void vu_dev_disconnect(struct vu_dev *dev)
 {
     vu_stop_all(dev);

@@ -82,6 +82,9 @@ void vu_dev_init(struct vu_dev *dev, const char *name, const struct vu_dev_ops *
 void vu_dev_attach(struct vu_dev *dev, int fd);
 /* Stop all rings, unmap memory, close fds and the connection; back to the initial state. */
 void vu_dev_disconnect(struct vu_dev *dev);
+/* Tell the frontend its rings are broken: signal every ring's error eventfd
+ * (SET_VRING_ERR), e.g. before disconnecting it for a malformed ring. */
+void vu_dev_signal_err(struct vu_dev *dev);
 
 /*
  * Read one message from the connection and process it. Returns 0, or

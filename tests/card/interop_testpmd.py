@@ -146,7 +146,8 @@ def hostile_bad_message(path):
 
 
 def hostile_bad_ring(path):
-    """A well-formed setup whose transmit ring names a buffer outside guest memory."""
+    """A well-formed setup whose transmit ring names a buffer outside guest memory.
+    Returns (the card closed the connection, the card signalled the ring's error eventfd)."""
     size = 2 << 20
     fd = os.memfd_create("hostile-guest")
     os.ftruncate(fd, size)
@@ -160,6 +161,7 @@ def hostile_bad_ring(path):
     vu_send(s, 2, struct.pack("<Q", 1 << 32))  # VERSION_1 only: rings start enabled
     vu_send(s, 5, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", gpa, size, uva, 0), [fd])
     kicks = []
+    err = os.eventfd(0, os.EFD_NONBLOCK)
     for q in (0, 1):
         base = 0x1000 + q * 0x10000
         desc, avail, used = base, base + 0x1000, base + 0x2000
@@ -170,6 +172,7 @@ def hostile_bad_ring(path):
         kick = os.eventfd(0)
         vu_send(s, 13, struct.pack("<Q", q), [call])
         vu_send(s, 12, struct.pack("<Q", q), [kick])
+        vu_send(s, 14, struct.pack("<Q", q), [err])  # SET_VRING_ERR
         kicks.append(kick)
     time.sleep(0.5)
     # Transmit queue (1): descriptor 0 points 1 GiB past guest memory.
@@ -186,7 +189,12 @@ def hostile_bad_ring(path):
     s.close()
     mem.close()
     os.close(fd)
-    return closed
+    try:
+        signalled = os.eventfd_read(err) > 0
+    except BlockingIOError:
+        signalled = False
+    os.close(err)
+    return closed, signalled
 
 
 def test_multiqueue(binary, work):
@@ -236,8 +244,9 @@ def test_hostile(binary, work):
         time.sleep(1)
         check(hostile_bad_message(f"{work}/evil.sock"),
               "a frontend sending a malformed message is disconnected")
-        check(hostile_bad_ring(f"{work}/evil.sock"),
-              "a frontend with an out-of-bounds descriptor is disconnected")
+        closed, signalled = hostile_bad_ring(f"{work}/evil.sock")
+        check(closed, "a frontend with an out-of-bounds descriptor is disconnected")
+        check(signalled, "after signalling its rings' error eventfd (SET_VRING_ERR)")
         before = stats(card, "vm2")["rx_packets"]
         time.sleep(1.5)
         after = stats(card, "vm2")["rx_packets"]
