@@ -151,6 +151,7 @@ static void *vu_monitor(void *arg)
 {
     struct vhost_user_dev *d = arg;
     struct pollfd fds[VIRTIO_MAX_QUEUES + 2];
+    uint64_t recovered_at = 0;
     int n;
 
 rebuild:
@@ -169,18 +170,8 @@ rebuild:
         }
         if (fds[0].revents)
             break;
-        if (fds[1].revents) {
-            int r = d->type == VIRTIO_ID_NET ? vu_recover(d) : -1;
-            if (r > 0)
-                goto rebuild;
-            if (r < 0) {
-                log_err("vhost-user '%s': back-end '%s' closed the connection; device needs "
-                        "reset",
-                        d->vdev.name, d->vu.path);
-                virtio_dev_set_needs_reset(&d->vdev);
-            }
-            break;
-        }
+        /* Ring errors first: a back-end that reports one and hangs up (qtcard does for a
+         * malformed ring) must not be reconnected to the same broken rings. */
         for (int i = 2; i < n; i++) {
             uint64_t v;
 
@@ -191,6 +182,25 @@ rebuild:
             log_err("vhost-user '%s': back-end reported a ring error; device needs reset",
                     d->vdev.name);
             virtio_dev_set_needs_reset(&d->vdev);
+        }
+        if (fds[1].revents) {
+            /* Not after a ring error, nor when the last reconnect was under 2 s ago (a
+             * back-end that keeps hanging up on these rings): then the guest resets. */
+            bool again = d->type == VIRTIO_ID_NET &&
+                         !(virtio_dev_status(&d->vdev) & VIRTIO_STATUS_NEEDS_RESET) &&
+                         (!recovered_at || vu_now_ms() - recovered_at >= 2000);
+            int r = again ? vu_recover(d) : -1;
+            if (r > 0) {
+                recovered_at = vu_now_ms();
+                goto rebuild;
+            }
+            if (r < 0) {
+                log_err("vhost-user '%s': back-end '%s' closed the connection; device needs "
+                        "reset",
+                        d->vdev.name, d->vu.path);
+                virtio_dev_set_needs_reset(&d->vdev);
+            }
+            break;
         }
     }
     return NULL;
