@@ -272,6 +272,26 @@ static void vu_ring_reset(struct vu_dev *dev, struct vu_vring *vr)
     vr->vq.in_order = vu_dev_has_feature(dev, VIRTIO_F_IN_ORDER);
 }
 
+/* Ring vr's part of the inflight region, `stride` bytes a queue, in *q: NULL when the region
+ * has none for it; -EINVAL (logged) when the region is too small for the ring. */
+static int vu_inflight_queue(struct vu_dev *dev, struct vu_vring *vr, uint64_t stride, void **q)
+{
+    unsigned i = (unsigned)(vr - dev->vr);
+
+    *q = NULL;
+    if (!dev->inflight_addr || i >= dev->inflight_num_queues)
+        return 0;
+    if (dev->inflight_queue_size < vr->num || (i + 1) * stride > dev->inflight_size) {
+        log_err("%s: inflight region (%zu bytes for %u queues of %u entries) too small for a "
+                "%s ring of %u",
+                vr->name, dev->inflight_size, dev->inflight_num_queues, dev->inflight_queue_size,
+                vu_dev_has_feature(dev, VIRTIO_F_RING_PACKED) ? "packed" : "split", vr->num);
+        return -EINVAL;
+    }
+    *q = (uint8_t *)dev->inflight_addr + i * stride;
+    return 0;
+}
+
 /*
  * Packed ring start with an inflight region: a fresh region is set up; one a previous run
  * left (the card restarted, the frontend kept it) says where the device was, whatever the
@@ -281,23 +301,14 @@ static void vu_ring_reset(struct vu_dev *dev, struct vu_vring *vr)
 static int vu_ring_inflight_packed(struct vu_dev *dev, struct vu_vring *vr)
 {
     struct virtq *vq = &vr->vq;
-    unsigned i = (unsigned)(vr - dev->vr);
-    uint64_t stride = virtq_inflight_queue_size_packed(dev->inflight_queue_size);
     struct vhost_user_inflight_queue_packed *q;
     uint16_t used_idx;
     bool used_wrap;
-    int n;
+    int n = vu_inflight_queue(dev, vr, virtq_inflight_queue_size_packed(dev->inflight_queue_size),
+                              (void **)&q);
 
-    if (!dev->inflight_addr || i >= dev->inflight_num_queues)
-        return 0;
-    if (dev->inflight_queue_size < vr->num || (i + 1) * stride > dev->inflight_size) {
-        log_err("%s: inflight region (%zu bytes for %u queues of %u entries) too small for a "
-                "packed ring of %u",
-                vr->name, dev->inflight_size, dev->inflight_num_queues, dev->inflight_queue_size,
-                vr->num);
-        return -EINVAL;
-    }
-    q = (void *)((uint8_t *)dev->inflight_addr + i * stride);
+    if (n || !q)
+        return n;
     if (__atomic_load_n(&q->version, __ATOMIC_ACQUIRE) != 0) {
         n = virtq_inflight_recover_packed(q, vr->num, vq->pdesc, &used_idx, &used_wrap);
         if (n < 0) {
@@ -381,6 +392,8 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
     struct virtq_desc *desc;
     struct virtq_avail *avail;
     struct virtq_used *used;
+    struct vhost_user_inflight_queue *q;
+    int ret;
 
     if (vr->running || !vr->started || !vr->enabled || !vr->addr_set || !dev->mem ||
         i >= dev->ops->num_queues)
@@ -390,7 +403,7 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
         return -EINVAL;
     }
     if (vu_dev_has_feature(dev, VIRTIO_F_RING_PACKED)) {
-        int ret = vu_ring_map_packed(dev, vr);
+        ret = vu_ring_map_packed(dev, vr);
         if (ret)
             return ret;
         goto run;
@@ -424,15 +437,11 @@ static int vu_ring_try_start(struct vu_dev *dev, unsigned i)
         }
     }
     vq->shadow_avail_idx = vq->last_avail_idx;
-    if (dev->inflight_addr && i < dev->inflight_num_queues) {
-        struct vhost_user_inflight_queue *q =
-            (void *)((uint8_t *)dev->inflight_addr +
-                     i * virtq_inflight_queue_size(dev->inflight_queue_size));
-        if (dev->inflight_queue_size < vr->num) {
-            log_err("%s: inflight region sized for %u entries, ring has %u", vr->name,
-                    dev->inflight_queue_size, vr->num);
-            return -EINVAL;
-        }
+    ret = vu_inflight_queue(dev, vr, virtq_inflight_queue_size(dev->inflight_queue_size),
+                            (void **)&q);
+    if (ret)
+        return ret;
+    if (q) {
         if (q->version == 0) {
             q->version = 1;
             q->desc_num = vr->num;
