@@ -26,8 +26,8 @@ struct vhost_user {
     pthread_mutex_t lock;       /* one request/reply exchange at a time */
 };
 
-/* Connect to the back-end at path; name is for messages. */
-/* Connect to the back-end's socket: 0 or -errno (the caller says what failed). */
+/* Connect to the back-end at path (name is for messages): 0 or -errno, which the caller
+ * reports. */
 int vhost_user_connect(struct vhost_user *vu, const char *path, const char *name);
 void vhost_user_close(struct vhost_user *vu);
 

@@ -67,31 +67,41 @@ static uint64_t vu_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* After a reconnect: the running device's state again, as at DRIVER_OK, each ring resuming
- * where the guest saw the old back-end stop (its used index). */
-static int vu_replay(struct vhost_user_dev *d, const bool *was)
+/* The running device's state to the back-end: the features the guest acked, guest memory,
+ * and each queue in run[] started at ring position 0 (DRIVER_OK) or, after a reconnect
+ * (from_used), where the guest saw the old back-end stop: its used index. */
+static int vu_send_state(struct vhost_user_dev *d, const bool *run, bool from_used)
 {
     int ret = vhost_user_set_features(&d->vu, d->acked);
 
     if (ret == 0)
         ret = vhost_user_set_mem_table(&d->vu, d->vdev.vm);
+    for (uint16_t q = 0; ret == 0 && q < d->vdev.num_queues; q++) {
+        uint16_t base = 0;
+
+        if (!run[q])
+            continue;
+        if (from_used) {
+            uint16_t *used_idx = vm_gpa_to_hva(d->vdev.vm, d->vdev.queues[q].used + 2, 2);
+            if (!used_idx)
+                return -EINVAL;
+            base = __atomic_load_n(used_idx, __ATOMIC_ACQUIRE);
+        }
+        ret = vu_start_queue(d, q, base);
+    }
+    return ret;
+}
+
+/* After a reconnect: the old connection's queues are gone, the state goes again. */
+static int vu_replay(struct vhost_user_dev *d, const bool *was)
+{
     for (uint16_t q = 0; q < d->vdev.num_queues; q++) {
         d->started[q] = false;
         if (d->err_fd[q] >= 0)
             close(d->err_fd[q]);
         d->err_fd[q] = -1;
     }
-    for (uint16_t q = 0; ret == 0 && q < d->vdev.num_queues; q++) {
-        struct virtio_queue *vq = &d->vdev.queues[q];
-        uint16_t *used_idx = vm_gpa_to_hva(d->vdev.vm, vq->used + 2, 2);
-
-        if (!was[q])
-            continue;
-        if (!used_idx)
-            return -EINVAL;
-        ret = vu_start_queue(d, q, __atomic_load_n(used_idx, __ATOMIC_ACQUIRE));
-    }
-    return ret;
+    return vu_send_state(d, was, true);
 }
 
 /*
@@ -315,7 +325,7 @@ static int vu_reconnect(struct vhost_user_dev *d)
 static int vu_activate(struct virtio_dev *vdev)
 {
     struct vhost_user_dev *d = vdev->priv;
-    uint64_t acked;
+    bool run[VIRTIO_MAX_QUEUES];
     int ret;
 
     if (d->vu.dead || d->vu.fd < 0) {
@@ -323,15 +333,11 @@ static int vu_activate(struct virtio_dev *vdev)
         if (ret < 0)
             return ret;
     }
-    acked = vdev->guest_features & d->vu.features;
-    acked |= d->vu.features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
-    d->acked = acked;
-    ret = vhost_user_set_features(&d->vu, acked);
-    if (ret == 0)
-        ret = vhost_user_set_mem_table(&d->vu, vdev->vm);
-    for (uint16_t q = 0; ret == 0 && q < vdev->num_queues; q++)
-        if (vdev->queues[q].enabled)
-            ret = vu_start_queue(d, q, 0);
+    d->acked = vdev->guest_features & d->vu.features;
+    d->acked |= d->vu.features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
+    for (uint16_t q = 0; q < vdev->num_queues; q++)
+        run[q] = vdev->queues[q].enabled;
+    ret = vu_send_state(d, run, false);
     if (ret == 0) {
         d->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         ret = d->stop_fd < 0 ? -errno : -pthread_create(&d->monitor, NULL, vu_monitor, d);
