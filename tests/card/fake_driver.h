@@ -96,11 +96,10 @@ int fdrv_recv(struct fdrv *d, uint8_t *buf, uint32_t cap, struct virtio_net_hdr_
 uint8_t *fdrv_rx_buf(struct fdrv *d, uint16_t id);
 /* Drop everything received so far; returns the number of frames. */
 unsigned fdrv_drain(struct fdrv *d);
-/* With FDRV_F_INFLIGHT, once the device is idle: each queue's inflight region is set up
- * and consistent (nothing in flight, every entry on the free list once, at a consistent
- * point) and recorded chains (some entry has a counter). Waits up to timeout_ms for the
- * device to finish what it is doing. 0, or -1 after printing what is wrong. 0 without a
- * region. */
+/* With FDRV_F_INFLIGHT (packed rings), once the device is idle: each queue's inflight region is set
+ * up and consistent (nothing in flight, every entry on the free list once, at a consistent point)
+ * and recorded chains (some entry has a counter). Waits up to timeout_ms for the device to finish
+ * what it is doing. 0, or -1 after printing what is wrong. 0 without a region. */
 int fdrv_inflight_check(const struct fdrv *d, int timeout_ms);
 /* Read the call eventfd: notifications since the last call. */
 uint64_t fdrv_calls(struct fdrv *d);
