@@ -738,25 +738,37 @@ static void test_reply_ack_config_log(void **state)
     close(logfd);
 }
 
+/* GET_INFLIGHT_FD for both queues: the region, mapped, sized for the packed layout (the
+ * larger), which the device offers. */
+static void *get_inflight(struct fx *f, int *fd, uint64_t *size)
+{
+    struct vhost_user_inflight inf = {.num_queues = 2, .queue_size = RING_NUM};
+    uint8_t payload[24] = {0};
+    void *p;
+
+    memcpy(payload, &inf, sizeof(inf));
+    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), 0);
+    fe_reply(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, fd);
+    memcpy(&inf, payload, sizeof(inf));
+    assert_int_equal(inf.mmap_size, 2 * virtq_inflight_queue_size_packed(RING_NUM));
+    assert_true(*fd >= 0);
+    *size = inf.mmap_size;
+    p = mmap(NULL, inf.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+    assert_true(p != MAP_FAILED);
+    return p;
+}
+
 static void test_inflight(void **state)
 {
     struct fx *f = *state;
-    struct vhost_user_inflight inf = {.num_queues = 2, .queue_size = RING_NUM};
     struct vhost_user_inflight_queue *q;
     struct virtq_elem e;
     uint8_t payload[24] = {0};
+    uint64_t size;
     int fd = -1;
 
     fe_start(f, 0, 0, 1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD);
-    memcpy(payload, &inf, sizeof(inf));
-    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), 0);
-    fe_reply(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, &fd);
-    memcpy(&inf, payload, sizeof(inf));
-    assert_true(fd >= 0);
-    /* Sized for the packed layout (the larger), which the device offers. */
-    assert_int_equal(inf.mmap_size, 2 * virtq_inflight_queue_size_packed(RING_NUM));
-    q = mmap(NULL, inf.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    assert_true(q != MAP_FAILED);
+    q = get_inflight(f, &fd, &size);
     assert_int_equal(q->desc_num, RING_NUM);
     drv_desc(f, 6, BUF_GPA, 20, 0, 0);
     drv_avail(f, 6);
@@ -782,7 +794,7 @@ static void test_inflight(void **state)
                              bad[i].ret);
         }
     }
-    munmap(q, inf.mmap_size);
+    munmap(q, size);
     close(fd);
 }
 
@@ -795,24 +807,6 @@ static void reconnect(struct fx *f)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, f->sock), 0);
     vu_dev_init(&f->dev, "test", &f->ops, f);
     vu_dev_attach(&f->dev, f->sock[1]);
-}
-
-static struct vhost_user_inflight_queue_packed *get_inflight_packed(struct fx *f, int *fd,
-                                                                    uint64_t *size)
-{
-    struct vhost_user_inflight inf = {.num_queues = 2, .queue_size = RING_NUM};
-    uint8_t payload[24] = {0};
-    void *p;
-
-    memcpy(payload, &inf, sizeof(inf));
-    assert_int_equal(fe_req(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, NULL, 0), 0);
-    fe_reply(f, VHOST_USER_GET_INFLIGHT_FD, payload, 24, fd);
-    memcpy(&inf, payload, sizeof(inf));
-    assert_int_equal(inf.mmap_size, 2 * virtq_inflight_queue_size_packed(RING_NUM));
-    *size = inf.mmap_size;
-    p = mmap(NULL, inf.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
-    assert_true(p != MAP_FAILED);
-    return p;
 }
 
 static void set_inflight(struct fx *f, int fd, uint64_t size)
@@ -838,7 +832,7 @@ static void test_inflight_packed(void **state)
     int fd = -1;
 
     fe_start(f, 0, packed, 1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD);
-    q = get_inflight_packed(f, &fd, &size);
+    q = get_inflight(f, &fd, &size);
     assert_int_equal(q->version, 1);
     assert_int_equal(q->desc_num, RING_NUM);
     assert_int_equal(q->free_head, 0);
