@@ -708,11 +708,11 @@ static int port_vxlan_parse(struct port *p, json_object *j, char *err, size_t er
 int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
 {
     static const char *const keys[] = {
-        "name",         "switch",        "type",        "queues",     "mode",
-        "socket",       "mac",           "ifname",      "vlan",       "anti_spoofing",
-        "ingress_rate", "storm_control", "coalescing",  "vni",        "local_ip",
-        "egress_rate",  "remote_ips",    "nexthop_mac", "gateway_ip", "local_mac",
-        "udp_port",     "members",       "hash",        "lacp",       NULL};
+        "name",       "switch",    "type",     "queues",        "mode",         "socket",
+        "mac",        "ifname",    "vlan",     "anti_spoofing", "ingress_rate", "storm_control",
+        "coalescing", "vni",       "local_ip", "egress_rate",   "remote_ips",   "nexthop_mac",
+        "gateway_ip", "local_mac", "udp_port", "members",       "hash",         "lacp",
+        "offload",    NULL};
     const char *name, *swname, *type, *mode, *sock, *mac;
     struct vswitch *sw;
     struct port *p = NULL;
@@ -822,6 +822,16 @@ int card_port_add(struct card *c, json_object *j, char *err, size_t errlen)
         snprintf(p->ifname, sizeof(p->ifname), "%s", ifn);
         if (p->type == PORT_VXLAN && port_vxlan_parse(p, j, err, errlen))
             goto fail_free;
+    }
+    if (json_object_object_get_ex(j, "offload", NULL)) {
+        if (p->type != PORT_TAP) {
+            ERR("port '%s': 'offload' is for tap ports", name);
+            goto fail_free;
+        }
+        if (j_bool(j, "offload", &p->tap_offload) < 0) {
+            ERR("port '%s': 'offload' must be true or false", name);
+            goto fail_free;
+        }
     }
 
     pthread_mutex_lock(&c->lock);
@@ -1114,6 +1124,8 @@ json_object *card_port_json(struct card *c, const struct port *p, bool with_stat
     } else {
         json_object_object_add(o, "ifname", json_object_new_string(p->ifname));
     }
+    if (p->type == PORT_TAP)
+        json_object_object_add(o, "offload", json_object_new_boolean(p->tap_offload));
     if (p->type == PORT_BOND && p->bond)
         json_object_object_add(o, "bond", port_bond_json((struct port *)p));
     if (p->type == PORT_VXLAN && p->vx_vtep) {

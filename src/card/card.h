@@ -169,7 +169,8 @@ struct port {
     /* Host port (tap / AF_PACKET). */
     char ifname[16];
     int fd;
-    void *ring; /* TPACKET_V3 rx ring */
+    bool tap_offload; /* tap with a virtio-net header: checksum and TSO both ways */
+    void *ring;       /* TPACKET_V3 rx ring */
     size_t ring_size;
     unsigned ring_blocks, ring_block_size, ring_cur;
     pthread_mutex_t tx_mutex; /* host ports: serialise writers */

@@ -348,6 +348,30 @@ static void vhost_output(struct worker *w, struct port *p, struct pkt **pk, cons
     pthread_spin_unlock(&q->rx_lock);
 }
 
+/* The virtio-net header of a frame written to a tap with offload on: a partial checksum
+ * (and a GSO frame, which only comes here whole when the tap takes its type) stays
+ * partial for the kernel to finish; anything else goes with no flags, and the kernel
+ * checks its checksums itself (DATA_VALID from a VM is not passed on to the host). The
+ * offsets move with the tag the frame gains or loses, as towards a VM. */
+static void tap_vnet_hdr(struct pkt *pk, const struct frame_out *fo, struct virtio_net_hdr_v1 *h)
+{
+    if (!(pk->vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM))
+        return;
+    if (pk->vh.gso_type == GSO_TYPE_NONE &&
+        (uint32_t)pk->vh.csum_start + pk->vh.csum_offset + 2 > pk->len) {
+        pk->vh.flags = 0; /* not a checksum inside the frame: leave the frame as it is */
+        return;
+    }
+    h->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h->csum_start = (uint16_t)(pk->vh.csum_start - pk->tag_len + fo->len[1]);
+    h->csum_offset = pk->vh.csum_offset;
+    if (pk->vh.gso_type != GSO_TYPE_NONE) {
+        h->gso_type = pk->vh.gso_type;
+        h->gso_size = pk->vh.gso_size;
+        h->hdr_len = (uint16_t)(pkt_gso_info(pk)->hdr_len - pk->tag_len + fo->len[1]);
+    }
+}
+
 static void host_output(struct worker *w, struct port *p, struct pkt **pk, const bool *tagged,
                         unsigned n)
 {
@@ -369,17 +393,24 @@ static void host_output(struct worker *w, struct port *p, struct pkt **pk, const
         return;
     }
     for (unsigned i = 0; i < n; i++) {
+        struct virtio_net_hdr_v1 h = {0};
         struct frame_out fo;
-        struct iovec iov[3];
+        struct iovec iov[4];
+        unsigned hl = p->tap_offload ? TAP_VNET_HDR_LEN : 0;
         ssize_t r;
-        pkt_finish_csum(pk[i]);
+        if (!p->tap_offload)
+            pkt_finish_csum(pk[i]);
         frame_out_build(&fo, pk[i], tagged[i], pk[i]->out_vid);
+        if (p->tap_offload)
+            tap_vnet_hdr(pk[i], &fo, &h);
+        iov[0].iov_base = &h;
+        iov[0].iov_len = hl;
         for (unsigned k = 0; k < 3; k++) {
-            iov[k].iov_base = (void *)fo.seg[k];
-            iov[k].iov_len = fo.len[k];
+            iov[k + 1].iov_base = (void *)fo.seg[k];
+            iov[k + 1].iov_len = fo.len[k];
         }
-        r = writev(p->fd, iov, 3);
-        if (r == (ssize_t)fo.total) {
+        r = writev(p->fd, iov, 4);
+        if (r == (ssize_t)(hl + fo.total)) {
             q->st.rx_packets++;
             q->st.rx_bytes += fo.total;
         } else {
@@ -516,8 +547,8 @@ static void dp_output(struct worker *w, struct port *p, const struct port_policy
 }
 
 /* Does p take this GSO frame as one? A VM that negotiated the type (and ECN when the frame
- * carries it) with GUEST_CSUM, and is not shaped (the shaper's FIFO holds struct pkt
- * copies, too small for a GSO frame). */
+ * carries it) with GUEST_CSUM, or a tap with offload on (guest_gso: what its kernel takes),
+ * and is not shaped (the shaper's FIFO holds struct pkt copies, too small for a GSO frame). */
 static bool dp_port_takes_gso(const struct port *p, const struct port_policy *pol, struct pkt *pk)
 {
     const struct gso_info *gi = pkt_gso_info(pk);
@@ -526,7 +557,8 @@ static bool dp_port_takes_gso(const struct port *p, const struct port_policy *po
                                                  : GSO_ALLOW_TCPV6;
     if (gi->ecn)
         need |= GSO_ALLOW_ECN;
-    return p->type == PORT_VHOST && !pol->egress_rate_bps && (p->guest_gso & need) == need;
+    return (p->type == PORT_VHOST || p->type == PORT_TAP) && !pol->egress_rate_bps &&
+           (p->guest_gso & need) == need;
 }
 
 /* Cut pk into segments and send them, CARD_BURST at a time. A VM that negotiated
@@ -537,7 +569,7 @@ __attribute__((noinline, cold)) static void dp_gso_segment_out(struct worker *w,
                                                                struct pkt *pk, bool tagged,
                                                                uint64_t now)
 {
-    bool partial = p->type == PORT_VHOST && p->guest_csum;
+    bool partial = (p->type == PORT_VHOST && p->guest_csum) || p->tap_offload;
     struct pkt *ptrs[CARD_BURST];
     bool tags[CARD_BURST];
     struct gso_info *gi = pkt_gso_info(pk);
@@ -815,11 +847,10 @@ static int dp_gso_alloc(struct worker *w)
     return 0;
 }
 
-/* A frame with a GSO header (len bytes at pk->data): validate it against what the port
- * negotiated and take the switch's metadata from its first segment. 0, or -EINVAL
- * (dropped and counted). */
-__attribute__((noinline, cold)) static int
-vhost_tx_gso(struct worker *w, struct port *p, struct port_queue *q, struct pkt *pk, uint32_t len)
+/* See dp.h. The port's host_gso says what it may send: what a VM negotiated, what a tap
+ * was told (TUNSETOFFLOAD). */
+__attribute__((noinline, cold)) int
+dp_gso_ingress(struct worker *w, struct port *p, struct port_queue *q, struct pkt *pk, uint32_t len)
 {
     struct gso_hdr gh = {.gso_type = pk->vh.gso_type,
                          .needs_csum = pk->vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -872,6 +903,18 @@ static uint32_t vhost_copy_chain(const struct virtq_elem *e, uint32_t hl,
     return got;
 }
 
+uint8_t *dp_gso_buf(struct worker *w)
+{
+    uint8_t *buf;
+
+    if (w->gso_bufs_used == CARD_GSO_BUFS)
+        return NULL;
+    buf = w->gso_bufs[w->gso_bufs_used];
+    if (!buf && !(buf = w->gso_bufs[w->gso_bufs_used] = malloc(DP_HEADROOM + GSO_MAX_FRAME)))
+        log_err("worker %u: out of memory for a GSO frame", w->id);
+    return buf;
+}
+
 /* A chain over PKT_MAX_FRAME (or under an Ethernet header): only a GSO frame may be that
  * big; it is copied into one of the worker's 64 KiB buffers. 0 (pk ready), -EINVAL
  * (dropped and counted) or -EAGAIN (no buffer left in this burst: leave the chain). */
@@ -889,9 +932,7 @@ __attribute__((noinline, cold)) static int vhost_tx_big(struct worker *w, struct
     }
     if (w->gso_bufs_used == CARD_GSO_BUFS)
         return -EAGAIN;
-    buf = w->gso_bufs[w->gso_bufs_used];
-    if (!buf && !(buf = w->gso_bufs[w->gso_bufs_used] = malloc(DP_HEADROOM + GSO_MAX_FRAME))) {
-        log_err("worker %u: out of memory for a GSO frame", w->id);
+    if (!(buf = dp_gso_buf(w))) {
         p->drops[DROP_GSO]++;
         q->st.tx_dropped++;
         return -EINVAL;
@@ -903,7 +944,7 @@ __attribute__((noinline, cold)) static int vhost_tx_big(struct worker *w, struct
         q->st.tx_dropped++;
         return -EINVAL;
     }
-    if (vhost_tx_gso(w, p, q, pk, got))
+    if (dp_gso_ingress(w, p, q, pk, got))
         return -EINVAL;
     w->gso_bufs_used++;
     pk->len = got;
@@ -966,7 +1007,7 @@ static unsigned vhost_tx_burst(struct worker *w, struct port *p, struct port_que
             got = vhost_copy_chain(e, hl, &pk->vh, pk->data);
         }
         virtq_push(vq, e, 0);
-        if (pk->vh.gso_type != GSO_TYPE_NONE && vhost_tx_gso(w, p, q, pk, got))
+        if (pk->vh.gso_type != GSO_TYPE_NONE && dp_gso_ingress(w, p, q, pk, got))
             continue;
         pk->len = got;
         q->st.tx_packets++;

@@ -13,6 +13,10 @@
 #define DP_RX_ELEMS  64
 #define DP_EV_WAKE   (~0ull)
 
+/* A tap with offload on: every frame read or written starts with a struct virtio_net_hdr
+ * (no num_buffers). */
+#define TAP_VNET_HDR_LEN 10
+
 /* A packet copied out of its source, with what the switch decided about it. */
 struct pkt {
     uint8_t *data; /* frame start (inside buf, after the headroom) */
@@ -49,5 +53,15 @@ void dp_worker_fini(struct worker *w);
 unsigned dp_worker_poll(struct worker *w, uint64_t *now);
 /* Host ports (tap, AF_PACKET): receive a burst. Returns packets read. */
 unsigned dp_host_rx_burst(struct worker *w, struct port *p, struct port_queue *q, uint64_t *now);
+
+/* The worker's next free 64 KiB GSO frame buffer (DP_HEADROOM + GSO_MAX_FRAME bytes),
+ * allocated on first use; NULL when the burst has used them all (or out of memory). The
+ * caller that keeps it increments w->gso_bufs_used; a receive burst starts at 0. */
+uint8_t *dp_gso_buf(struct worker *w);
+/* A received frame with a GSO header in pk->vh (len bytes at pk->data): validate it
+ * against p->host_gso, describe it and take the switch's metadata from its first
+ * segment. 0, or -EINVAL (dropped and counted on p and q). */
+int dp_gso_ingress(struct worker *w, struct port *p, struct port_queue *q, struct pkt *pk,
+                   uint32_t len);
 
 #endif
