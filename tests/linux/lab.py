@@ -617,6 +617,11 @@ def boot_l1(l1_kernel, l1_initrd, append, timeout_s, log_path, echo=None):
     lab.wall_s = time.monotonic() - t0
     if rc not in (0, -signal.SIGKILL) and not lab.errors:
         lab.errors.append(f"{QEMU} (L1) exit code {rc}")
+    elif rc == 0 and not lab.done and not lab.errors:
+        # L1's init powers off only after 'LAB-L1 done', and an L1 panic shows on the
+        # console: QEMU ending with 0 before that is L1 resetting under -no-reboot.
+        lab.errors.append(f"L1 reset after {time.monotonic() - t0:.1f} s (QEMU exited 0 "
+                          "under -no-reboot before 'LAB-L1 done', no panic on its console)")
     return lab
 
 
