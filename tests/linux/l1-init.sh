@@ -77,13 +77,18 @@ setup_net() {
 
 # card-net: qtcard in L1 with a switch joining the VM's vhost-user port (vm1,
 # server socket /tmp/card/vm1.sock) and tap0; its configuration is a state file.
+# card-net gives tap0 offload (TSO frames pass whole both ways); card-restart does not
+# (qtcard segments the guest's TSO frames for the tap).
 start_card() {
+    offload=false
+    [ "$step" = card-net ] && offload=true
     mkdir -p /tmp/card
     rm -f /tmp/card/*
     cat >/tmp/card/state.json <<CARDEOF
 {"switches": [{"name": "br0"}],
  "ports": [{"name": "vm1", "switch": "br0", "mac": "$mac"},
-           {"name": "t0", "switch": "br0", "type": "tap", "ifname": "tap0"}]}
+           {"name": "t0", "switch": "br0", "type": "tap", "ifname": "tap0",
+            "offload": $offload}]}
 CARDEOF
     run_card
     i=0
@@ -124,8 +129,10 @@ crash_card_later() {
     echo $! >/tmp/card/crasher
 }
 
-# card-net, after the run: the guest's TCP upload left the VM as TSO frames that qtcard
-# segmented for tap0 (the tap takes no offloads), qtcard is still up and stops cleanly.
+# After the run: the guest's TCP upload left the VM as TSO frames; with tap offload
+# (card-net) they went to tap0 whole and L1's TSO frames of the download reached the
+# guest whole, without (card-restart) qtcard segmented them for tap0. qtcard is still up
+# and stops cleanly.
 check_card() {
     why=""
     [ -f /tmp/card/crasher ] && kill "$(cat /tmp/card/crasher)" 2>/dev/null
@@ -144,17 +151,26 @@ check_card() {
         echo "LAB-L1 card| vm1 $j"
         echo "LAB-L1 card| t0 $t"
         gso_rx=$(echo "$j" | sed -n 's/.*"gso":{"received":\([0-9]*\),.*/\1/p')
+        vm_whole=$(echo "$j" | sed -n 's/.*"gso":{"received":[0-9]*,"delivered_whole":\([0-9]*\),.*/\1/p')
         # shellcheck disable=SC2046
-        set -- $(echo "$t" | sed -n 's/.*"gso":{"received":[0-9]*,"delivered_whole":[0-9]*,"segmented":\([0-9]*\),"segments":\([0-9]*\)}.*/\1 \2/p')
-        gso_rx=${gso_rx:-0} gso_seg=${1:-0} segs=${2:-0}
+        set -- $(echo "$t" | sed -n 's/.*"gso":{"received":\([0-9]*\),"delivered_whole":\([0-9]*\),"segmented":\([0-9]*\),"segments":\([0-9]*\)}.*/\1 \2 \3 \4/p')
+        gso_rx=${gso_rx:-0} vm_whole=${vm_whole:-0}
+        t_rx=${1:-0} t_whole=${2:-0} gso_seg=${3:-0} segs=${4:-0}
         drops=$(echo "$j" | sed -n 's/.*"drops":{\([^}]*\)}.*/\1/p')
+        t_drops=$(echo "$t" | sed -n 's/.*"drops":{\([^}]*\)}.*/\1/p')
         feat=$(grep -o "port 'vm1': driver features [^)]*)" /tmp/card/log | tail -n 1)
         if [ -z "$feat" ]; then
             why="no driver features logged for vm1"
-        elif [ "$gso_rx" -eq 0 ] || [ "$gso_seg" -eq 0 ] || [ "$segs" -le "$gso_seg" ]; then
+        elif [ "$step" = card-net ] && { [ "$gso_rx" -eq 0 ] || [ "$t_whole" -eq 0 ] || [ "$gso_seg" -ne 0 ]; }; then
+            why="the guest's TSO frames did not go to the offload tap whole (from the guest $gso_rx, to tap0 whole $t_whole, segmented $gso_seg; $feat)"
+        elif [ "$step" = card-net ] && { [ "$t_rx" -eq 0 ] || [ "$vm_whole" -eq 0 ]; }; then
+            why="L1's TSO frames did not reach the guest whole (from tap0 $t_rx, to the guest whole $vm_whole; $feat)"
+        elif [ "$step" != card-net ] && { [ "$gso_rx" -eq 0 ] || [ "$gso_seg" -eq 0 ] || [ "$segs" -le "$gso_seg" ]; }; then
             why="no TSO frame from the guest was segmented (gso $gso_rx/$gso_seg/$segs; $feat)"
         elif echo "$drops" | grep -qE '"(malformed|gso)":[1-9]'; then
             why="frames from the guest refused ($drops)"
+        elif echo "$t_drops" | grep -qE '"(malformed|gso)":[1-9]'; then
+            why="frames from tap0 refused ($t_drops)"
         fi
     fi
     kill -TERM "$card_pid" 2>/dev/null
@@ -171,7 +187,11 @@ check_card() {
     [ -z "$why" ] && [ "$rc" != 0 ] && why="qtcard did not stop cleanly on SIGTERM (status $rc)"
     sed 's/^/LAB-L1 card-log| /' /tmp/card/log | tail -n 30
     if [ -z "$why" ]; then
-        echo "LAB-RESULT card-host PASS TSO frames from the guest $gso_rx, segmented $gso_seg into $segs; ${feat#*: }"
+        if [ "$step" = card-net ]; then
+            echo "LAB-RESULT card-host PASS TSO frames from the guest $gso_rx, to tap0 whole $t_whole; from tap0 $t_rx, to the guest whole $vm_whole; ${feat#*: }"
+        else
+            echo "LAB-RESULT card-host PASS TSO frames from the guest $gso_rx, segmented $gso_seg into $segs; ${feat#*: }"
+        fi
     else
         echo "LAB-RESULT card-host FAIL $why"
     fi
