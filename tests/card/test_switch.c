@@ -1117,6 +1117,33 @@ static long long ns_tcp_counter(const char *ns, const char *name)
     return v;
 }
 
+/* Read the MAC of interface ifn (in this namespace) into mac. */
+static void if_mac(const char *ifn, uint8_t *mac)
+{
+    char path[64];
+    FILE *mf;
+    snprintf(path, sizeof(path), "/sys/class/net/%s/address", ifn);
+    mf = fopen(path, "r");
+    assert_non_null(mf);
+    assert_int_equal(fscanf(mf, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &mac[0], &mac[1], &mac[2], &mac[3],
+                            &mac[4], &mac[5]),
+                     6);
+    fclose(mf);
+}
+
+/* Receive on d until want TCP resets with valid checksums (IPv4, from the kernel behind
+ * a tap port) have come, or nothing more does; returns how many came. */
+static unsigned recv_tcp4_resets(struct fdrv *d, unsigned have, unsigned want)
+{
+    for (int got; have < want && (got = recv1(d, NULL, NULL)) > 0;)
+        if (got >= 54 && pkt_get_be16(rxbuf + 12) == PKT_ETHERTYPE_IPV4 &&
+            rxbuf[23] == PKT_IPPROTO_TCP && (rxbuf[47] & 0x04) &&
+            14u + pkt_get_be16(rxbuf + 16) <= (unsigned)got &&
+            tcp4_csum_valid(rxbuf, 14u + pkt_get_be16(rxbuf + 16)))
+            have++;
+    return have;
+}
+
 /* The Linux kernel as the peer: segments written to a tap port in a network namespace
  * are checked by the kernel's TCP (no socket listens, so each valid segment is answered
  * with a reset; a bad checksum would count InCsumErrors). Needs root and iproute2. */
@@ -1124,7 +1151,7 @@ static void test_tso_kernel(void **state)
 {
     static uint8_t f[66 + 4 + GSO_PAYLOAD]; /* room for 4 bytes of IPv4 options */
     const unsigned nseg = (GSO_PAYLOAD + GSO_MSS - 1) / GSO_MSS;
-    char ns[32], ifn[16], cmd[512], path[64];
+    char ns[32], ifn[16], cmd[512];
     long long in0, csum0, rst0, in1, csum1, rst1;
     struct virtio_net_hdr_v1 h;
     unsigned rsts = 0;
@@ -1132,7 +1159,6 @@ static void test_tso_kernel(void **state)
     struct fdrv s;
     uint8_t mac[6];
     uint32_t n;
-    FILE *mf;
     (void)state;
 
     if (geteuid() != 0 || system("ip netns list >/dev/null 2>&1") != 0)
@@ -1144,13 +1170,7 @@ static void test_tso_kernel(void **state)
     add_port(&e, "{\"name\":\"s\",\"switch\":\"br7\"}");
     add_port(&e, "{\"name\":\"tp\",\"switch\":\"br7\",\"type\":\"tap\",\"ifname\":\"%s\"}", ifn);
     connect_port(&e, &s, "s", FDRV_F_CSUM | FDRV_F_HOST_TSO | FDRV_F_MRG, 2048);
-    snprintf(path, sizeof(path), "/sys/class/net/%s/address", ifn);
-    mf = fopen(path, "r");
-    assert_non_null(mf);
-    assert_int_equal(fscanf(mf, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &mac[0], &mac[1], &mac[2], &mac[3],
-                            &mac[4], &mac[5]),
-                     6);
-    fclose(mf);
+    if_mac(ifn, mac);
     snprintf(cmd, sizeof(cmd),
              "ip netns add %s && ip link set %s netns %s && ip -n %s addr add 10.0.0.2/24 dev %s "
              "&& ip -n %s link set %s up && ip -n %s neigh replace 10.0.0.1 lladdr "
@@ -1178,12 +1198,7 @@ static void test_tso_kernel(void **state)
         }
         assert_int_equal(fdrv_send(&s, f, n, &h), 0);
         /* The resets come back through the tap port. */
-        for (int got; rsts < nseg * (opts ? 2u : 1u) && (got = recv1(&s, NULL, NULL)) > 0;)
-            if (got >= 54 && pkt_get_be16(rxbuf + 12) == PKT_ETHERTYPE_IPV4 &&
-                rxbuf[23] == PKT_IPPROTO_TCP && (rxbuf[47] & 0x04) &&
-                14u + pkt_get_be16(rxbuf + 16) <= (unsigned)got &&
-                tcp4_csum_valid(rxbuf, 14u + pkt_get_be16(rxbuf + 16)))
-                rsts++;
+        rsts = recv_tcp4_resets(&s, rsts, nseg * (opts ? 2u : 1u));
     }
     in1 = ns_tcp_counter(ns, "InSegs");
     csum1 = ns_tcp_counter(ns, "InCsumErrors");
@@ -1196,20 +1211,6 @@ static void test_tso_kernel(void **state)
     assert_int_equal(csum1 - csum0, 0);
     assert_int_equal(rst1 - rst0, 2 * nseg);
     assert_int_equal(rsts, 2 * nseg);
-}
-
-/* Read the MAC of interface ifn (in this namespace) into mac. */
-static void if_mac(const char *ifn, uint8_t *mac)
-{
-    char path[64];
-    FILE *mf;
-    snprintf(path, sizeof(path), "/sys/class/net/%s/address", ifn);
-    mf = fopen(path, "r");
-    assert_non_null(mf);
-    assert_int_equal(fscanf(mf, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &mac[0], &mac[1], &mac[2], &mac[3],
-                            &mac[4], &mac[5]),
-                     6);
-    fclose(mf);
 }
 
 /* Move tap ifn into a new namespace ns with address ip/24 and bring it up. */
@@ -1364,12 +1365,7 @@ static void test_tap_offload(void **state)
     n = tcp_gso_frame(f, GSO_PAYLOAD, GSO_MSS, &h);
     memcpy(f, mac, 6);
     assert_int_equal(fdrv_send(&s, f, n, &h), 0);
-    for (int got; rsts < 1 && (got = recv1(&s, NULL, NULL)) > 0;)
-        if (got >= 54 && pkt_get_be16(rxbuf + 12) == PKT_ETHERTYPE_IPV4 &&
-            rxbuf[23] == PKT_IPPROTO_TCP && (rxbuf[47] & 0x04) &&
-            14u + pkt_get_be16(rxbuf + 16) <= (unsigned)got &&
-            tcp4_csum_valid(rxbuf, 14u + pkt_get_be16(rxbuf + 16)))
-            rsts++;
+    rsts = recv_tcp4_resets(&s, 0, 1);
     in1 = ns_tcp_counter(ns, "InSegs");
     csum1 = ns_tcp_counter(ns, "InCsumErrors");
     rst1 = ns_tcp_counter(ns, "OutRsts");
