@@ -47,9 +47,18 @@ arg() { # name default -> value of lab.<name>= on the kernel command line
     echo "$2"
 }
 
+# Module parameters from the kernel command line (MODULE.PARAM=VALUE, '-' or '_' in
+# the name), as modprobe would pass them: insmod does not read the command line.
 while read -r m; do
     [ -n "$m" ] || continue
-    out=$(insmod "/lib/modules/$m.ko" 2>&1) || echo "LAB-L1 insmod $m failed: $out"
+    base=$(basename "$m" | tr - _)
+    params=""
+    for w in $(cat /proc/cmdline); do
+        case "$(echo "${w%%.*}" | tr - _)" in "$base") [ "${w#*.}" != "$w" ] && params="$params ${w#*.}" ;; esac
+    done
+    # shellcheck disable=SC2086
+    out=$(insmod "/lib/modules/$m.ko" $params 2>&1) || echo "LAB-L1 insmod $m failed: $out"
+    [ -n "$params" ] && echo "LAB-L1 insmod $base$params"
 done </lib/modules/order
 [ -c /dev/kvm ] || echo "LAB-L1 warning: no /dev/kvm after loading kvm-amd"
 

@@ -55,6 +55,8 @@ STEP_RESULTS = {
 }
 L1_TIMEOUT_S = int(os.environ.get("LAB_L1_TIMEOUT", "420"))
 L2_TIMEOUT_S = int(os.environ.get("LAB_L2_TIMEOUT", "240"))
+# more L1 kernel parameters, e.g. LAB_L1_APPEND="kvm_amd.npt=0" (experiments)
+L1_APPEND = os.environ.get("LAB_L1_APPEND", "").strip()
 # The tests boot L2 with "quiet" (warnings, errors and panics still show;
 # every console byte is a VM exit): LAB_GUEST_VERBOSE=1 gives the full log.
 TEST_QUIET = os.environ.get("LAB_GUEST_VERBOSE", "0") != "1"
@@ -576,7 +578,8 @@ def boot_l1(l1_kernel, l1_initrd, append, timeout_s, log_path, echo=None):
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                lab.errors.append(f"L1 timed out after {timeout_s} s")
+                if not lab.errors:  # else the deadline was brought forward: said already
+                    lab.errors.append(f"L1 timed out after {timeout_s} s")
                 break
             ready, _, _ = select.select([proc.stdout], [], [], left)
             if not ready:
@@ -656,7 +659,8 @@ def run_lab(plan, qtvmm=None, quiet=False, l2_timeout=L2_TIMEOUT_S,
             f"(L1 {os.path.getsize(l1) >> 20} MiB)")
         append = (f"console=ttyS0 panic=-1 loglevel=4 lab.plan={plan} "
                   f"lab.cpus={cpus} lab.mem={mem} lab.timeout={l2_timeout}"
-                  f"{' lab.quiet=1' if quiet else ''}")
+                  f"{' lab.quiet=1' if quiet else ''}"
+                  f"{' ' + L1_APPEND if L1_APPEND else ''}")
         os.makedirs(os.path.join(WORK, "logs"), exist_ok=True)
         log_path = os.path.join(
             WORK, "logs",
