@@ -657,7 +657,9 @@ def run_lab(plan, qtvmm=None, quiet=False, l2_timeout=L2_TIMEOUT_S,
         l1 = build_l1(paths, vmms, qtvmm, l2, {st for _, st in items}, card)
         log(f"initramfs images built in {time.monotonic() - t:.1f} s "
             f"(L1 {os.path.getsize(l1) >> 20} MiB)")
-        append = (f"console=ttyS0 panic=-1 loglevel=4 lab.plan={plan} "
+        # loglevel=5: warnings and KERN_DEFAULT lines too, so that a soft lockup comes
+        # with the stuck CPU's registers and call trace (a few more lines at boot).
+        append = (f"console=ttyS0 panic=-1 loglevel=5 lab.plan={plan} "
                   f"lab.cpus={cpus} lab.mem={mem} lab.timeout={l2_timeout}"
                   f"{' lab.quiet=1' if quiet else ''}"
                   f"{' ' + L1_APPEND if L1_APPEND else ''}")
