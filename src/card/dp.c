@@ -178,6 +178,22 @@ static inline void vnet_hdr_store(uint8_t *dst, const struct virtio_net_hdr_v1 *
         memcpy(dst, h, len);
 }
 
+/* A partial checksum (and a whole GSO frame) described for the receiver: csum_start and
+ * hdr_len move with the tag the frame gains or loses on the way out (fo). */
+static void vnet_hdr_partial(struct pkt *pk, const struct frame_out *fo,
+                             struct virtio_net_hdr_v1 *h)
+{
+    h->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h->csum_start = (uint16_t)(pk->vh.csum_start - pk->tag_len + fo->len[1]);
+    h->csum_offset = pk->vh.csum_offset;
+    if (pk->vh.gso_type != GSO_TYPE_NONE) {
+        /* Only ports that take this GSO type get it whole (dp_gso_flush). */
+        h->gso_type = pk->vh.gso_type;
+        h->gso_size = pk->vh.gso_size;
+        h->hdr_len = (uint16_t)(pkt_gso_info(pk)->hdr_len - pk->tag_len + fo->len[1]);
+    }
+}
+
 /* Deliver one packet into vq (locked). Returns 0, -ENOBUFS (ring full, nothing consumed),
  * -EMSGSIZE (buffer too small, dropped) or -EINVAL (malformed ring). */
 static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
@@ -192,17 +208,7 @@ static int vhost_rx_one(struct port *p, struct virtq *vq, struct pkt *pk,
 
     if (pk->vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
         if (p->guest_csum) {
-            h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-            /* csum_start moves with the tag we add or remove. */
-            h.csum_start = (uint16_t)(pk->vh.csum_start - pk->tag_len + fo->len[1]);
-            h.csum_offset = pk->vh.csum_offset;
-            if (pk->vh.gso_type != GSO_TYPE_NONE) {
-                /* Only ports that take this GSO type get it whole (dp_gso_flush); the
-                 * header length moves with the tag like csum_start. */
-                h.gso_type = pk->vh.gso_type;
-                h.gso_size = pk->vh.gso_size;
-                h.hdr_len = (uint16_t)(pkt_gso_info(pk)->hdr_len - pk->tag_len + fo->len[1]);
-            }
+            vnet_hdr_partial(pk, fo, &h);
         } else {
             pkt_finish_csum(pk);
             h.flags = VIRTIO_NET_HDR_F_DATA_VALID;
@@ -351,8 +357,7 @@ static void vhost_output(struct worker *w, struct port *p, struct pkt **pk, cons
 /* The virtio-net header of a frame written to a tap with offload on: a partial checksum
  * (and a GSO frame, which only comes here whole when the tap takes its type) stays
  * partial for the kernel to finish; anything else goes with no flags, and the kernel
- * checks its checksums itself (DATA_VALID from a VM is not passed on to the host). The
- * offsets move with the tag the frame gains or loses, as towards a VM. */
+ * checks its checksums itself (DATA_VALID from a VM is not passed on to the host). */
 static void tap_vnet_hdr(struct pkt *pk, const struct frame_out *fo, struct virtio_net_hdr_v1 *h)
 {
     if (!(pk->vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM))
@@ -362,14 +367,7 @@ static void tap_vnet_hdr(struct pkt *pk, const struct frame_out *fo, struct virt
         pk->vh.flags = 0; /* not a checksum inside the frame: leave the frame as it is */
         return;
     }
-    h->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-    h->csum_start = (uint16_t)(pk->vh.csum_start - pk->tag_len + fo->len[1]);
-    h->csum_offset = pk->vh.csum_offset;
-    if (pk->vh.gso_type != GSO_TYPE_NONE) {
-        h->gso_type = pk->vh.gso_type;
-        h->gso_size = pk->vh.gso_size;
-        h->hdr_len = (uint16_t)(pkt_gso_info(pk)->hdr_len - pk->tag_len + fo->len[1]);
-    }
+    vnet_hdr_partial(pk, fo, h);
 }
 
 static void host_output(struct worker *w, struct port *p, struct pkt **pk, const bool *tagged,
