@@ -464,13 +464,13 @@ static bool tap_rx_offload(struct worker *w, struct port *p, struct port_queue *
     memcpy(&pk->vh, &h, TAP_VNET_HDR_LEN);
     pk->vh.flags &= VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID;
     if (len > PKT_MAX_FRAME) {
-        memcpy(big + DP_HEADROOM, pk->data, PKT_MAX_FRAME);
-        pk->data = big + DP_HEADROOM;
         if (pk->vh.gso_type == GSO_TYPE_NONE) {
             p->drops[DROP_MALFORMED]++; /* oversize without GSO */
             q->st.tx_dropped++;
             return true;
         }
+        memcpy(big + DP_HEADROOM, pk->data, PKT_MAX_FRAME);
+        pk->data = big + DP_HEADROOM;
     }
     if (pk->vh.gso_type != GSO_TYPE_NONE) {
         if (dp_gso_ingress(w, p, q, pk, len))
