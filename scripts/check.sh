@@ -49,25 +49,22 @@ if setup build; then
     # The Linux lab runs last and alone: its L1 is a QEMU-TCG guest on both
     # cores, and its nested guests have failed more often while other tests
     # (DPDK pollers among them) competed for the CPUs (docs/linux-lab.md).
-    main_args=() lab=1
+    run_suites() { # testlog name, parallel tests, meson test arguments...
+        local name=$1 jobs=$2; shift 2
+        meson test -C build --print-errorlogs --timeout-multiplier "${TIMEOUT_MULT:-3}" --num-processes "$jobs" "$@" || true
+        add "$(count build/meson-logs/testlog.json)"
+        mv build/meson-logs/testlog.json "build/meson-logs/$name" 2>/dev/null
+    }
+    main=1 lab=1 main_args=(--no-suite lab)
     if [ -n "${SUITES:-}" ]; then
-        lab=0
+        main=0 lab=0 main_args=()
         for s in $SUITES; do
-            if [ "$s" = lab ]; then lab=1; else main_args+=(--suite "$s"); fi
+            if [ "$s" = lab ]; then lab=1; else main=1 main_args+=(--suite "$s"); fi
         done
     fi
-    [ ${#main_args[@]} -eq 0 ] && main_args=(--no-suite lab)
     rm -f build/meson-logs/testlog-main.json build/meson-logs/testlog-lab.json
-    if [ -z "${SUITES:-}" ] || [ "${main_args[0]}" = --suite ]; then
-        meson test -C build --print-errorlogs --timeout-multiplier "${TIMEOUT_MULT:-3}" --num-processes 2 "${main_args[@]}" || true
-        add "$(count build/meson-logs/testlog.json)"
-        mv build/meson-logs/testlog.json build/meson-logs/testlog-main.json 2>/dev/null
-    fi
-    if [ "$lab" = 1 ]; then
-        meson test -C build --print-errorlogs --timeout-multiplier "${TIMEOUT_MULT:-3}" --num-processes 1 --suite lab || true
-        add "$(count build/meson-logs/testlog.json)"
-        mv build/meson-logs/testlog.json build/meson-logs/testlog-lab.json 2>/dev/null
-    fi
+    [ "$main" = 1 ] && run_suites testlog-main.json 2 "${main_args[@]}"
+    [ "$lab" = 1 ] && run_suites testlog-lab.json 1 --suite lab
 else
     echo "check: gcc build failed" >&2; fail=$((fail + 1))
 fi
