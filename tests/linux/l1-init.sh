@@ -48,14 +48,21 @@ arg() { # name default -> value of lab.<name>= on the kernel command line
 }
 
 # Module parameters from the kernel command line (MODULE.PARAM=VALUE, '-' or '_' in
-# the name), as modprobe would pass them: insmod does not read the command line.
+# the name), as modprobe would pass them: insmod does not read the command line. The
+# candidates are picked once (usually none: L1 is emulated, every process costs).
+modparams=""
+for w in $(cat /proc/cmdline); do
+    case "$w" in lab.*) ;; *.*=*) modparams="$modparams $(echo "${w%%.*}" | tr - _).${w#*.}" ;; esac
+done
 while read -r m; do
     [ -n "$m" ] || continue
-    base=$(basename "$m" | tr - _)
     params=""
-    for w in $(cat /proc/cmdline); do
-        case "$(echo "${w%%.*}" | tr - _)" in "$base") [ "${w#*.}" != "$w" ] && params="$params ${w#*.}" ;; esac
-    done
+    if [ -n "$modparams" ]; then
+        base=$(basename "$m" | tr - _)
+        for w in $modparams; do
+            [ "${w%%.*}" = "$base" ] && params="$params ${w#*.}"
+        done
+    fi
     # shellcheck disable=SC2086
     out=$(insmod "/lib/modules/$m.ko" $params 2>&1) || echo "LAB-L1 insmod $m failed: $out"
     [ -n "$params" ] && echo "LAB-L1 insmod $base$params"
