@@ -1131,6 +1131,38 @@ static void if_mac(const char *ifn, uint8_t *mac)
     fclose(mf);
 }
 
+/* Move tap ifn into a new namespace ns with address ip/24 and bring it up. */
+static void tap_into_ns(const char *ns, const char *ifn, const char *ip)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "ip netns add %s && ip link set %s netns %s && ip -n %s addr add %s/24 dev %s && "
+             "ip -n %s link set %s up && ip -n %s link set lo up",
+             ns, ifn, ns, ns, ip, ifn, ns, ifn, ns);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* In ns, the fake driver's address 10.0.0.1 is MAC_A (02:00:00:00:00:0a), on ifn. */
+static void ns_neigh_driver(const char *ns, const char *ifn)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "ip -n %s neigh replace 10.0.0.1 lladdr 02:00:00:00:00:0a dev %s",
+             ns, ifn);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Write text to a new temporary file made from tmpl (mkstemp). */
+static void write_temp(char *tmpl, const char *text)
+{
+    int fd = mkstemp(tmpl);
+    FILE *fp;
+    assert_true(fd >= 0);
+    fp = fdopen(fd, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
 /* Receive on d until want TCP resets with valid checksums (IPv4, from the kernel behind
  * a tap port) have come, or nothing more does; returns how many came. */
 static unsigned recv_tcp4_resets(struct fdrv *d, unsigned have, unsigned want)
@@ -1171,12 +1203,8 @@ static void test_tso_kernel(void **state)
     add_port(&e, "{\"name\":\"tp\",\"switch\":\"br7\",\"type\":\"tap\",\"ifname\":\"%s\"}", ifn);
     connect_port(&e, &s, "s", FDRV_F_CSUM | FDRV_F_HOST_TSO | FDRV_F_MRG, 2048);
     if_mac(ifn, mac);
-    snprintf(cmd, sizeof(cmd),
-             "ip netns add %s && ip link set %s netns %s && ip -n %s addr add 10.0.0.2/24 dev %s "
-             "&& ip -n %s link set %s up && ip -n %s neigh replace 10.0.0.1 lladdr "
-             "02:00:00:00:00:0a dev %s",
-             ns, ifn, ns, ns, ifn, ns, ifn, ns, ifn);
-    assert_int_equal(system(cmd), 0);
+    tap_into_ns(ns, ifn, "10.0.0.2");
+    ns_neigh_driver(ns, ifn);
     in0 = ns_tcp_counter(ns, "InSegs");
     csum0 = ns_tcp_counter(ns, "InCsumErrors");
     rst0 = ns_tcp_counter(ns, "OutRsts");
@@ -1213,17 +1241,6 @@ static void test_tso_kernel(void **state)
     assert_int_equal(rsts, 2 * nseg);
 }
 
-/* Move tap ifn into a new namespace ns with address ip/24 and bring it up. */
-static void tap_into_ns(const char *ns, const char *ifn, const char *ip)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd),
-             "ip netns add %s && ip link set %s netns %s && ip -n %s addr add %s/24 dev %s && "
-             "ip -n %s link set %s up && ip -n %s link set lo up",
-             ns, ifn, ns, ns, ip, ifn, ns, ifn, ns);
-    assert_int_equal(system(cmd), 0);
-}
-
 /* A TCP transfer between namespaces: the receiver listens in ns_r on ip:port and prints
  * the byte count and SHA-256 of what it got; the sender in ns_s sends 8 MiB of a
  * pattern. Returns whether the receiver got exactly what was sent. */
@@ -1248,19 +1265,10 @@ static bool ns_tcp_transfer(const char *ns_s, const char *ns_r, const char *ip, 
         "print(len(d), hashlib.sha256(d).hexdigest(), flush=True)\n";
     char rpath[] = "/tmp/qt-recv-XXXXXX", spath[] = "/tmp/qt-send-XXXXXX", cmd[512];
     char rline[160] = "", sline[160] = "", ready[16] = "";
-    FILE *rf, *sf, *fp;
-    int fd;
+    FILE *rf, *sf;
 
-    fd = mkstemp(rpath);
-    assert_true(fd >= 0);
-    fp = fdopen(fd, "w");
-    fputs(recv_py, fp);
-    fclose(fp);
-    fd = mkstemp(spath);
-    assert_true(fd >= 0);
-    fp = fdopen(fd, "w");
-    fputs(send_py, fp);
-    fclose(fp);
+    write_temp(rpath, recv_py);
+    write_temp(spath, send_py);
     snprintf(cmd, sizeof(cmd), "ip netns exec %s python3 %s %s %d", ns_r, rpath, ip, port);
     rf = popen(cmd, "r");
     assert_non_null(rf);
@@ -1353,9 +1361,7 @@ static void test_tap_offload(void **state)
     if_mac(ifn, mac);
     tap_into_ns(ns, ifn, "10.0.0.2");
     tap_into_ns(ns2, ifn2, "10.0.0.3");
-    snprintf(cmd, sizeof(cmd), "ip -n %s neigh replace 10.0.0.1 lladdr 02:00:00:00:00:0a dev %s",
-             ns, ifn);
-    assert_int_equal(system(cmd), 0);
+    ns_neigh_driver(ns, ifn);
     in0 = ns_tcp_counter(ns, "InSegs");
     csum0 = ns_tcp_counter(ns, "InCsumErrors");
     rst0 = ns_tcp_counter(ns, "OutRsts");
