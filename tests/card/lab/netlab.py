@@ -101,7 +101,10 @@ class Lab:
         return p
 
     # ---- Open vSwitch, private instance ----
-    def ovs_start(self, ns):
+    def ovs_start(self, ns, other_config=None):
+        """ovsdb-server and ovs-vswitchd in ns; other_config (dict) is set in the database
+        before ovs-vswitchd first reads it (some keys, userspace-tso-enable among them,
+        are read once)."""
         d = os.path.join(self.dir, "ovs")
         os.makedirs(d, exist_ok=True)
         self.ovs_dir = d
@@ -115,6 +118,8 @@ class Lab:
              f"--unixctl={d}/ovsdb-server.ctl"], env=self.ovs_env)
         self.pidfiles.append(f"{d}/ovsdb-server.pid")
         self.vsctl("--no-wait", "init")
+        for k, v in (other_config or {}).items():
+            self.vsctl("--no-wait", "set", "Open_vSwitch", ".", f"other_config:{k}={v}")
         run(["ip", "netns", "exec", ns, OVS_VSWITCHD, f"unix:{sock}",
              f"--pidfile={d}/ovs-vswitchd.pid", "--detach", f"--log-file={d}/ovs-vswitchd.log",
              f"--unixctl={d}/ovs-vswitchd.ctl"], env=self.ovs_env)
